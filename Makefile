@@ -1,0 +1,42 @@
+# Two entry points (README): `make demo` runs the workflow on the embedded default, `make test` runs the tests.
+# Both create the virtual environment .venv from the pinned requirements.lock first.
+PY ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+STAMP := $(VENV)/.installed-stamp
+CORES ?= 2
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup demo test lint format dag clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	snakemake --cores $(CORES)
+
+lint: setup
+	snakemake --lint
+	snakefmt --check .
+	ruff check .
+	ruff format --check .
+
+test: lint
+	pytest -q -rs
+
+format: setup
+	snakefmt .
+	ruff format .
+	ruff check --fix .
+
+dag: setup
+	snakemake --rulegraph | dot -Tsvg > docs/dag.svg
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,21 @@
+# AIEV-INSTRUCT as a Snakemake workflow. Logic lives in the `aiev` package; each rule runs one
+# `aiev <step>` sub-command. See README.md and ../shared/docs/DESIGN.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, schema="schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/seeds.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs,

@@ -1,0 +1,195 @@
+"""The ``aiev`` command: one sub-command per pipeline step; every Snakemake rule calls one of them.
+
+Each step takes ``--config`` (a YAML/JSON file or an inline JSON object, validated against the same schema
+as the Snakefile's config, defaults filled) plus explicit input/output paths. Flags given on the command
+line override the config's values, so every step also runs comfortably by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from aiev import __version__
+from aiev.config import ConfigError, load_config
+
+log = logging.getLogger("aiev")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _override(section: dict[str, Any], args: argparse.Namespace, keys: list[str]) -> dict[str, Any]:
+    for key in keys:
+        value = getattr(args, key, None)
+        if value is not None:
+            section[key] = value
+    return section
+
+
+def _config(args: argparse.Namespace, section: str, keys: list[str]) -> dict[str, Any]:
+    """The step's config section, with command-line overrides applied and re-validated."""
+    cfg = load_config(args.config)
+    _override(cfg[section], args, keys)
+    return load_config(cfg)[section]
+
+
+# ------------------------------------------------------------------------------------------- seeds
+
+
+def _seeds_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", required=True, help="seeds JSONL to write")
+    p.add_argument("--report", required=True, help="JSON report: counts per source, every skipped row")
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    from aiev import seeds
+
+    section = _config(args, "seeds", [])
+    report = seeds.run(section, args.output, args.report)
+    for name, info in report["sources"].items():
+        log.info(
+            "source %s: %d seeds, %d rows skipped %s",
+            name,
+            info["kept"],
+            info["skipped"],
+            info["skipped_by_reason"] or "",
+        )
+    log.info("wrote %d seeds to %s", report["total"], args.output)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- dedup
+
+_DEDUP_KEYS = ["threshold", "shingle_size", "num_perm", "min_tokens", "workers", "seed"]
+
+
+def _dedup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--report", required=True, help="JSON report: counts, every dropped row and its twin")
+    p.add_argument("--threshold", type=float, help="Jaccard threshold (default from config: 0.7)")
+    p.add_argument("--shingle-size", dest="shingle_size", type=int)
+    p.add_argument("--num-perm", dest="num_perm", type=int)
+    p.add_argument("--min-tokens", dest="min_tokens", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    from aiev import dedup
+
+    section = _config(args, "dedup", _DEDUP_KEYS)
+    report = dedup.run(args.input, args.output, args.report, dedup.DedupParams.from_section(section))
+    log.info(
+        "dedup: %d in, %d kept, %d exact and %d near duplicates dropped",
+        report["input"],
+        report["kept"],
+        report["dropped_exact"],
+        report["dropped_near"],
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- batches
+
+
+def _batches_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True)
+    p.add_argument("--outdir", required=True, help="directory to hold batch_K.jsonl files")
+    p.add_argument("--report", required=True)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--seed", type=int)
+
+
+def _batches(args: argparse.Namespace) -> int:
+    from aiev import batches
+
+    section = _config(args, "batches", ["batch_size", "seed"])
+    report = batches.run(args.input, args.outdir, args.report, section)
+    log.info("wrote %d batches of up to %d seeds to %s", report["batches"], report["batch_size"], args.outdir)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", action="store_true", help="print the Markdown reference of every key instead")
+
+
+def _config_cmd(args: argparse.Namespace) -> int:
+    if args.reference:
+        from aiev.config import reference_markdown
+
+        sys.stdout.write(reference_markdown())
+        return 0
+    cfg = load_config(args.config)
+    json.dump(cfg, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- main
+
+# name -> (help, add arguments, run). Later steps add their row here.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {
+    "seeds": ("read the configured seed sources into one normalised seeds.jsonl", _seeds_args, _seeds),
+    "dedup": (
+        "drop exact and near-duplicate seeds (MinHash LSH, verified by exact Jaccard)",
+        _dedup_args,
+        _dedup,
+    ),
+    "batches": (
+        "cut the deduplicated seeds into batches (the workflow's checkpoint)",
+        _batches_args,
+        _batches,
+    ),
+    "config": ("validate a config and print it with every default filled in", _config_args, _config_cmd),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiev",
+        description="AIEV-INSTRUCT pipeline steps. Each Snakemake rule runs one of these sub-commands.",
+    )
+    parser.add_argument("--version", action="version", version=f"aiev {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="STEP", required=True)
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--config",
+            help="config: a YAML/JSON file or an inline JSON object (default: all schema defaults)",
+        )
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _, _, handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"aiev {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"aiev {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Small, shared I/O helpers: tolerant JSONL reading with counted skips, atomic writes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+
+@dataclass
+class SkipLog:
+    """Every row that a step could not use, with where it came from and why (never silently lost)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, reason: str, *, file: str | None = None, line: int | None = None, **extra: Any) -> None:
+        row: dict[str, Any] = {"file": file, "line": line, "reason": reason}
+        row.update(extra)
+        self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(_reason_kind(r["reason"]) for r in self.rows))
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+def open_text(path: str | Path) -> IO[bytes]:
+    """Open a (possibly gzipped) file as bytes."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def read_jsonl(path: str | Path, skips: SkipLog | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each good line; bad lines go to ``skips`` (or raise)."""
+    name = str(path)
+    with open_text(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            reason = None
+            obj: Any = None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not-utf8: byte {exc.start}"
+            else:
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    reason = f"invalid-json: {exc.msg} at column {exc.colno}"
+                else:
+                    if not isinstance(obj, dict):
+                        reason = f"not-an-object: got {type(obj).__name__}"
+            if reason is not None:
+                if skips is None:
+                    raise ValueError(f"{name}:{lineno}: {reason}")
+                skips.add(reason, file=name, line=lineno)
+                continue
+            yield lineno, obj
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside ``path`` and move it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(dumps(row))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=False)
+        fh.write("\n")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file that this workflow wrote itself: any bad line is an error."""
+    return [obj for _, obj in read_jsonl(path)]
