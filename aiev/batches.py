@@ -36,15 +36,11 @@ def partition(
     return batches
 
 
-def run(
-    input_path: str | Path, outdir: str | Path, report_path: str | Path, section: dict[str, Any]
-) -> dict[str, Any]:
+def run(input_path: str | Path, outdir: str | Path, report_path: str | Path, section: dict[str, Any]) -> dict[str, Any]:
     records = read_records(input_path)
     if not records:
         raise ValueError(f"{input_path}: no seeds to batch")
-    batches = partition(
-        records, section["batch_size"], section["shuffle"], section["seed"], section.get("max_batches")
-    )
+    batches = partition(records, section["batch_size"], section["shuffle"], section["seed"], section.get("max_batches"))
     outdir = Path(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     # Build the directory beside the target and swap it in, so a crash never leaves half a set of batches.

@@ -114,6 +114,88 @@ def _batches(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- generate
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", required=True, help="batch_K.jsonl of seeds")
+    p.add_argument("--batch-index", dest="batch_index", type=int, default=None)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=None, help="default: generate.shards")
+    p.add_argument("--stage", choices=["teaching", "self-learning"], default="teaching")
+    p.add_argument(
+        "--state-dir",
+        dest="state_dir",
+        required=True,
+        help="progress store and LLM cache (kept across failed runs: outside Snakemake's outputs)",
+    )
+    p.add_argument("--dialogues", required=True)
+    p.add_argument("--rejects", required=True)
+    p.add_argument("--report", required=True)
+    p.add_argument("--max-rounds", dest="max_rounds", type=int)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from aiev import generate
+
+    cfg = load_config(args.config)
+    _override(cfg["generate"], args, ["max_rounds"])
+    cfg = load_config(cfg)
+    shards = args.shards or cfg["generate"]["shards"]
+    info = generate.run(
+        args.batch,
+        cfg,
+        shard=args.shard,
+        shards=shards,
+        state_dir=args.state_dir,
+        dialogues=args.dialogues,
+        rejects=args.rejects,
+        report=args.report,
+        stage=args.stage,
+        batch=args.batch_index,
+    )
+    log.info(
+        "shard %d/%d: %d passed, %d rejected, %d bad seeds",
+        args.shard,
+        shards,
+        info["passed"],
+        info["rejected"],
+        len(info["bad_seeds"]),
+    )
+    return 0
+
+
+def _merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("DIALOGUES", "REJECTS", "REPORT"),
+        help="one shard's outputs; repeat in shard order",
+    )
+    p.add_argument("--dialogues", required=True)
+    p.add_argument("--rejects", required=True)
+    p.add_argument("--usage", required=True)
+    p.add_argument("--report", required=True)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from aiev import generate
+
+    cfg = load_config(args.config)
+    info = generate.merge(
+        [tuple(s) for s in args.shard],
+        args.dialogues,
+        args.rejects,
+        args.usage,
+        args.report,
+        cfg["llm"]["prices"],
+    )
+    log.info("merged: %d passed, %d rejected", info["passed"], info["rejected"])
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ config
 
 
@@ -148,6 +230,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
         _batches_args,
         _batches,
     ),
+    "generate": ("run the AIEV dialogues of one shard of a batch (resumable)", _generate_args, _generate),
+    "merge-dialogues": ("merge a batch's shards into dialogues, rejects and usage", _merge_args, _merge),
     "config": ("validate a config and print it with every default filled in", _config_args, _config_cmd),
 }
 
@@ -184,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aiev {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # LLMError, EndpointUnreachable, SeedError, ...
         if args.verbose:
             raise
         print(f"aiev {args.command}: error: {exc}", file=sys.stderr)

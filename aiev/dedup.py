@@ -113,9 +113,7 @@ def shingle_hashes(tokens: Sequence[str], n: int) -> np.ndarray:
         grams = ["\x1f".join(tokens)]
     else:
         grams = ["\x1f".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return np.unique(
-        np.fromiter((xxhash.xxh64_intdigest(g.encode("utf-8")) for g in grams), np.uint64, len(grams))
-    )
+    return np.unique(np.fromiter((xxhash.xxh64_intdigest(g.encode("utf-8")) for g in grams), np.uint64, len(grams)))
 
 
 def _low32(h: int) -> int:
@@ -216,9 +214,7 @@ def deduplicate(
     return [records[i] for i in kept_idx], dropped
 
 
-def run(
-    input_path: str | Path, output: str | Path, report_path: str | Path, params: DedupParams
-) -> dict[str, Any]:
+def run(input_path: str | Path, output: str | Path, report_path: str | Path, params: DedupParams) -> dict[str, Any]:
     records = read_records(input_path)
     kept, dropped = deduplicate(records, params)
     write_jsonl(output, kept)

@@ -146,9 +146,7 @@ def load_hf_dataset(src: dict[str, Any]) -> Any:
             ds = ds[src["split"]]
         return ds
     try:
-        return datasets.load_dataset(
-            name, src.get("config_name"), split=src["split"], revision=src.get("revision")
-        )
+        return datasets.load_dataset(name, src.get("config_name"), split=src["split"], revision=src.get("revision"))
     except Exception as exc:
         raise SeedError(
             f"source '{src['name']}': could not load Hugging Face dataset '{name}' "

@@ -1,0 +1,216 @@
+"""A scripted OpenAI-compatible HTTP server for tests and benchmarks (real HTTP, real `openai` client).
+
+Replies come from a script (a function of the request's messages). Fault injection: with ``faults=True`` the
+first attempt of each distinct request gets, in turn, a 429 with Retry-After, a 500, a reply slower than the
+client's timeout, a truncated JSON body, or an empty ``choices`` list; the next attempt is answered. The
+server counts every request it answered successfully by request body, so a test can assert that nothing was
+paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Script = Callable[[list[dict[str, str]]], str]
+FAULTS = ("429", "500", "slow", "truncated", "empty")
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 resets connections under a burst of 64
+
+
+class ScriptedServer:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        model: str = "scripted",
+        latency_s: float = 0.0,
+        faults: bool = False,
+        slow_s: float = 3.0,
+        pause_after: int | None = None,
+    ) -> None:
+        self.script = script
+        self.model = model
+        self.latency_s = latency_s
+        self.faults = faults
+        self.slow_s = slow_s
+        self.pause_after = pause_after
+        self.lock = threading.Lock()
+        self.served: Counter[str] = Counter()  # body hash -> successful replies
+        self.received = 0
+        self.faulted: Counter[str] = Counter()  # fault kind -> times injected
+        self._attempts: Counter[str] = Counter()
+        self._fault_index = 0
+        self._resume = threading.Event()
+        self._resume.set()
+        self.paused = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "test"}]}
+                    self._send(200, json.dumps(body).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, b'{"error": {"message": "not found"}}')
+                    return
+                server._handle(self, raw)
+
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    # ------------------------------------------------------------------------------------------------
+    def _handle(self, h: Any, raw: bytes) -> None:
+        req = json.loads(raw)
+        key = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
+        with self.lock:
+            self.received += 1
+            self._attempts[key] += 1
+            attempt = self._attempts[key]
+            fault = None
+            if self.faults and attempt == 1:
+                fault = FAULTS[self._fault_index % len(FAULTS)]
+                self._fault_index += 1
+                self.faulted[fault] += 1
+            must_wait = self.pause_after is not None and sum(self.served.values()) >= self.pause_after
+        if must_wait:
+            self.paused.set()
+            self._resume.wait()
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        if fault == "429":
+            h._send(429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "0.05"})
+            return
+        if fault == "500":
+            h._send(500, b'{"error": {"message": "boom"}}')
+            return
+        if fault == "slow":
+            time.sleep(self.slow_s)
+        text = self.script(req["messages"])
+        body = {
+            "id": "chatcmpl-" + key[:12],
+            "object": "chat.completion",
+            "created": 0,
+            "model": req.get("model", self.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": sum(len(m["content"].split()) for m in req["messages"]),
+                "completion_tokens": len(text.split()),
+                "total_tokens": 0,
+            },
+        }
+        if fault == "empty":
+            body["choices"] = []
+            h._send(200, json.dumps(body).encode())
+            return
+        data = json.dumps(body).encode()
+        if fault == "truncated":
+            h._send(200, data[: len(data) // 2])
+            return
+        if fault == "slow":
+            h._send(200, data)  # the client gave up already: not a successful reply
+            return
+        with self.lock:
+            self.served[key] += 1
+        h._send(200, data)
+
+    @property
+    def repeated(self) -> int:
+        """Requests answered successfully more than once (paid twice)."""
+        return sum(c - 1 for c in self.served.values() if c > 1)
+
+    @property
+    def successes(self) -> int:
+        return sum(self.served.values())
+
+    def resume(self) -> None:
+        self.pause_after = None
+        self._resume.set()
+
+    def hold(self) -> None:
+        self._resume.clear()
+
+    def __enter__(self) -> ScriptedServer:
+        if self.pause_after is not None:
+            self._resume.clear()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._resume.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+
+SOLUTION = "def add(a, b):\n    return a + b\n"
+BUGGY = "def add(a, b):\n    return a - b\n"
+TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\nprint('all tests passed')\n"
+
+
+def _block(code: str, lang: str = "python") -> str:
+    return f"```{lang}\n{code}```\n"
+
+
+def dialogue_script(messages: list[dict[str, str]]) -> str:
+    """Drives dialogues by the SCENARIO tag in the seed: pass1, fix, never, pip, nocode."""
+    system = messages[0]["content"]
+    first_user = next(m["content"] for m in messages if m["role"] == "user")
+    m = re.search(r"SCENARIO=(\w+)", first_user)
+    scenario = m.group(1) if m else "pass1"
+    if system.startswith("You are the questioner"):
+        last = messages[-1]["content"]
+        if "Here is a seed" in last:
+            return f"Implement add(a, b) returning the sum of two integers. [SCENARIO={scenario}]"
+        return "The function subtracts instead of adding: the assertion add(2, 3) == 5 fails. Use +."
+    rounds = sum(1 for x in messages if x["role"] == "assistant")
+    if scenario == "pass1":
+        return "Here is my solution.\n" + _block(SOLUTION) + "And the tests:\n" + _block(TESTS)
+    if scenario == "fix":
+        code = BUGGY if rounds == 0 else SOLUTION
+        return _block(code) + _block(TESTS)
+    if scenario == "never":
+        return _block(BUGGY) + _block(TESTS)
+    if scenario == "pip":
+        code = "import aievtinypkg\n\n\ndef add(a, b):\n    return aievtinypkg.plus(a, b)\n"
+        return "First install the helper.\n" + _block("pip install aievtinypkg", "bash") + _block(code) + _block(TESTS)
+    if scenario == "nocode":
+        return "I would add the two numbers."
+    raise ValueError(scenario)
+
+
+def echo_script(messages: list[dict[str, str]]) -> str:
+    return "ok " + hashlib.sha256(messages[-1]["content"].encode()).hexdigest()[:8]
