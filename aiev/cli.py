@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -140,6 +141,11 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     _override(cfg["generate"], args, ["max_rounds"])
+    if os.environ.get("AIEV_LLM_BASE_URL"):  # set by `aiev serve ... -- aiev generate ...`
+        endpoint = cfg["llm"]["teacher" if args.stage == "teaching" else "student"]
+        endpoint["base_url"] = os.environ["AIEV_LLM_BASE_URL"]
+        endpoint["model"] = os.environ.get("AIEV_LLM_MODEL", endpoint["model"])
+        endpoint["api_key_env"] = None
     cfg = load_config(cfg)
     shards = args.shards or cfg["generate"]["shards"]
     info = generate.run(
@@ -196,6 +202,35 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- serve
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from aiev.serve import ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, required=True)
+    p.add_argument("--model", required=True, help="hub id, local directory, or GGUF file (llama-cpp)")
+    p.add_argument("--name", help="the model name clients ask for (default: --model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--command", dest="server_command", help="engine=command: server template with {host} {port} ...")
+    p.add_argument("--arg", dest="extra", action="append", default=[], help="extra engine argument (repeatable)")
+    p.add_argument("--startup-timeout", dest="startup_timeout", type=float, default=900.0)
+    p.add_argument("--log", dest="server_log", help="file for the server's output")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND: run it against the server, then stop")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiev.serve import ServeSpec, run_with_server
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    spec = ServeSpec(
+        engine=args.engine, model=args.model, name=args.name, host=args.host, port=args.port,
+        extra_args=tuple(args.extra), command=args.server_command, startup_timeout_s=args.startup_timeout,
+    )  # fmt: skip
+    return run_with_server(spec, cmd, args.server_log)
+
+
 # ------------------------------------------------------------------------------------------ config
 
 
@@ -232,6 +267,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
     ),
     "generate": ("run the AIEV dialogues of one shard of a batch (resumable)", _generate_args, _generate),
     "merge-dialogues": ("merge a batch's shards into dialogues, rejects and usage", _merge_args, _merge),
+    "serve": ("serve a model (vLLM, llama.cpp, transformers) for the duration of a command", _serve_args, _serve),
     "config": ("validate a config and print it with every default filled in", _config_args, _config_cmd),
 }
 
@@ -268,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aiev {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError) as exc:  # LLMError, EndpointUnreachable, SeedError, ...
+    except (OSError, ValueError, RuntimeError) as exc:  # SeedError, LLMError, EndpointUnreachable, ServeError
         if args.verbose:
             raise
         print(f"aiev {args.command}: error: {exc}", file=sys.stderr)

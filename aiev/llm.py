@@ -2,6 +2,7 @@
 
 - bounded concurrency (a semaphore), its own retry loop: exponential backoff with full jitter on 429, 5xx,
   timeouts, connection errors and malformed or empty replies; ``Retry-After`` is honoured;
+- identical requests in flight at once are sent once and share the reply;
 - a persistent response cache (SQLite in WAL mode; one file per shard, never shared between nodes) keyed by
   model + messages + sampling parameters, written as soon as a reply arrives: a re-run never pays twice;
 - token usage per request, summed, with the cost from configurable per-model prices.
@@ -206,6 +207,7 @@ class LLMClient:
         self.cache = cache
         self.usage = Usage()
         self._sem = asyncio.Semaphore(settings.concurrency)
+        self._inflight: dict[str, asyncio.Future[Reply]] = {}
         import httpx2
         from openai import DefaultAsyncHttpxClient
 
@@ -261,8 +263,25 @@ class LLMClient:
             if hit is not None:
                 self.usage.cached += 1
                 return hit
-        async with self._sem:
-            reply = await self._request(messages, sampling)
+        pending = self._inflight.get(key)
+        if pending is not None:  # the same request is on its way already: share its reply, pay once
+            self.usage.cached += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            async with self._sem:
+                reply = await self._request(messages, sampling)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(reply)
         if self.cache is not None:
             self.cache.put(key, reply)
         self.usage.requests += 1

@@ -19,7 +19,7 @@ rule seeds:
     conda:
         "../envs/aiev.yaml"
     params:
-        config=section("seeds"),
+        config=sections("seeds"),
     shell:
         "aiev seeds --config {params.config:q} --output {output.seeds} --report {output.report} 2> {log}"
 
@@ -44,7 +44,7 @@ rule dedup:
     resources:
         mem_mb=8000,
     params:
-        config=section("dedup"),
+        config=sections("dedup"),
     shell:
         "aiev dedup --config {params.config:q} --workers {threads} --input {input} "
         "--output {output.seeds} --report {output.report} 2> {log}"
@@ -61,7 +61,7 @@ checkpoint batches:
     conda:
         "../envs/aiev.yaml"
     params:
-        config=section("batches"),
+        config=sections("batches"),
     shell:
         "aiev batches --config {params.config:q} --input {input} --outdir {output.outdir} "
         "--report {output.report} 2> {log}"

@@ -4,7 +4,8 @@ Replies come from a script (a function of the request's messages). Fault injecti
 first attempt of each distinct request gets, in turn, a 429 with Retry-After, a 500, a reply slower than the
 client's timeout, a truncated JSON body, or an empty ``choices`` list; the next attempt is answered. The
 server counts every request it answered successfully by request body, so a test can assert that nothing was
-paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``.
+paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``, then drops them unanswered
+(a kill test kills the client meanwhile).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ScriptedServer:
         faults: bool = False,
         slow_s: float = 3.0,
         pause_after: int | None = None,
+        port: int = 0,
     ) -> None:
         self.script = script
         self.model = model
@@ -86,7 +88,7 @@ class ScriptedServer:
                     return
                 server._handle(self, raw)
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -106,8 +108,11 @@ class ScriptedServer:
                 self.faulted[fault] += 1
             must_wait = self.pause_after is not None and sum(self.served.values()) >= self.pause_after
         if must_wait:
+            # held until resume(), then dropped unanswered: the test kills the client while it waits
             self.paused.set()
             self._resume.wait()
+            h.close_connection = True
+            return
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault == "429":

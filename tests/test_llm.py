@@ -84,3 +84,19 @@ def test_cost_from_prices():
     s = settings("http://x", prices={"scripted": {"prompt_per_mtok": 2.5, "completion_per_mtok": 10.0}})
     assert s.cost(1_000_000, 100_000) == pytest.approx(3.5)
     assert settings("http://x").cost(10, 10) == 0.0
+
+
+def test_identical_requests_in_flight_are_sent_once():
+    with ScriptedServer(echo_script, latency_s=0.2) as server:
+        client = LLMClient(settings(server.url))
+
+        async def go():
+            same = [{"role": "user", "content": "same question"}]
+            try:
+                return await asyncio.gather(*(client.chat(same) for _ in range(8)))
+            finally:
+                await client.close()
+
+        replies = asyncio.run(go())
+        assert len({r.text for r in replies}) == 1
+        assert server.received == 1 and client.usage.requests == 1 and client.usage.cached == 7

@@ -1,0 +1,52 @@
+# Generation: one AIEV dialogue per seed, `generate.shards` parallel jobs per batch, merged per batch.
+# The teacher plays both agents (teaching stage); resumable state lives in results/.state/ (not an output).
+
+
+rule generate:
+    input:
+        seeds=batch_file,
+        image=sandbox_image,
+    output:
+        dialogues="results/batch_{k}/shards/{s}.dialogues.jsonl",
+        rejects="results/batch_{k}/shards/{s}.rejects.jsonl",
+        report="results/batch_{k}/shards/{s}.report.json",
+    log:
+        "results/logs/generate/batch_{k}.shard_{s}.log",
+    conda:
+        "../envs/aiev.yaml"
+    threads: config["generate"]["sandbox_workers"]
+    resources:
+        llm_endpoint=1,  # jobs sharing one endpoint at once: capped by --resources llm_endpoint=N
+    params:
+        config=sections("llm", "generate", "sandbox"),
+        shards=config["generate"]["shards"],
+        state="results/.state/batch_{k}/shard_{s}",
+        serve=serve_prefix,
+    shell:
+        "{params.serve} aiev generate --config {params.config:q} --batch {input.seeds} --batch-index {wildcards.k} "
+        "--shard {wildcards.s} --shards {params.shards} --stage teaching --state-dir {params.state} "
+        "--dialogues {output.dialogues} --rejects {output.rejects} --report {output.report} 2> {log}"
+
+
+rule merge_dialogues:
+    input:
+        unpack(shard_outputs),
+    output:
+        dialogues="results/batch_{k}/dialogues.jsonl",
+        rejects="results/batch_{k}/rejects.jsonl",
+        usage="results/batch_{k}/usage.json",
+        report=report(
+            "results/batch_{k}/generate_report.json",
+            category="Generation",
+            caption="../docs/report/generate.rst",
+        ),
+    log:
+        "results/logs/generate/batch_{k}.merge.log",
+    conda:
+        "../envs/aiev.yaml"
+    params:
+        config=sections("llm"),
+        shards=merge_shard_args,
+    shell:
+        "aiev merge-dialogues --config {params.config:q} {params.shards} --dialogues {output.dialogues} "
+        "--rejects {output.rejects} --usage {output.usage} --report {output.report} 2> {log}"
