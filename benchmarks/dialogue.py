@@ -93,9 +93,8 @@ def main() -> None:
     proc.join(10)
     ideal = args.concurrency / args.latency
     rate = args.requests / wall
-    print(
-        f"requests        {args.requests} at concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms"
-    )
+    ms = args.latency * 1000
+    print(f"requests        {args.requests} at concurrency {args.concurrency}, server latency {ms:.0f} ms")
     print(f"wall            {wall:.2f} s")
     print(f"throughput      {rate:.1f} req/s; ideal {ideal:.1f} req/s -> {100 * rate / ideal:.1f}% of ideal")
     print(

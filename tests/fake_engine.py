@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.scripted_server import ScriptedServer, echo_script  # noqa: E402
+from tests.scripted_server import ScriptedServer, echo_script
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)

@@ -4,8 +4,8 @@ Replies come from a script (a function of the request's messages). Fault injecti
 first attempt of each distinct request gets, in turn, a 429 with Retry-After, a 500, a reply slower than the
 client's timeout, a truncated JSON body, or an empty ``choices`` list; the next attempt is answered. The
 server counts every request it answered successfully by request body, so a test can assert that nothing was
-paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``, then drops them unanswered
-(a kill test kills the client meanwhile).
+paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``,
+then drops them unanswered (a kill test kills the client meanwhile).
 """
 
 from __future__ import annotations

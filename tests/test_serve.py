@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from aiev.serve import ServeError, ServeSpec, Server, server_argv
+from aiev.serve import ServeError, Server, ServeSpec, server_argv
 
 FAKE = f"{sys.executable} tests/fake_engine.py --port {{port}} --name {{name}}"
 
