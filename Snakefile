@@ -14,6 +14,7 @@ validate(config, schema="schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/seeds.smk"
 include: "rules/generate.smk"
+include: "rules/curate.smk"
 
 
 rule all:

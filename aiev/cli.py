@@ -250,6 +250,19 @@ def _config_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _module_step(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Handler]:
+    """A step whose arguments and handler live in its module (``add_args`` and ``main``)."""
+    import importlib
+
+    def add_args(p: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).add_args(p)
+
+    def handler(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).main(args)
+
+    return add_args, handler
+
+
 # --------------------------------------------------------------------------------------------- main
 
 # name -> (help, add arguments, run). Later steps add their row here.
@@ -265,8 +278,18 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
         _batches_args,
         _batches,
     ),
+    "sandbox": (
+        "run a program in the code-interpreter sandbox (aiev sandbox run FILE.py)",
+        *_module_step("aiev.sandbox.cli"),
+    ),
     "generate": ("run the AIEV dialogues of one shard of a batch (resumable)", _generate_args, _generate),
     "merge-dialogues": ("merge a batch's shards into dialogues, rejects and usage", _merge_args, _merge),
+    "decontaminate": (
+        "remove entries whose code is too similar to benchmark code (exact Levenshtein)",
+        *_module_step("aiev.decontam"),
+    ),
+    "split": ("split a batch 9:1 into train and test (test: entries with runnable tests)", *_module_step("aiev.split")),
+    "format": ("format passing dialogues as code-interpreter SFT records", *_module_step("aiev.format")),
     "serve": ("serve a model (vLLM, llama.cpp, transformers) for the duration of a command", _serve_args, _serve),
     "config": ("validate a config and print it with every default filled in", _config_args, _config_cmd),
 }

@@ -76,9 +76,7 @@ def main() -> None:
     n_near = sum(d["reason"] == "near" for d in dropped)
     print(f"entries            {args.n}")
     print(f"generate           {t1 - t0:.1f} s (not counted)")
-    print(
-        f"dedup wall         {t2 - t1:.1f} s  ({args.n / (t2 - t1):,.0f} entries/s, workers={args.workers})"
-    )
+    print(f"dedup wall         {t2 - t1:.1f} s  ({args.n / (t2 - t1):,.0f} entries/s, workers={args.workers})")
     print(f"peak RSS           main {rss_self:,.0f} MiB, largest worker {rss_kids:,.0f} MiB")
     print(f"planted            {exact} exact copies, {renamed} renamed copies")
     print(f"dropped            {n_exact} exact, {n_near} near; kept {len(kept)}")

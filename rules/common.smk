@@ -30,6 +30,11 @@ def sandbox_image(wildcards):
     return []
 
 
+def benchmark_files(wildcards):
+    """Local benchmark files named in decontam.benchmarks (null entries load the way users do)."""
+    return [p for p in config["decontam"]["benchmarks"].values() if p]
+
+
 def shard_outputs(wildcards):
     shards = range(config["generate"]["shards"])
     base = f"results/batch_{wildcards.k}/shards"
@@ -56,11 +61,14 @@ def all_outputs(wildcards):
     ]
     out += expand("results/seeds/batches/batch_{k}.jsonl", k=ks)
     if config["generate"]["enabled"]:
-        out += expand(
-            "results/batch_{k}/{f}",
-            k=ks,
-            f=["dialogues.jsonl", "rejects.jsonl", "usage.json"],
-        )
+        files = [
+            "usage.json",
+            "rejects.jsonl",
+            "decontam_report.json",
+            "test.jsonl",
+            "sft.jsonl",
+        ]
+        out += expand("results/batch_{k}/{f}", k=ks, f=files)
     return out
 
 

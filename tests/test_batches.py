@@ -8,9 +8,7 @@ from aiev import batches
 
 
 def recs(n):
-    return [
-        {"id": f"s:{i}", "source": "s", "kind": "snippet", "text": str(i), "provenance": {}} for i in range(n)
-    ]
+    return [{"id": f"s:{i}", "source": "s", "kind": "snippet", "text": str(i), "provenance": {}} for i in range(n)]
 
 
 def test_partition_sizes_cover_everything_once():

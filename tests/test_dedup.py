@@ -109,9 +109,7 @@ def test_deterministic_and_parallel_equals_serial():
 
 def test_run_writes_report(tmp_path):
     src = tmp_path / "seeds.jsonl"
-    src.write_text(
-        "".join(json.dumps(r) + "\n" for r in [rec(0, ORIGINAL), rec(1, RENAMED), rec(2, ORIGINAL)])
-    )
+    src.write_text("".join(json.dumps(r) + "\n" for r in [rec(0, ORIGINAL), rec(1, RENAMED), rec(2, ORIGINAL)]))
     report = dedup.run(src, tmp_path / "out.jsonl", tmp_path / "rep.json", DedupParams())
     assert (report["input"], report["kept"], report["dropped_exact"], report["dropped_near"]) == (3, 1, 1, 1)
     on_disk = json.loads((tmp_path / "rep.json").read_text())

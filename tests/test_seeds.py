@@ -67,9 +67,7 @@ def test_source_yielding_nothing_fails_clearly(tmp_path):
 
 def test_missing_file_and_duplicate_names(tmp_path):
     with pytest.raises(SeedError, match="file not found"):
-        collect_seeds(
-            section({"name": "b", "type": "jsonl", "path": str(tmp_path / "no"), "text_field": "t"})
-        )
+        collect_seeds(section({"name": "b", "type": "jsonl", "path": str(tmp_path / "no"), "text_field": "t"}))
     src = {"name": "s", "type": "stdlib", "count": 2}
     with pytest.raises(SeedError, match="unique"):
         collect_seeds(section(src, src))

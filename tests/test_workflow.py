@@ -70,3 +70,58 @@ def test_real_run_then_nothing_stale_then_only_batching_reruns(repo, tmp_path, t
     assert (res / "seeds.jsonl").stat().st_mtime_ns == seeds_mtime
     sizes = [len(p.read_text().splitlines()) for p in sorted((res / "batches").glob("batch_*.jsonl"))]
     assert max(sizes) == 5 and sum(sizes) == kept and len(sizes) == -(-kept // 5)
+
+
+def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
+    """seeds -> dedup -> batches -> generate (2 shards) -> merge -> decontaminate -> split -> format, for real:
+    a scripted OpenAI-compatible server plays the teacher, programs run in the sandbox, and one dialogue whose
+    solution is HumanEval/0 is removed by decontamination."""
+    import gzip
+
+    from .scripted_server import ScriptedServer, dialogue_script
+    from .test_dialogue import bwrap_or_skip
+
+    bwrap_or_skip()
+    humaneval = repo.parent / "shared" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl.gz"
+    if not humaneval.exists():
+        pytest.skip("../shared benchmarks not present")
+    with gzip.open(humaneval, "rt") as fh:
+        task0 = json.loads(fh.readline())
+    leaked = task0["prompt"] + task0["canonical_solution"]
+
+    def script(messages):
+        if "SCENARIO=leak" in messages[1]["content"] and messages[0]["content"].startswith("You are the programmer"):
+            tests = "assert has_close_elements([1.0, 2.0, 3.0], 0.5) is False\n"
+            return f"```python\n{leaked}```\n```python\n{tests}```\n"
+        return dialogue_script(messages)
+
+    scenarios = ["pass1", "fix", "never", "leak", "pass1", "fix", "pass1", "fix", "pass1", "fix", "pass1", "fix"]
+    write_jsonl(
+        tmp_path / "seeds.jsonl",
+        [{"problem": f"Seed number {i} about adding numbers. SCENARIO={sc}"} for i, sc in enumerate(scenarios)],
+    )
+    with ScriptedServer(script) as server:
+        cfg = {
+            "seeds": {"sources": [{"name": "local", "type": "jsonl", "path": "seeds.jsonl", "text_field": "problem"}]},
+            "dedup": {"near": False, "workers": 1},
+            "batches": {"batch_size": 100, "shuffle": False},
+            "generate": {"enabled": True, "shards": 2, "max_rounds": 2},
+            "llm": {"teacher": {"base_url": server.url, "model": "scripted"}, "timeout_s": 10},
+            "decontam": {"benchmarks": {"humaneval": str(humaneval)}, "workers": 1},
+        }
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"))
+        assert planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"), "-n")) == {}
+    b = tmp_path / "results" / "batch_0"
+    dialogues = [json.loads(x) for x in (b / "dialogues.jsonl").read_text().splitlines()]
+    rejects = [json.loads(x) for x in (b / "rejects.jsonl").read_text().splitlines()]
+    assert len(dialogues) == 11 and len(rejects) == 1 and rejects[0]["seed_id"] == "local:3"
+    removed = [json.loads(x) for x in (b / "removed.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["benchmark"], r["task_id"]) for r in removed] == [("local:4", "humaneval", "HumanEval/0")]
+    train = (b / "train.jsonl").read_text().splitlines()
+    test = (b / "test.jsonl").read_text().splitlines()
+    assert len(train) + len(test) == 10 and len(test) == 1
+    sft = [json.loads(x) for x in (b / "sft.jsonl").read_text().splitlines()]
+    assert len(sft) == len(train)
+    usage = json.loads((b / "usage.json").read_text())
+    assert usage["entries"] == 12 and usage["requests"] > 0

@@ -1,0 +1,62 @@
+# Curation per batch: decontaminate (paper section 3.2) -> split 9:1 -> code-interpreter SFT format.
+
+
+rule decontaminate:
+    input:
+        entries="results/batch_{k}/dialogues.jsonl",
+        benchmarks=benchmark_files,
+    output:
+        kept="results/batch_{k}/clean.jsonl",
+        removed="results/batch_{k}/removed.jsonl",
+        report=report(
+            "results/batch_{k}/decontam_report.json",
+            category="Curation",
+            caption="../docs/report/decontam.rst",
+        ),
+    log:
+        "results/logs/curate/batch_{k}.decontaminate.log",
+    benchmark:
+        "results/benchmarks/batch_{k}.decontaminate.tsv"
+    conda:
+        "../envs/aiev.yaml"
+    threads: config["decontam"]["workers"]
+    params:
+        config=sections("decontam"),
+    shell:
+        "aiev decontaminate --config {params.config:q} --workers {threads} --input {input.entries} "
+        "--output {output.kept} --removed {output.removed} --report {output.report} 2> {log}"
+
+
+rule split:
+    input:
+        "results/batch_{k}/clean.jsonl",
+    output:
+        train="results/batch_{k}/train.jsonl",
+        test="results/batch_{k}/test.jsonl",
+        report="results/batch_{k}/split_report.json",
+    log:
+        "results/logs/curate/batch_{k}.split.log",
+    conda:
+        "../envs/aiev.yaml"
+    params:
+        config=sections("split"),
+    shell:
+        "aiev split --config {params.config:q} --input {input} --train {output.train} --test {output.test} "
+        "--report {output.report} 2> {log}"
+
+
+rule format:
+    input:
+        "results/batch_{k}/train.jsonl",
+    output:
+        sft="results/batch_{k}/sft.jsonl",
+        report="results/batch_{k}/format_report.json",
+    log:
+        "results/logs/curate/batch_{k}.format.log",
+    conda:
+        "../envs/aiev.yaml"
+    params:
+        config=sections("format"),
+    shell:
+        "aiev format --config {params.config:q} --input {input} --output {output.sft} "
+        "--report {output.report} 2> {log}"
