@@ -36,7 +36,7 @@ format: setup
 	ruff check --fix .
 
 dag: setup
-	snakemake --rulegraph | dot -Tsvg > docs/dag.svg
+	snakemake --rulegraph --configfile config/dag.yaml | dot -Tsvg > docs/dag.svg
 
 clean:
 	rm -rf results .snakemake
