@@ -13,6 +13,7 @@ validate(config, schema="schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/seeds.smk"
+include: "rules/sandbox.smk"
 include: "rules/generate.smk"
 include: "rules/curate.smk"
 

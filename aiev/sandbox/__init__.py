@@ -1,0 +1,65 @@
+"""The code interpreter: every program the agents write runs here, network off, with hard limits.
+
+    from aiev.sandbox import Limits, get_sandbox
+    sb = get_sandbox()                                  # apptainer if on PATH, else bwrap, else SandboxError
+    res = sb.run({"main.py": code}, ["python3", "main.py"], Limits(timeout_s=10))
+    sb.install(["numpy==2.1.0"], prefix, Limits(timeout_s=300))   # a dialogue's `pip install` turn
+    sb.run(files, ["python3", "main.py"], prefix=prefix)          # ...seen by that dialogue's later runs
+
+There is no unsandboxed fallback. See docs/sandbox.md for the threat model and what each backend does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from aiev.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
+from aiev.sandbox.install import PipInstallError, parse_pip_install
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "ExecResult",
+    "Limits",
+    "PipInstallError",
+    "Sandbox",
+    "SandboxError",
+    "get_sandbox",
+    "parse_pip_install",
+]
+
+#: The image the workflow builds from containers/sandbox.def (config key sandbox.image).
+DEFAULT_IMAGE = "results/sandbox/sandbox.sif"
+
+
+def get_sandbox(
+    backend: str = "auto",
+    image: str | Path | None = None,
+    install_network: bool = False,
+    index_url: str | None = None,
+    find_links: str | Path | None = None,
+    *,
+    python: str | None = None,
+) -> Sandbox:
+    """A ready sandbox (bwrap is probed with one trivial run); SandboxError if none can be had.
+
+    ``auto``: apptainer when it is on PATH, else bwrap. ``python`` (bwrap only): the interpreter offered as
+    ``python3`` inside, default the one running this code (its base installation, not a virtualenv).
+    """
+    common = {"install_network": install_network, "index_url": index_url, "find_links": find_links}
+    if backend == "auto":
+        backend = "apptainer" if shutil.which("apptainer") else "bwrap"
+        if backend == "bwrap" and shutil.which("bwrap") is None:
+            raise SandboxError(
+                "no sandbox backend: neither apptainer nor bwrap is on PATH. Install bubblewrap "
+                "(Debian/Ubuntu: apt-get install bubblewrap) or apptainer; programs never run unsandboxed."
+            )
+    if backend == "bwrap":
+        from aiev.sandbox.bwrap import BwrapSandbox
+
+        return BwrapSandbox(python=python, **common)
+    if backend == "apptainer":
+        from aiev.sandbox.apptainer import ApptainerSandbox
+
+        return ApptainerSandbox(image=image or DEFAULT_IMAGE, **common)
+    raise SandboxError(f"unknown sandbox backend {backend!r} (auto, bwrap or apptainer)")

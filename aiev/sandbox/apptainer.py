@@ -1,0 +1,136 @@
+"""The Apptainer backend (HPC): the image from ``containers/sandbox.def``, fully contained, no network.
+
+    apptainer exec --containall --cleanenv --no-home --net --network none --writable-tmpfs
+        --bind SCRATCH:/sandbox [--bind PREFIX:/opt/prefix:ro] --pwd /sandbox IMAGE
+        /usr/bin/env -i K=V... prlimit --nproc=N --as=B --cpu=S:H --core=0 -- COMMAND...
+
+The command line is built here (``argv``) and run by the same runner as bwrap, which owns the timeout and
+the output caps; spython's ``Client.execute`` has no timeout and buffers all output, so it is not used.
+``env -i`` sets the program's whole environment whatever the site's apptainer.conf adds; ``prlimit`` runs
+inside the container's user namespace, where RLIMIT_NPROC counts the container's processes only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aiev.sandbox.base import (
+    PREFIX,
+    SCRATCH,
+    WHEELS,
+    ExecResult,
+    Limits,
+    Sandbox,
+    SandboxError,
+    check_files,
+    checked_prefix,
+    checked_specs,
+    execute,
+    kill_tree,
+    pip_argv,
+    rlimit_argv,
+    sandbox_env,
+)
+
+#: PATH inside the image (python:3.11-slim keeps python3 in /usr/local/bin).
+IMAGE_PATH = ["/usr/local/bin", "/usr/bin", "/bin"]
+
+
+class ApptainerSandbox(Sandbox):
+    name = "apptainer"
+
+    def __init__(
+        self,
+        *,
+        image: str | Path,
+        install_network: bool = False,
+        index_url: str | None = None,
+        find_links: str | Path | None = None,
+        apptainer: str = "apptainer",
+        probe: bool = True,
+    ) -> None:
+        super().__init__(install_network=install_network, index_url=index_url, find_links=find_links)
+        found = shutil.which(apptainer)
+        if found is None:
+            raise SandboxError("apptainer not found on PATH (use backend: bwrap, or install apptainer)")
+        self.apptainer = found
+        self.image = Path(image).resolve()
+        if probe and not self.image.is_file():
+            raise SandboxError(
+                f"apptainer image {self.image} not found: build it with "
+                f"`apptainer build {image} containers/sandbox.def` (the workflow's sandbox image rule does), "
+                "or choose backend: bwrap"
+            )
+        if probe:
+            res = self.run({}, ["python3", "-c", "pass"], Limits(timeout_s=120))
+            if res.exit_code != 0:
+                raise SandboxError(f"a trivial apptainer run failed (exit {res.exit_code}): {res.stderr[-2000:]}")
+
+    def argv(
+        self,
+        scratch: Path,
+        command: Sequence[str],
+        limits: Limits,
+        *,
+        prefix: Path | None = None,
+        writable_prefix: bool = False,
+        network: bool = False,
+    ) -> list[str]:
+        """The exact apptainer command line (unit-tested; nothing here touches the file system)."""
+        for path in (scratch, prefix, self.find_links):
+            if path is not None and ("," in str(path) or ":" in str(path)):
+                raise SandboxError(f"apptainer cannot bind {path}: ',' and ':' separate its bind specs")
+        a = [self.apptainer, "exec", "--containall", "--cleanenv", "--no-home"]
+        if not network:
+            a += ["--net", "--network", "none"]
+        a += ["--writable-tmpfs", "--bind", f"{scratch}:{SCRATCH}"]
+        if prefix is not None:
+            a += ["--bind", f"{prefix}:{PREFIX}:{'rw' if writable_prefix else 'ro'}"]
+        if writable_prefix and self.find_links is not None:
+            a += ["--bind", f"{self.find_links}:{WHEELS}:ro"]
+        if os.geteuid() == 0:
+            a += ["--pids-limit", str(limits.max_procs)]  # RLIMIT_NPROC does not bind uid 0
+        a += ["--pwd", SCRATCH, str(self.image)]
+        env = sandbox_env(IMAGE_PATH, prefix=prefix is not None and not writable_prefix)
+        a += ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
+        return [*a, *rlimit_argv(limits), *command]
+
+    def run(
+        self,
+        files: Mapping[str, str | bytes],
+        command: Sequence[str],
+        limits: Limits = Limits(),  # noqa: B008
+        *,
+        prefix: str | Path | None = None,
+    ) -> ExecResult:
+        entries = check_files(files)
+        if not command:
+            raise SandboxError("empty command")
+        prefix_path = checked_prefix(prefix)
+        with tempfile.TemporaryDirectory(prefix="aiev-sbx-") as tmp:
+            scratch = Path(tmp)
+            for path, content in entries:
+                target = scratch.joinpath(*path.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            argv = self.argv(scratch, command, limits, prefix=prefix_path)
+            return execute(argv, limits, backend=self.name, kill=kill_tree)
+
+    def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
+        argv = pip_argv(
+            checked_specs(specs),
+            network=self.install_network,
+            index_url=self.index_url,
+            find_links=self.find_links is not None,
+        )
+        argv.insert(argv.index("--target"), "--upgrade")
+        prefix_path = checked_prefix(prefix, create=True)
+        with tempfile.TemporaryDirectory(prefix="aiev-sbx-") as tmp:
+            cmd = self.argv(
+                Path(tmp), argv, limits, prefix=prefix_path, writable_prefix=True, network=self.install_network
+            )
+            return execute(cmd, limits, backend=self.name, kill=kill_tree)
