@@ -26,9 +26,3 @@ def record_errors(record: dict[str, Any], kind: str) -> list[str]:
         out.append(f"{where}: {err.message}")
     return out
 
-
-def check_record(record: dict[str, Any], kind: str) -> None:
-    errors = record_errors(record, kind)
-    if errors:
-        rid = record.get("id", "?") if isinstance(record, dict) else "?"
-        raise ValueError(f"{kind} record {rid} is invalid: " + "; ".join(errors))

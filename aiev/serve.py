@@ -65,8 +65,10 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
         argv = [py, "-m", "llama_cpp.server", "--model", spec.model, "--model_alias", spec.served_name,
                 "--host", spec.host, "--port", str(port)]  # fmt: skip
     elif spec.engine == "transformers":
-        # transformers serve loads the model a request names; --force-model preloads it.
-        argv = ["transformers", "serve", "--host", spec.host, "--port", str(port), "--force-model", spec.model]
+        # `transformers serve` preloads the positional FORCE_MODEL and serves it under that id (it has no alias).
+        if spec.name and spec.name != spec.model:
+            raise ServeError("engine 'transformers' serves a model under its own id: leave name unset")
+        argv = ["transformers", "serve", "--host", spec.host, "--port", str(port), spec.model]
     elif spec.engine == "command":
         if not spec.command:
             raise ServeError("engine 'command' needs --command 'TEMPLATE' (with {host} {port} {model} {name})")

@@ -26,6 +26,11 @@ def test_engine_commands():
         py, "-m", "llama_cpp.server", "--model", "m.gguf", "--model_alias", "m.gguf", "--host", "127.0.0.1",
         "--port", "9", "--n_ctx", "8192",
     ]  # fmt: skip
+    assert server_argv(ServeSpec("transformers", "Qwen/Qwen2.5-Coder-0.5B-Instruct"), 7) == [
+        "transformers", "serve", "--host", "127.0.0.1", "--port", "7", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    ]  # fmt: skip
+    with pytest.raises(ServeError, match="own id"):
+        server_argv(ServeSpec("transformers", "m", name="teacher"), 7)
     assert server_argv(ServeSpec("command", "m", command="srv --p {port} --m {model}"), 5) == [
         "srv",
         "--p",
