@@ -28,10 +28,8 @@ from aiev.sandbox.base import (
     SandboxError,
     check_files,
     checked_prefix,
-    checked_specs,
     execute,
     kill_tree,
-    pip_argv,
     rlimit_argv,
     sandbox_env,
 )
@@ -121,13 +119,7 @@ class ApptainerSandbox(Sandbox):
             return execute(argv, limits, backend=self.name, kill=kill_tree)
 
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
-        argv = pip_argv(
-            checked_specs(specs),
-            network=self.install_network,
-            index_url=self.index_url,
-            find_links=self.find_links is not None,
-        )
-        argv.insert(argv.index("--target"), "--upgrade")
+        argv = self.install_command(specs)
         prefix_path = checked_prefix(prefix, create=True)
         with tempfile.TemporaryDirectory(prefix="aiev-sbx-") as tmp:
             cmd = self.argv(

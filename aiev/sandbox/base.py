@@ -391,6 +391,17 @@ class Sandbox(ABC):
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
         """``pip install --target prefix specs`` in the sandbox; network only if ``install_network``."""
 
+    def install_command(self, specs: Sequence[str]) -> list[str]:
+        """The pip command of an install turn: specs checked, always ``--upgrade --target`` the prefix."""
+        argv = pip_argv(
+            checked_specs(specs),
+            network=self.install_network,
+            index_url=self.index_url,
+            find_links=self.find_links is not None,
+        )
+        argv.insert(argv.index("--target"), "--upgrade")
+        return argv
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.name}>"
 

@@ -49,10 +49,8 @@ from aiev.sandbox.base import (
     SandboxError,
     check_files,
     checked_prefix,
-    checked_specs,
     execute,
     parent_dirs,
-    pip_argv,
     rlimits,
     sandbox_env,
 )
@@ -325,13 +323,7 @@ class BwrapSandbox(Sandbox):
         return self._exec(entries, list(command), limits, binds=binds, network=False, prefix=bool(binds))
 
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
-        argv = pip_argv(
-            checked_specs(specs),
-            network=self.install_network,
-            index_url=self.index_url,
-            find_links=self.find_links is not None,
-        )
-        argv.insert(argv.index("--target"), "--upgrade")
+        argv = self.install_command(specs)
         prefix_path = checked_prefix(prefix, create=True)
         assert prefix_path is not None
         binds = [("--bind", str(prefix_path), PREFIX)]
