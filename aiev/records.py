@@ -25,4 +25,3 @@ def record_errors(record: dict[str, Any], kind: str) -> list[str]:
         where = ".".join(str(p) for p in err.absolute_path) or "(record)"
         out.append(f"{where}: {err.message}")
     return out
-

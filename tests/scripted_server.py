@@ -191,7 +191,7 @@ def _block(code: str, lang: str = "python") -> str:
 
 
 def dialogue_script(messages: list[dict[str, str]]) -> str:
-    """Drives dialogues by the SCENARIO tag in the seed: pass1, fix, never, pip, nocode."""
+    """Drives dialogues by the SCENARIO tag in the seed: pass1, fix, never, pip, nocode, empty."""
     system = messages[0]["content"]
     first_user = next(m["content"] for m in messages if m["role"] == "user")
     m = re.search(r"SCENARIO=(\w+)", first_user)
@@ -212,6 +212,8 @@ def dialogue_script(messages: list[dict[str, str]]) -> str:
     if scenario == "pip":
         code = "import aievtinypkg\n\n\ndef add(a, b):\n    return aievtinypkg.plus(a, b)\n"
         return "First install the helper.\n" + _block("pip install aievtinypkg", "bash") + _block(code) + _block(TESTS)
+    if scenario == "empty":
+        return ""
     if scenario == "nocode":
         return "I would add the two numbers."
     raise ValueError(scenario)

@@ -265,6 +265,16 @@ def test_kill_9_midway_then_resume(reference, tmp_path, wheelhouse, tool_env):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
 
 
+def test_a_model_that_keeps_answering_nothing_rejects_the_dialogue(tmp_path, wheelhouse):
+    batch = write_batch(tmp_path / "b.jsonl", ["empty", "pass1"])
+    with ScriptedServer(dialogue_script) as server:
+        out, _ = run_shard(tmp_path, "e", batch, make_config(server.url, wheelhouse))
+    (rejected,) = load(out / "rejects.jsonl")
+    assert rejected["reason"] == "llm_empty_reply" and [m["role"] for m in rejected["messages"]] == ["user"]
+    assert record_errors(rejected, "entry") == []
+    assert [e["id"] for e in load(out / "dialogues.jsonl")] == ["t:1"]
+
+
 def test_unreachable_endpoint_stops_before_spending(tmp_path, wheelhouse):
     batch = write_batch(tmp_path / "b.jsonl", ["pass1"])
     cfg = make_config("http://127.0.0.1:9/v1", wheelhouse)

