@@ -149,6 +149,7 @@ class Dialogue:
         settings: DialogueSettings,
         prompts: dict[str, str] | None = None,
         run_blocking: Callable[..., Any] | None = None,
+        on_round: Callable[[str, int], None] | None = None,
     ) -> None:
         self.llm = llm
         self.execute = execute
@@ -156,6 +157,7 @@ class Dialogue:
         self.prompts = prompts or load_prompts()
         self.prompt_hash = prompts_sha256(self.prompts)
         self.run_blocking = run_blocking or asyncio.to_thread
+        self.on_round = on_round or (lambda seed_id, rounds: None)
 
     async def _ask(self, history: list[Message], usage: dict[str, int]) -> str:
         reply: Reply = await self.llm.chat(list(history))
@@ -190,6 +192,7 @@ class Dialogue:
                 programmer.append({"role": "assistant", "content": answer})
                 messages.append({"role": "assistant", "agent": "programmer", "content": answer})
                 rounds += 1
+                self.on_round(seed["id"], rounds)
 
                 # III: run it
                 extracted = extract_program(answer)

@@ -80,15 +80,27 @@ class _Progress:
 
         self.bar = tqdm(total=total, initial=initial, unit="dialogue", mininterval=1.0, dynamic_ncols=True)
         self.passed = self.failed = self.errors = 0
+        self.rounds: dict[str, int] = {}  # dialogues in progress -> their current round
 
-    def update(self, entry: dict[str, Any] | None) -> None:
+    def round(self, seed_id: str, rounds: int) -> None:
+        self.rounds[seed_id] = rounds
+        self._postfix()
+
+    def _postfix(self) -> None:
+        current = max(self.rounds.values(), default=0)
+        self.bar.set_postfix(
+            passed=self.passed, failed=self.failed, llm_errors=self.errors, max_round=current, refresh=False
+        )
+
+    def update(self, seed_id: str, entry: dict[str, Any] | None) -> None:
+        self.rounds.pop(seed_id, None)
         if entry is None:
             self.errors += 1
         elif entry["passed"]:
             self.passed += 1
         else:
             self.failed += 1
-        self.bar.set_postfix(passed=self.passed, failed=self.failed, llm_errors=self.errors, refresh=False)
+        self._postfix()
         self.bar.update(1)
 
     def close(self) -> None:
@@ -128,13 +140,14 @@ async def _run_shard(
         def run_blocking(fn, *args):
             return loop.run_in_executor(pool, fn, *args)
 
+        bar = _Progress(len(seeds), len(seeds) - len(todo))
         dialogue = Dialogue(
             client,
             execute,
             DialogueSettings(max_rounds=gen["max_rounds"], stage=stage, batch=batch),
             run_blocking=run_blocking,
+            on_round=bar.round,
         )
-        bar = _Progress(len(seeds), len(seeds) - len(todo))
         sem = asyncio.Semaphore(gen["concurrent_dialogues"])
 
         async def one(seed: dict[str, Any]) -> None:
@@ -143,12 +156,12 @@ async def _run_shard(
                     entry = await dialogue.run(seed)
                 except LLMError as exc:
                     errors.append(f"{seed['id']}: {exc}")
-                    bar.update(None)
+                    bar.update(seed["id"], None)
                     return
                 finally:
                     shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
             store.add(entry)
-            bar.update(entry)
+            bar.update(seed["id"], entry)
 
         try:
             await asyncio.gather(*(one(s) for s in todo))

@@ -102,3 +102,17 @@ def test_config_reference_doc_is_in_sync(repo):
     from aiev.config import reference_markdown
 
     assert (repo / "docs" / "config.md").read_text() == reference_markdown(), "run: aiev config --reference"
+
+
+def test_paper_overlay_overrides_every_laptop_only_value(repo):
+    """The slurm profile loads config/paper.yaml on top of config.yaml, merged the way Snakemake merges them."""
+    from snakemake.utils import update_config
+
+    merged = yaml.safe_load((repo / "config.yaml").read_text())
+    update_config(merged, yaml.safe_load((repo / "config" / "paper.yaml").read_text()))
+    cfg = load_config(merged)
+    assert cfg["llm"]["teacher"]["serve"] is None and cfg["llm"]["teacher"]["model"] == "gpt-4-turbo"
+    assert cfg["batches"]["batch_size"] == 2000 and cfg["batches"]["max_batches"] is None
+    assert cfg["generate"]["max_rounds"] == 7 and cfg["llm"]["sampling"]["max_tokens"] == 2048
+    assert [s["type"] for s in cfg["seeds"]["sources"]] == ["hf", "hf"]
+    assert len(cfg["decontam"]["benchmarks"]) == 11
