@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiev.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
-from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, write_json, write_jsonl
-from aiev.llm import EndpointUnreachable, LLMClient, LLMError, LLMSettings, ResponseCache
+from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
+from aiev.llm import EndpointUnreachable, LLMClient, LLMError, LLMSettings, ResponseCache, cost_usd
 from aiev.records import record_errors
 
 log = logging.getLogger(__name__)
@@ -235,11 +235,7 @@ def summarize_usage(entries: list[dict[str, Any]], prices: dict[str, dict[str, f
             total[k] += e["usage"][k]
             m[k] += e["usage"][k]
     for model, m in by_model.items():
-        price = prices.get(model, {})
-        total["cost_usd"] += (
-            m["prompt_tokens"] * price.get("prompt_per_mtok", 0.0)
-            + m["completion_tokens"] * price.get("completion_per_mtok", 0.0)
-        ) / 1e6
+        total["cost_usd"] += cost_usd(prices, model, m["prompt_tokens"], m["completion_tokens"])
     total["cost_usd"] = round(total["cost_usd"], 6)
     total["by_model"] = by_model
     return total
@@ -258,8 +254,8 @@ def merge(
     failed: list[dict[str, Any]] = []
     reports = []
     for d, r, rep in shard_dirs:
-        passed.extend(json.loads(line) for line in Path(d).read_text(encoding="utf-8").splitlines() if line)
-        failed.extend(json.loads(line) for line in Path(r).read_text(encoding="utf-8").splitlines() if line)
+        passed.extend(read_records(d))
+        failed.extend(read_records(r))
         reports.append(json.loads(Path(rep).read_text(encoding="utf-8")))
     write_jsonl(dialogues, passed)
     write_jsonl(rejects, failed)

@@ -68,6 +68,15 @@ class Reply:
     cached: bool = False
 
 
+def cost_usd(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD for the tokens, from per-million-token prices (llm.prices); 0 for a model without a price."""
+    price = prices.get(model) or {}
+    per_mtok = prompt_tokens * price.get("prompt_per_mtok", 0.0) + completion_tokens * price.get(
+        "completion_per_mtok", 0.0
+    )
+    return per_mtok / 1e6
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     base_url: str
@@ -125,13 +134,7 @@ class LLMSettings:
         return key
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        price = self.prices.get(self.model)
-        if not price:
-            return 0.0
-        return (
-            prompt_tokens * price.get("prompt_per_mtok", 0.0)
-            + completion_tokens * price.get("completion_per_mtok", 0.0)
-        ) / 1e6
+        return cost_usd(self.prices, self.model, prompt_tokens, completion_tokens)
 
 
 class ResponseCache:
