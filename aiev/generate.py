@@ -172,6 +172,7 @@ async def _run_shard(
     finally:
         await client.close()
         cache.close()
+        store.close()
     return store, errors, client.usage.to_dict()
 
 
@@ -192,7 +193,6 @@ def run(
     part = [seeds[i] for i in shard_slice(len(seeds), shard, shards)]
     state = Path(state_dir)
     store, errors, client_usage = asyncio.run(_run_shard(part, cfg, state, stage, batch))
-    store.close()
     order = [s["id"] for s in part if s["id"] in store.done]
     entries = [store.done[i] for i in order]
     info = {
