@@ -110,7 +110,7 @@ class _Progress:
 async def _run_shard(
     seeds: list[dict[str, Any]], cfg: dict[str, Any], state: Path, stage: str, batch: int | None
 ) -> tuple[ProgressStore, list[str], dict[str, Any]]:
-    from aiev.sandbox import Limits, get_sandbox
+    from aiev.sandbox import from_config
 
     gen, sb = cfg["generate"], cfg["sandbox"]
     settings = LLMSettings.from_config(cfg["llm"], cfg["llm"]["teacher" if stage == "teaching" else "student"])
@@ -123,15 +123,7 @@ async def _run_shard(
     try:
         if todo and len(cache) == 0:
             await client.preflight()  # fail before spending anything
-        sandbox = get_sandbox(
-            backend=sb["backend"],
-            image=sb["image"],
-            install_network=sb["install"]["network"],
-            index_url=sb["install"]["index_url"],
-            find_links=sb["install"]["find_links"],
-        )
-        limits = Limits(sb["timeout_s"], sb["memory_mb"], sb["max_procs"], sb["max_output_bytes"])
-        install_limits = Limits(sb["install"]["timeout_s"], sb["memory_mb"], sb["max_procs"], sb["max_output_bytes"])
+        sandbox, limits, install_limits = from_config(sb)
         prefixes = state / "prefixes"
         execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
         pool = ThreadPoolExecutor(max_workers=gen["sandbox_workers"], thread_name_prefix="sandbox")

@@ -24,6 +24,7 @@ __all__ = [
     "PipInstallError",
     "Sandbox",
     "SandboxError",
+    "from_config",
     "get_sandbox",
     "parse_pip_install",
 ]
@@ -63,3 +64,18 @@ def get_sandbox(
 
         return ApptainerSandbox(image=image or DEFAULT_IMAGE, **common)
     raise SandboxError(f"unknown sandbox backend {backend!r} (auto, bwrap or apptainer)")
+
+
+def from_config(section: dict) -> tuple[Sandbox, Limits, Limits]:
+    """The sandbox, the run limits and the install limits that a config's ``sandbox`` section describes."""
+    inst = section["install"]
+    sandbox = get_sandbox(
+        backend=section["backend"],
+        image=section["image"],
+        install_network=inst["network"],
+        index_url=inst["index_url"],
+        find_links=inst["find_links"],
+    )
+    run = Limits(section["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
+    install = Limits(inst["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
+    return sandbox, run, install

@@ -45,7 +45,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from aiev.config import ConfigError
-    from aiev.sandbox import Limits, SandboxError, get_sandbox
+    from aiev.sandbox import SandboxError, from_config
 
     if getattr(args, "sandbox_command", "run") != "run":
         print(f"aiev sandbox: unknown command {args.sandbox_command!r}", file=sys.stderr)
@@ -54,14 +54,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = _settings(args)
         path = Path(args.file)
         code = path.read_bytes()
-        limits = Limits(cfg["timeout_s"], cfg["memory_mb"], cfg["max_procs"], cfg["max_output_bytes"])
-        sandbox = get_sandbox(
-            backend=cfg["backend"],
-            image=cfg["image"],
-            install_network=cfg["install"]["network"],
-            index_url=cfg["install"]["index_url"],
-            find_links=cfg["install"]["find_links"],
-        )
+        sandbox, limits, _ = from_config(cfg)
         result = sandbox.run({path.name: code}, ["python3", path.name], limits)
     except (ConfigError, SandboxError, OSError) as exc:
         print(f"aiev sandbox: {exc}", file=sys.stderr)
