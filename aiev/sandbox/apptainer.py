@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 from aiev.sandbox.base import (
     PREFIX,
@@ -26,7 +26,6 @@ from aiev.sandbox.base import (
     Limits,
     Sandbox,
     SandboxError,
-    check_files,
     checked_prefix,
     execute,
     kill_tree,
@@ -97,25 +96,16 @@ class ApptainerSandbox(Sandbox):
         a += ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
         return [*a, *rlimit_argv(limits), *command]
 
-    def run(
-        self,
-        files: Mapping[str, str | bytes],
-        command: Sequence[str],
-        limits: Limits = Limits(),  # noqa: B008
-        *,
-        prefix: str | Path | None = None,
+    def _run(
+        self, entries: list[tuple[PurePosixPath, bytes]], command: list[str], limits: Limits, prefix: Path | None
     ) -> ExecResult:
-        entries = check_files(files)
-        if not command:
-            raise SandboxError("empty command")
-        prefix_path = checked_prefix(prefix)
         with tempfile.TemporaryDirectory(prefix="aiev-sbx-") as tmp:
             scratch = Path(tmp)
             for path, content in entries:
                 target = scratch.joinpath(*path.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
-            argv = self.argv(scratch, command, limits, prefix=prefix_path)
+            argv = self.argv(scratch, command, limits, prefix=prefix)
             return execute(argv, limits, backend=self.name, kill=kill_tree)
 
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:

@@ -376,7 +376,6 @@ class Sandbox(ABC):
         if self.find_links is not None and not self.find_links.is_dir():
             raise SandboxError(f"find_links {self.find_links} is not a directory (a local wheelhouse)")
 
-    @abstractmethod
     def run(
         self,
         files: Mapping[str, str | bytes],
@@ -386,6 +385,16 @@ class Sandbox(ABC):
         prefix: str | Path | None = None,
     ) -> ExecResult:
         """Run ``command`` in a fresh scratch dir holding ``files``; ``prefix`` (if any) is read-only."""
+        entries = check_files(files)
+        if not command:
+            raise SandboxError("empty command")
+        return self._run(entries, list(command), limits, checked_prefix(prefix))
+
+    @abstractmethod
+    def _run(
+        self, entries: list[tuple[PurePosixPath, bytes]], command: list[str], limits: Limits, prefix: Path | None
+    ) -> ExecResult:
+        """The backend's run, on checked inputs."""
 
     @abstractmethod
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from aiev.sandbox.base import (
@@ -47,7 +47,6 @@ from aiev.sandbox.base import (
     Limits,
     Sandbox,
     SandboxError,
-    check_files,
     checked_prefix,
     execute,
     parent_dirs,
@@ -307,20 +306,11 @@ class BwrapSandbox(Sandbox):
 
     # -- public ------------------------------------------------------------------------------------
 
-    def run(
-        self,
-        files: Mapping[str, str | bytes],
-        command: Sequence[str],
-        limits: Limits = Limits(),  # noqa: B008
-        *,
-        prefix: str | Path | None = None,
+    def _run(
+        self, entries: list[tuple[PurePosixPath, bytes]], command: list[str], limits: Limits, prefix: Path | None
     ) -> ExecResult:
-        entries = check_files(files)
-        if not command:
-            raise SandboxError("empty command")
-        prefix_path = checked_prefix(prefix)
-        binds = [("--ro-bind", str(prefix_path), PREFIX)] if prefix_path else []
-        return self._exec(entries, list(command), limits, binds=binds, network=False, prefix=bool(binds))
+        binds = [("--ro-bind", str(prefix), PREFIX)] if prefix else []
+        return self._exec(entries, command, limits, binds=binds, network=False, prefix=bool(binds))
 
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
         argv = self.install_command(specs)
