@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,40 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> dict[st
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping of sections (seeds, dedup, ...)")
     return validate_config(data)
+
+
+def with_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with dotted keys replaced (``{"decontam.threshold": 0.8}``), validated again.
+
+    The one place where command-line flags (and tests) change a config: every step's flags arrive here."""
+    out = copy.deepcopy(dict(config))
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *path, key = dotted.split(".")
+        node = out
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"cannot override '{dotted}': '{part}' is not a section")
+            node = node[part]
+        node[key] = value
+    return validate_config(out)
+
+
+def exact_decimal(
+    value: float | int | str | Fraction, lo: Fraction = Fraction(0), hi: Fraction = Fraction(1)
+) -> Fraction:
+    """A config number as the exact rational it is written as (a float is read as its shortest decimal:
+    0.9 is 9/10), checked to lie within [lo, hi]. Thresholds and fractions are compared in exact arithmetic."""
+    if isinstance(value, Fraction):
+        out = value
+    elif isinstance(value, float):
+        out = Fraction(repr(value))
+    else:
+        out = Fraction(value)
+    if not lo <= out <= hi:
+        raise ValueError(f"{value} is not within [{lo}, {hi}]")
+    return out
 
 
 def reference_markdown(schema: dict[str, Any] | None = None) -> str:

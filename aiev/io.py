@@ -110,6 +110,17 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
+def copy_lines(src: str | Path, dst: str | Path, lines: set[int]) -> int:
+    """Copy the given (1-based) lines of ``src`` byte for byte, in order, each ending with a newline."""
+    n = 0
+    with open_text(src) as fh, atomic_open(dst, "wb") as out:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno in lines:
+                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                n += 1
+    return n
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file that this workflow wrote itself: any bad line is an error."""
     return [obj for _, obj in read_jsonl(path)]

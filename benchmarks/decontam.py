@@ -27,14 +27,14 @@ from pathlib import Path
 
 import Levenshtein
 
-from aiev import benchdata
-from aiev.decontam import (
-    as_fraction,
+from aiev.codeblocks import normalize_code
+from aiev.config import exact_decimal
+from aiev.curate import benchdata
+from aiev.curate.decontam import (
     entry_blocks,
     find_matches,
     max_distance,
     norm_length,
-    normalize_code,
     run,
 )
 
@@ -113,7 +113,7 @@ def naive_removed(
     entries: list[dict], texts: list[str], threshold: float, metric: str
 ) -> tuple[set, float, list[float]]:
     """One python-Levenshtein call per pair, exact comparison: q (n - d) > p n. Also each entry's best."""
-    t = as_fraction(threshold)
+    t = exact_decimal(threshold)
     p, q = t.numerator, t.denominator
     weights = (1, 1, 1) if metric == "levenshtein" else (1, 1, 2)  # substitution = 2 is the indel distance
     removed, best, start = set(), [], time.perf_counter()
@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--metric", choices=("levenshtein", "ratio"), default="levenshtein")
     args = ap.parse_args()
-    assert max_distance(10, as_fraction(0.9)) == 0  # similarity exactly 0.9 is not above 0.9
+    assert max_distance(10, exact_decimal(0.9)) == 0  # similarity exactly 0.9 is not above 0.9
 
     snippets = load_snippets()
     texts = list(dict.fromkeys(normalize_code(s.text) for s in snippets))

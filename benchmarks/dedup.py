@@ -13,7 +13,7 @@ import random
 import resource
 import time
 
-from aiev.dedup import DedupParams, deduplicate
+from aiev.seeds.dedup import DedupParams, deduplicate
 
 OPS = ["+", "-", "*", "//", "%", "**", "&", "|", "^"]
 CALLS = ["len", "sorted", "sum", "max", "min", "abs", "str", "list", "set", "tuple"]

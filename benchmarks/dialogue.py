@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiev.llm import LLMClient, LLMSettings, ResponseCache
+from aiev.llm.client import LLMClient, LLMSettings, ResponseCache
 from tests.scripted_server import echo_script
 
 

@@ -13,14 +13,48 @@ def sections(*names):
     )
 
 
+wildcard_constraints:
+    k=r"\d+",
+    s=r"\d+",
+
+
+# The one place that names a batch file (aiev.seeds.batches writes the same pattern).
+BATCH_FILE = "results/seeds/batches/batch_{k}.jsonl"
+
+
 def batch_ids(wildcards=None):
     """Batch indices written by the `batches` checkpoint (evaluated once it has run)."""
-    outdir = checkpoints.batches.get().output.outdir
-    return sorted(int(k) for k in glob_wildcards(f"{outdir}/batch_{{k}}.jsonl").k)
+    checkpoints.batches.get()
+    return sorted(int(k) for k in glob_wildcards(BATCH_FILE).k)
 
 
 def batch_file(wildcards):
-    return f"{checkpoints.batches.get().output.outdir}/batch_{wildcards.k}.jsonl"
+    checkpoints.batches.get()
+    return BATCH_FILE.format(k=wildcards.k)
+
+
+def generation(wildcards):
+    """Who generates batch k, decided in one place: the stage, the role that plays both agents, and the
+    `aiev serve` prefix when that role's model is served inside the job. Until the stage checkpoint exists
+    (the loop's issue), every batch is in the teaching stage."""
+    stage, role = "teaching", "teacher"
+    return {"stage": stage, "serve": serve_prefix(role)}
+
+
+def generation_stage(wildcards):
+    return generation(wildcards)["stage"]
+
+
+def generation_serve(wildcards):
+    return generation(wildcards)["serve"]
+
+
+def serve_prefix(role):
+    """`aiev serve --role ROLE --config ... --` when llm.ROLE.serve is set (the server spec is read from the
+    config by aiev itself), else nothing."""
+    if not config["llm"][role].get("serve"):
+        return ""
+    return f"aiev serve --role {role} --config {shlex.quote(sections('llm'))} --"
 
 
 def sandbox_image(wildcards):
@@ -70,19 +104,3 @@ def all_outputs(wildcards):
         ]
         out += expand("results/batch_{k}/{f}", k=ks, f=files)
     return out
-
-
-def serve_prefix(wildcards):
-    """`aiev serve ... --` when the teacher is served inside the job (llm.teacher.serve), else nothing."""
-    serve = config["llm"]["teacher"].get("serve")
-    if not serve:
-        return ""
-    parts = ["aiev", "serve", "--engine", serve["engine"], "--model", serve["model"]]
-    if serve.get("name"):
-        parts += ["--name", serve["name"]]
-    if serve.get("command"):
-        parts += ["--command", serve["command"]]
-    for arg in serve.get("args", []):
-        parts += [f"--arg={arg}"]
-    parts += ["--startup-timeout", str(serve.get("startup_timeout_s", 900))]
-    return shlex.join(parts) + " --"

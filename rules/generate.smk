@@ -1,5 +1,6 @@
 # Generation: one AIEV dialogue per seed, `generate.shards` parallel jobs per batch, merged per batch.
-# The teacher plays both agents (teaching stage); resumable state lives in results/.state/ (not an output).
+# The stage of batch k (teaching: the teacher plays both agents) and its model come from `generation` in
+# common.smk; resumable state lives in results/.state/ (not an output).
 
 
 rule generate:
@@ -21,10 +22,11 @@ rule generate:
         config=sections("llm", "generate", "sandbox"),
         shards=config["generate"]["shards"],
         state="results/.state/batch_{k}/shard_{s}",
-        serve=serve_prefix,
+        stage=generation_stage,
+        serve=generation_serve,
     shell:
         "{params.serve} aiev generate --config {params.config:q} --batch {input.seeds} --batch-index {wildcards.k} "
-        "--shard {wildcards.s} --shards {params.shards} --stage teaching --state-dir {params.state} "
+        "--shard {wildcards.s} --shards {params.shards} --stage {params.stage} --state-dir {params.state} "
         "--dialogues {output.dialogues} --rejects {output.rejects} --report {output.report} 2> {log}"
 
 

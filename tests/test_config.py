@@ -89,7 +89,7 @@ def test_snakefile_rejects_typo(tool_env, tmp_path, repo):
 
 
 def test_every_step_has_help(tool_env):
-    from aiev.cli import COMMANDS
+    from aiev.cli import STEPS as COMMANDS
 
     top = subprocess.run(["aiev", "--help"], env=tool_env, capture_output=True, text=True, check=True)
     for name in COMMANDS:

