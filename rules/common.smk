@@ -93,7 +93,7 @@ def all_outputs(wildcards):
         "results/seeds/dedup_report.json",
         "results/seeds/batches_report.json",
     ]
-    out += expand("results/seeds/batches/batch_{k}.jsonl", k=ks)
+    out += expand(BATCH_FILE, k=ks)
     if config["generate"]["enabled"]:
         files = [
             "usage.json",

@@ -83,9 +83,9 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
 
     bwrap_or_skip()
     humaneval = repo.parent / "shared" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl.gz"
-    if not humaneval.exists():
-        pytest.skip("../shared benchmarks not present")
-    with gzip.open(humaneval, "rt") as fh:
+    if not humaneval.exists():  # a fresh clone without ../shared: the committed excerpt has HumanEval/0 too
+        humaneval = repo / "tests" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl"
+    with (gzip.open if humaneval.suffix == ".gz" else open)(humaneval, "rt") as fh:
         task0 = json.loads(fh.readline())
     leaked = task0["prompt"] + task0["canonical_solution"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,3 @@ def run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 STEPS = [Step("sandbox", "run a program in the code-interpreter sandbox (aiev sandbox run FILE.py)", add_args, run)]
-
-
-if __name__ == "__main__":
-    from aiev.cli import main
-
-    sys.exit(main(["sandbox", *sys.argv[1:]]))

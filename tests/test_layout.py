@@ -1,0 +1,119 @@
+"""The package's shape: stage packages over shared layers, no stage importing a sibling stage, no import cycle;
+the tests mirror the package; the names the rules and the package share agree."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "aiev"
+
+#: Shared layers: every stage may use them; they use no stage.
+SHARED = {"__init__", "config", "io", "records", "codeblocks", "steps", "llm", "sandbox", "schemas"}
+#: One package per stage, mirroring rules/*.smk.
+STAGES = {"seeds", "generate", "curate"}
+#: The CLI registry and the prerequisite check see every stage.
+TOP = {"cli", "doctor", "__main__"}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def resolve(name: str) -> str:
+    """A dotted aiev name to the module that defines it (``aiev.sandbox.Limits`` -> ``aiev.sandbox``)."""
+    parts = name.split(".")
+    while parts:
+        base = REPO.joinpath(*parts)
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    raise AssertionError(f"cannot resolve {name}")
+
+
+def imports(path: Path) -> set[str]:
+    """Every aiev module ``path`` imports, at module level or inside a function."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {resolve(a.name) for a in node.names if a.name.split(".")[0] == "aiev"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aiev":
+            out |= {resolve(f"{node.module}.{a.name}") for a in node.names}
+    return out
+
+
+def group(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports(p) - {module_name(p)} for p in PKG.rglob("*.py")}
+
+
+def test_every_module_belongs_to_a_layer_or_a_stage():
+    unknown = {m for m in graph() if group(m) not in SHARED | STAGES | TOP}
+    assert not unknown, f"classify these in tests/test_layout.py (shared layer or stage): {sorted(unknown)}"
+
+
+def test_no_stage_imports_a_sibling_stage_and_no_shared_layer_imports_a_stage():
+    bad = []
+    for module, targets in graph().items():
+        g = group(module)
+        for target in targets:
+            t = group(target)
+            if g in STAGES and t in STAGES and t != g:
+                bad.append(f"{module} -> {target} (stage to sibling stage)")
+            if g in SHARED and t in STAGES | TOP:
+                bad.append(f"{module} -> {target} (shared layer to {t})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle():
+    edges = graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(edges.get(m, ())):
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(t) :], t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+
+
+def test_each_stage_has_a_rule_file_and_a_test_package():
+    for stage in STAGES:
+        assert (REPO / "rules" / f"{stage}.smk").is_file(), stage
+        assert (PKG / stage / "steps.py").is_file(), f"{stage}: its CLI steps live in aiev/{stage}/steps.py"
+        assert (REPO / "tests" / stage / "__init__.py").is_file(), f"tests/{stage}/ mirrors aiev/{stage}/"
+
+
+def test_the_batch_file_pattern_is_the_same_in_rules_and_package():
+    from aiev.seeds.batches import BATCH_FILE
+
+    common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
+    (pattern,) = re.findall(r'^BATCH_FILE = "(.+)"$', common, re.M)
+    assert pattern == f"results/seeds/batches/{BATCH_FILE}"
+    assert common.count("batch_{k}.jsonl") == 1  # named once, used through BATCH_FILE
+
+
+def test_the_serve_command_is_built_only_by_aiev():
+    """The rules pass the config to `aiev serve --role`; no engine flag is spelled out in a rule file."""
+    for smk in (REPO / "rules").glob("*.smk"):
+        text = smk.read_text(encoding="utf-8")
+        assert "--engine" not in text and "--startup-timeout" not in text, smk.name
