@@ -116,6 +116,8 @@ def describe_result(execution: dict[str, Any]) -> str:
         parts.append(f"pip install failed (exit code {inst.get('exit_code')}):\n{_tail(inst.get('stderr', ''))}")
     if execution.get("timed_out"):
         parts.append("The program was stopped: it ran past the time limit.")
+    if execution.get("oom_killed"):
+        parts.append("The program was killed: it used more memory than the sandbox allows.")
     if execution.get("exit_code") is not None:
         parts.append(f"exit code {execution['exit_code']}")
     if execution.get("stdout"):
@@ -132,6 +134,7 @@ class DialogueSettings:
     max_rounds: int = 7
     stage: str = "teaching"
     batch: int | None = None
+    fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.shards.entry_settings)
 
 
 class Dialogue:
@@ -269,6 +272,7 @@ class Dialogue:
                     "provenance": seed.get("provenance"),
                 },
                 "aiev_version": __version__,
+                "fingerprint": self.settings.fingerprint,
             },
         }
 
@@ -313,6 +317,8 @@ def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: P
         files = {"main.py": program.source}
         res = sandbox.run(files, ["python3", "main.py"], limits, prefix=prefix if prefix.exists() else None).to_dict()
         out = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
+        if res.get("oom_killed"):
+            out["oom_killed"] = True
         out["install"] = install
         return out
 

@@ -4,22 +4,39 @@ Crash safety: each finished dialogue is appended and fsynced to ``STATE/progress
 stored in ``STATE/llm_cache.sqlite`` as soon as it arrives. Both live outside the rule's declared outputs
 (Snakemake deletes those when a job fails), one directory per shard (never shared between nodes). A re-run
 skips finished dialogues and replays the unfinished ones from the cache, so no request is paid twice.
+
+No silent mixing: the progress store belongs to one fingerprint of everything that shapes an entry
+(:func:`entry_settings`: the model, sampling, prompts, max_rounds, sandbox limits, stage, the dialogue engine's
+code). A re-run with another fingerprint moves the old store aside (``STATE/stale/...``, listed in the report
+with the settings that changed) and starts a fresh one; the cache, keyed by request content, still answers
+every request that did not change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
+from aiev import __version__
+from aiev.generate.dialogue import Dialogue, DialogueSettings, load_prompts, make_executor, prefix_for, prompts_sha256
 from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
-from aiev.llm.client import EndpointUnreachable, LLMClient, LLMError, ResponseCache, cost_usd, endpoint_settings
+from aiev.llm.client import (
+    EndpointUnreachable,
+    LLMClient,
+    LLMError,
+    LLMSettings,
+    ResponseCache,
+    cost_usd,
+    endpoint_settings,
+)
 from aiev.records import record_errors
 
 #: The generating model of each stage (paper section 3.1): the teacher, or the student as both agents.
@@ -62,6 +79,82 @@ class ProgressStore:
 
     def close(self) -> None:
         self._fh.close()
+
+
+#: The modules whose code decides what a dialogue does with the model's replies.
+ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.codeblocks", "aiev.sandbox.install")
+
+
+def engine_sha256() -> str:
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in ENGINE_MODULES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings) -> dict[str, Any]:
+    """Everything that shapes an entry; its hash is the progress store's fingerprint."""
+    role = STAGE_ROLE[stage]
+    served = cfg["llm"][role].get("serve")
+    endpoint: dict[str, Any] = {"model": settings.model}  # the model, not where it is served (hosts, ports)
+    if served:
+        endpoint["serve"] = {k: served.get(k) for k in ("engine", "model", "command", "args")}
+    sb = cfg["sandbox"]
+    return {
+        "stage": stage,
+        "role": role,
+        "endpoint": endpoint,
+        "sampling": settings.sampling(),
+        "prompts_sha256": prompts_sha256(load_prompts()),
+        "max_rounds": cfg["generate"]["max_rounds"],
+        "sandbox": {k: sb[k] for k in ("backend", "image", "timeout_s", "memory_mb", "max_procs", "max_output_bytes")}
+        | {"install": dict(sb["install"])},
+        "engine": {"aiev_version": __version__, "code_sha256": engine_sha256()},
+    }
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def open_store(state: Path, settings: dict[str, Any]) -> tuple[ProgressStore, dict[str, Any] | None]:
+    """The progress store of these settings; a store of other settings is moved aside and described."""
+    fp = fingerprint(settings)
+    meta, progress = state / "fingerprint.json", state / "progress.jsonl"
+    stale = None
+    state.mkdir(parents=True, exist_ok=True)
+    old = json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else {}
+    if progress.exists() and old.get("fingerprint") != fp:
+        aside = state / "stale" / f"{time.strftime('%Y%m%dT%H%M%S')}-{(old.get('fingerprint') or 'unknown')[:12]}"
+        aside.mkdir(parents=True, exist_ok=True)
+        entries = sum(1 for line in progress.read_bytes().splitlines() if line.strip())
+        progress.rename(aside / "progress.jsonl")
+        if meta.exists():
+            meta.rename(aside / "fingerprint.json")
+        before, now = _flatten(old.get("settings") or {}), _flatten(settings)
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        stale = {"path": str(aside), "fingerprint": old.get("fingerprint"), "entries": entries, "changed": changed}
+        log.warning(
+            "settings changed since the last run (%s): its %d finished dialogue(s) were moved to %s and are not "
+            "reused; unchanged requests still come from the LLM cache",
+            ", ".join(changed) or "unknown: no fingerprint recorded", entries, aside,
+        )  # fmt: skip
+    if old.get("fingerprint") != fp or not meta.exists():
+        write_json(meta, {"fingerprint": fp, "settings": settings})
+    return ProgressStore(progress), stale
 
 
 def read_batch(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -112,12 +205,14 @@ class _Progress:
 
 async def _run_shard(
     seeds: list[dict[str, Any]], cfg: dict[str, Any], state: Path, stage: str, batch: int | None
-) -> tuple[ProgressStore, list[str], dict[str, Any]]:
+) -> tuple[ProgressStore, list[str], dict[str, Any], dict[str, Any]]:
     from aiev.sandbox import from_config
 
     gen, sb = cfg["generate"], cfg["sandbox"]
     settings = endpoint_settings(cfg["llm"], STAGE_ROLE[stage])
-    store = ProgressStore(state / "progress.jsonl")
+    shaping = entry_settings(cfg, stage, settings)
+    store, stale = open_store(state, shaping)
+    run_info = {"fingerprint": fingerprint(shaping), "settings": shaping, "stale_store": stale}
     todo = [s for s in seeds if s["id"] not in store.done]
     log.info("%d seeds in shard, %d already done, %d to run", len(seeds), len(seeds) - len(todo), len(todo))
     cache = ResponseCache(state / "llm_cache.sqlite")
@@ -139,7 +234,9 @@ async def _run_shard(
         dialogue = Dialogue(
             client,
             execute,
-            DialogueSettings(max_rounds=gen["max_rounds"], stage=stage, batch=batch),
+            DialogueSettings(
+                max_rounds=gen["max_rounds"], stage=stage, batch=batch, fingerprint=run_info["fingerprint"]
+            ),
             run_blocking=run_blocking,
             on_round=bar.round,
         )
@@ -168,7 +265,7 @@ async def _run_shard(
         await client.close()
         cache.close()
         store.close()
-    return store, errors, client.usage.to_dict()
+    return store, errors, client.usage.to_dict(), run_info
 
 
 def run(
@@ -188,7 +285,7 @@ def run(
     seeds, bad = read_batch(batch)
     part = [seeds[i] for i in shard_slice(len(seeds), shard, shards)]
     state = Path(state_dir)
-    store, errors, client_usage = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
+    store, errors, client_usage, run_info = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
     order = [s["id"] for s in part if s["id"] in store.done]
     entries = [store.done[i] for i in order]
     info = {
@@ -202,6 +299,7 @@ def run(
         "rejected": sum(not e["passed"] for e in entries),
         "llm_errors": errors,
         "this_run": client_usage,
+        **run_info,
     }
     if errors:
         write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
@@ -273,6 +371,7 @@ def merge(
         "passed_by_rounds": dict(sorted(rounds.items(), key=lambda kv: int(kv[0]))),
         "rejected_by_reason": rejected_by_reason,
         "bad_seeds": [row for rep in reports for row in rep.get("bad_seeds", [])],
+        "stale_stores": [rep["stale_store"] for rep in reports if rep.get("stale_store")],
         "usage": summary,
     }
     write_json(report, info)

@@ -188,6 +188,8 @@ class ResponseCache:
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)"
         )
+        # The HTTP body of each reply, stored the moment it arrives, before it is parsed or used.
+        self._db.execute("CREATE TABLE IF NOT EXISTS raw (key TEXT PRIMARY KEY, body BLOB NOT NULL)")
 
     @staticmethod
     def key(model: str, messages: list[Message], sampling: dict[str, Any]) -> str:
@@ -196,10 +198,26 @@ class ResponseCache:
 
     def get(self, key: str) -> Reply | None:
         with self._lock:
-            row = self._db.execute(
+            raw = self._db.execute("SELECT body FROM raw WHERE key = ?", (key,)).fetchone()
+            row = None if raw else self._db.execute(
                 "SELECT text, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)
-            ).fetchone()
+            ).fetchone()  # fmt: skip
+        if raw is not None:
+            reply = parse_reply(raw[0])
+            if isinstance(reply, Reply):
+                return Reply(reply.text, reply.prompt_tokens, reply.completion_tokens, cached=True)
+            self.drop(key)  # a body that was no usable reply: ask again
+            return None
         return Reply(row[0], row[1], row[2], cached=True) if row else None
+
+    def put_raw(self, key: str, body: bytes) -> None:
+        """Store a reply's HTTP body as it arrived (committed before this returns)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO raw VALUES (?, ?)", (key, body))
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM raw WHERE key = ?", (key,))
 
     def put(self, key: str, reply: Reply) -> None:
         with self._lock:
@@ -210,7 +228,8 @@ class ResponseCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+            raw = self._db.execute("SELECT COUNT(*) FROM raw").fetchone()[0]
+            return raw + self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -218,6 +237,25 @@ class ResponseCache:
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def parse_reply(body: bytes) -> Reply | str:
+    """A chat-completion body as a Reply, or the reason it is none (``empty_reply``, ``malformed_reply``)."""
+    try:
+        data = json.loads(body)
+        choices = data.get("choices") or []
+        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return "malformed_reply"
+    if not isinstance(text, str):
+        return "malformed_reply" if choices else "empty_reply"
+    if not text.strip():
+        return "empty_reply"
+    return Reply(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -308,7 +346,7 @@ class LLMClient:
         self._inflight[key] = future
         try:
             async with self._sem:
-                reply = await self._request(messages, sampling)
+                reply = await self._request(messages, sampling, key)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -319,39 +357,37 @@ class LLMClient:
         finally:
             del self._inflight[key]
         future.set_result(reply)
-        if self.cache is not None:
-            self.cache.put(key, reply)
         self.usage.requests += 1
         self.usage.prompt_tokens += reply.prompt_tokens
         self.usage.completion_tokens += reply.completion_tokens
         self.usage.cost_usd += self.settings.cost(reply.prompt_tokens, reply.completion_tokens)
         return reply
 
-    async def _request(self, messages: list[Message], sampling: dict[str, Any]) -> Reply:
+    async def _request(self, messages: list[Message], sampling: dict[str, Any], key: str) -> Reply:
+        import httpx2
         import openai
-        from openai.types.chat import ChatCompletion
 
         last = "unknown"
         for attempt in range(self.settings.max_retries + 1):
             exc: Exception | None = None
             try:
-                # The SDK's low-level post: same auth, errors and parsing as chat.completions.create, without
-                # its per-call TypedDict transform of the body (half the client's CPU time at 300 requests/s).
+                # The SDK's low-level post (same auth and errors as chat.completions.create) returning the raw
+                # response: its body is stored before anything parses or uses it, so a reply that arrived is never
+                # paid twice, whenever the job is killed.
                 resp = await self._client.post(
                     "/chat/completions",
                     body={"model": self.settings.model, "messages": messages, **sampling},
-                    cast_to=ChatCompletion,
+                    cast_to=httpx2.Response,
                 )
-                choices = getattr(resp, "choices", None) or []
-                text = choices[0].message.content if choices and choices[0].message else None
-                if text and text.strip():
-                    usage = getattr(resp, "usage", None)
-                    return Reply(
-                        text=text,
-                        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                    )
-                last = "empty_reply"
+                body = resp.content
+                if self.cache is not None:
+                    self.cache.put_raw(key, body)
+                reply = parse_reply(body)
+                if isinstance(reply, Reply):
+                    return reply
+                last = reply
+                if self.cache is not None:
+                    self.cache.drop(key)
             except openai.APIStatusError as e:
                 if e.status_code not in _RETRY_STATUS:
                     raise LLMError(f"http_{e.status_code}", str(e.message)[:500]) from e

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from aiev.sandbox.base import ExecResult, Limits, Sandbox, SandboxError
+from aiev.sandbox.base import INSTALL_DISK_MB, ExecResult, Limits, Sandbox, SandboxError
 from aiev.sandbox.install import PipInstallError, parse_pip_install
 
 __all__ = [
@@ -37,6 +37,7 @@ def get_sandbox(
     backend: str = "auto",
     image: str | Path | None = None,
     install_network: bool = False,
+    install_disk_mb: int = INSTALL_DISK_MB,
     index_url: str | None = None,
     find_links: str | Path | None = None,
     *,
@@ -47,7 +48,8 @@ def get_sandbox(
     ``auto``: apptainer when it is on PATH, else bwrap. ``python`` (bwrap only): the interpreter offered as
     ``python3`` inside, default the one running this code (its base installation, not a virtualenv).
     """
-    common = {"install_network": install_network, "index_url": index_url, "find_links": find_links}
+    common = {"install_network": install_network, "install_disk_mb": install_disk_mb, "index_url": index_url,
+              "find_links": find_links}  # fmt: skip
     if backend == "auto":
         backend = "apptainer" if shutil.which("apptainer") else "bwrap"
         if backend == "bwrap" and shutil.which("bwrap") is None:
@@ -73,6 +75,7 @@ def from_config(section: dict) -> tuple[Sandbox, Limits, Limits]:
         backend=section["backend"],
         image=section["image"],
         install_network=inst["network"],
+        install_disk_mb=inst["disk_mb"],
         index_url=inst["index_url"],
         find_links=inst["find_links"],
     )

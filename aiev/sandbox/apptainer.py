@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from aiev.sandbox.base import (
+    INSTALL_DISK_MB,
     PREFIX,
     SCRATCH,
     WHEELS,
@@ -27,8 +28,11 @@ from aiev.sandbox.base import (
     Sandbox,
     SandboxError,
     checked_prefix,
+    disk_cap_exceeded,
     execute,
     kill_tree,
+    memory_by_cgroup,
+    prefix_size,
     rlimit_argv,
     sandbox_env,
 )
@@ -45,12 +49,15 @@ class ApptainerSandbox(Sandbox):
         *,
         image: str | Path,
         install_network: bool = False,
+        install_disk_mb: int = INSTALL_DISK_MB,
         index_url: str | None = None,
         find_links: str | Path | None = None,
         apptainer: str = "apptainer",
         probe: bool = True,
     ) -> None:
-        super().__init__(install_network=install_network, index_url=index_url, find_links=find_links)
+        super().__init__(
+            install_network=install_network, install_disk_mb=install_disk_mb, index_url=index_url, find_links=find_links
+        )
         found = shutil.which(apptainer)
         if found is None:
             raise SandboxError("apptainer not found on PATH (use backend: bwrap, or install apptainer)")
@@ -76,6 +83,7 @@ class ApptainerSandbox(Sandbox):
         prefix: Path | None = None,
         writable_prefix: bool = False,
         network: bool = False,
+        address_space: bool = True,
     ) -> list[str]:
         """The exact apptainer command line (unit-tested; nothing here touches the file system)."""
         for path in (scratch, prefix, self.find_links):
@@ -94,7 +102,7 @@ class ApptainerSandbox(Sandbox):
         a += ["--pwd", SCRATCH, str(self.image)]
         env = sandbox_env(IMAGE_PATH, prefix=prefix is not None and not writable_prefix)
         a += ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
-        return [*a, *rlimit_argv(limits), *command]
+        return [*a, *rlimit_argv(limits, address_space=address_space), *command]
 
     def _run(
         self, entries: list[tuple[PurePosixPath, bytes]], command: list[str], limits: Limits, prefix: Path | None
@@ -105,7 +113,7 @@ class ApptainerSandbox(Sandbox):
                 target = scratch.joinpath(*path.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
-            argv = self.argv(scratch, command, limits, prefix=prefix)
+            argv = self.argv(scratch, command, limits, prefix=prefix, address_space=not memory_by_cgroup())
             return execute(argv, limits, backend=self.name, kill=kill_tree)
 
     def install(self, specs: Sequence[str], prefix: str | Path, limits: Limits) -> ExecResult:
@@ -113,6 +121,19 @@ class ApptainerSandbox(Sandbox):
         prefix_path = checked_prefix(prefix, create=True)
         with tempfile.TemporaryDirectory(prefix="aiev-sbx-") as tmp:
             cmd = self.argv(
-                Path(tmp), argv, limits, prefix=prefix_path, writable_prefix=True, network=self.install_network
+                Path(tmp),
+                argv,
+                limits,
+                prefix=prefix_path,
+                writable_prefix=True,
+                network=self.install_network,
+                address_space=not memory_by_cgroup(),
             )
-            return execute(cmd, limits, backend=self.name, kill=kill_tree)
+            res = execute(cmd, limits, backend=self.name, kill=kill_tree)
+        # Apptainer binds the prefix itself: the cap is checked after the install (not a hard cap while pip runs).
+        if res.exit_code == 0 and prefix_size(prefix_path) > self.install_disk_mb << 20:
+            for entry in list(prefix_path.iterdir()):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            res.exit_code = 1
+            res.stderr += "\n[Errno 28] No space left on device"
+        return disk_cap_exceeded(res, self.install_disk_mb)

@@ -22,10 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from aiev.sandbox.tracking import JobTracker, Run
+
 #: Inside every sandbox: the scratch directory (cwd and HOME), the per-dialogue install prefix, the wheelhouse.
 SCRATCH = "/sandbox"
 PREFIX = "/opt/prefix"
 WHEELS = "/opt/wheels"
+#: Where bwrap's install phase sees the dialogue's prefix on the host (it installs into a size-capped tmpfs at
+#: PREFIX, seeded from here, and copies the result back only when pip succeeded).
+PREFIX_HOST = "/opt/prefix-host"
+#: Default disk cap of a dialogue's install prefix (config sandbox.install.disk_mb).
+INSTALL_DISK_MB = 1024
 
 #: Bytes read from a pipe at a time.
 _CHUNK = 1 << 16
@@ -61,6 +68,8 @@ class ExecResult:
     ``exit_code``: the program's exit status; ``-N`` when it was killed by signal N (the sandbox reports a
     signal death as ``128 + N``, like a shell, so a program that itself exits with 129..192 reads as a
     signal too); ``None`` when the sandbox killed it at the deadline (then ``timed_out`` is true).
+    ``oom_killed``: the kernel killed a process of the run for passing the memory limit of its cgroup
+    (only where the memory limit is a cgroup's: see :mod:`aiev.sandbox.tracking`).
     """
 
     exit_code: int | None
@@ -70,6 +79,7 @@ class ExecResult:
     truncated: bool
     duration_s: float
     backend: str
+    oom_killed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,11 +141,17 @@ def sandbox_env(path_dirs: Sequence[str], *, prefix: bool, extra: Mapping[str, s
     return env
 
 
-def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
-    """(soft, hard) per resource, by prlimit's names. CPU is a backstop: the wall deadline kills first."""
+def rlimits(limits: Limits, *, address_space: bool = True) -> dict[str, tuple[int, int]]:
+    """(soft, hard) per resource, by prlimit's names. CPU is a backstop: the wall deadline kills first.
+
+    ``address_space=False`` where a cgroup limits the memory (RLIMIT_AS is then the fallback no longer needed,
+    and it would fail programs that reserve much more address space than they use)."""
     cpu = math.ceil(limits.timeout_s) + 1
     mem = limits.memory_mb << 20
-    return {"nproc": (limits.max_procs,) * 2, "as": (mem, mem), "cpu": (cpu, cpu + 1), "core": (0, 0)}
+    out = {"nproc": (limits.max_procs,) * 2, "as": (mem, mem), "cpu": (cpu, cpu + 1), "core": (0, 0)}
+    if not address_space:
+        del out["as"]
+    return out
 
 
 RLIMIT_IDS = {
@@ -146,13 +162,14 @@ RLIMIT_IDS = {
 }
 
 
-def rlimit_argv(limits: Limits) -> list[str]:
+def rlimit_argv(limits: Limits, *, address_space: bool = True) -> list[str]:
     """``prlimit`` (util-linux) run *inside* the sandbox, so RLIMIT_NPROC counts only the sandbox's processes.
 
     Set on the host before the user namespace exists, RLIMIT_NPROC would also become that namespace's ceiling
     for the host uid, i.e. concurrent sandboxes would share one budget.
     """
-    return ["prlimit", *(f"--{name}={soft}:{hard}" for name, (soft, hard) in rlimits(limits).items()), "--"]
+    pairs = rlimits(limits, address_space=address_space).items()
+    return ["prlimit", *(f"--{name}={soft}:{hard}" for name, (soft, hard) in pairs), "--"]
 
 
 def pip_argv(specs: Sequence[str], *, network: bool, index_url: str | None, find_links: bool) -> list[str]:
@@ -214,12 +231,15 @@ def execute(
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     kill: Callable[[subprocess.Popen[bytes]], None] | None = None,
-    on_start: Callable[[subprocess.Popen[bytes], float], None] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes], float, Run], None] | None = None,
 ) -> ExecResult:
     """Run a sandbox command line to completion or to the deadline; never leaves a process behind.
 
-    ``on_start(proc, deadline)`` runs right after the spawn, before any output is read (bwrap uses it to set
-    the rlimits of its blocked sandbox init).
+    The run is tracked from its first instruction (:mod:`aiev.sandbox.tracking`): its processes are born in a
+    cgroup of their own where one can be made (which also carries the memory limit), else their pids are
+    recorded; if this job dies, its reaper kills them. ``on_start(proc, deadline, run)`` runs right after the
+    spawn, before any output is read (bwrap uses it to set the rlimits of its blocked sandbox init and to
+    record that init's pid).
 
     Output past the cap is read and dropped (the program is not blocked on a full pipe). At the deadline
     ``kill(proc)`` (default: SIGKILL to the sandbox's process group) ends the sandbox; the backend's
@@ -227,25 +247,37 @@ def execute(
     """
     start = time.monotonic()
     deadline = start + limits.timeout_s
+    run = JobTracker.get().begin(limits.memory_mb << 20)
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            env=dict(env) if env is not None else {"PATH": "/usr/local/bin:/usr/bin:/bin"},
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise SandboxError(f"cannot start {argv[0]}: {exc}") from exc
-    try:
-        if on_start is not None:
-            on_start(proc, deadline)
-        return _collect(proc, limits, deadline, start, backend, kill)
-    except BaseException:  # e.g. KeyboardInterrupt in the caller: never leave the sandbox running
-        _kill(proc, kill)
-        raise
+        try:
+            proc = subprocess.Popen(
+                run.wrap(list(argv)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(pass_fds),
+                env=dict(env) if env is not None else {"PATH": "/usr/local/bin:/usr/bin:/bin"},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start {argv[0]}: {exc}") from exc
+        run.add(proc.pid)
+        try:
+            if on_start is not None:
+                on_start(proc, deadline, run)
+            result = _collect(proc, limits, deadline, start, backend, kill)
+        except BaseException:  # e.g. KeyboardInterrupt in the caller: never leave the sandbox running
+            _kill(proc, kill)
+            raise
+    finally:
+        oom = run.finish()
+    result.oom_killed = oom
+    return result
+
+
+def memory_by_cgroup() -> bool:
+    """Is the memory limit of this process's runs a cgroup's (else RLIMIT_AS)?"""
+    return JobTracker.get().memory_by_cgroup
 
 
 def _collect(
@@ -367,10 +399,14 @@ class Sandbox(ABC):
         self,
         *,
         install_network: bool = False,
+        install_disk_mb: int = INSTALL_DISK_MB,
         index_url: str | None = None,
         find_links: str | Path | None = None,
     ) -> None:
         self.install_network = install_network
+        if int(install_disk_mb) < 1:
+            raise SandboxError(f"install_disk_mb must be >= 1, got {install_disk_mb!r}")
+        self.install_disk_mb = int(install_disk_mb)
         self.index_url = index_url
         self.find_links = Path(find_links).resolve() if find_links else None
         if self.find_links is not None and not self.find_links.is_dir():
@@ -413,6 +449,26 @@ class Sandbox(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.name}>"
+
+
+def disk_cap_exceeded(result: ExecResult, disk_mb: int) -> ExecResult:
+    """Say plainly that an install failed on the prefix's disk cap (pip reports only 'No space left')."""
+    if result.exit_code != 0 and ("No space left on device" in result.stderr or "[Errno 28]" in result.stderr):
+        result.stderr += (
+            f"\naiev: the packages did not fit the install prefix's disk cap of {disk_mb} MB "
+            "(sandbox.install.disk_mb); nothing was installed"
+        )
+    return result
+
+
+def prefix_size(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (never following links)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def checked_prefix(prefix: str | Path | None, *, create: bool = False) -> Path | None:

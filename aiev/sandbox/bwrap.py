@@ -39,7 +39,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from aiev.sandbox.base import (
+    INSTALL_DISK_MB,
     PREFIX,
+    PREFIX_HOST,
     RLIMIT_IDS,
     SCRATCH,
     WHEELS,
@@ -48,11 +50,13 @@ from aiev.sandbox.base import (
     Sandbox,
     SandboxError,
     checked_prefix,
+    disk_cap_exceeded,
     execute,
     parent_dirs,
     rlimits,
     sandbox_env,
 )
+from aiev.sandbox.tracking import Run
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,14 @@ _ETC = ["alternatives", "ld.so.cache", "localtime", "ssl"]
 _ETC_NET = ["ca-certificates", "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf", "services"]
 _ROOT_LINKS = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 #: Where nothing else may be mounted.
-_RESERVED = ["/sandbox", "/tmp", "/dev", "/proc", "/etc", "/opt/prefix", "/opt/wheels"]
+_RESERVED = ["/sandbox", "/tmp", "/dev", "/proc", "/etc", "/opt/prefix", "/opt/prefix-host", "/opt/wheels"]
+#: The install phase's command: seed the capped tmpfs from the host prefix, install, and copy back on success
+#: only (a failed or over-cap install leaves the dialogue's prefix as it was).
+_INSTALL_SH = (
+    f'cp -R {PREFIX_HOST}/. {PREFIX}/ || exit 121; "$@"; rc=$?; '
+    f"if [ $rc -eq 0 ]; then find {PREFIX_HOST} -mindepth 1 -delete && cp -R {PREFIX}/. {PREFIX_HOST}/ || rc=122; fi; "
+    "exit $rc"
+)
 
 
 # ------------------------------------------------------------------------------------------ seccomp
@@ -235,7 +246,7 @@ def _limit_and_release(info_fd: int, block_fd: int, limits: Limits):
     still blocked (the caller closes ``block_fd`` only once the sandbox is gone), never run unlimited.
     """
 
-    def hook(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    def hook(proc: subprocess.Popen[bytes], deadline: float, run: Run) -> None:
         info = _read_info(info_fd, deadline)
         if info is None:
             return  # bwrap failed before starting its child (stderr says why), or the deadline passed
@@ -243,7 +254,8 @@ def _limit_and_release(info_fd: int, block_fd: int, limits: Limits):
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         if str(pid) not in children:
             raise SandboxError(f"bwrap reported child {pid}, not among its children {children}")
-        for name, value in rlimits(limits).items():
+        run.add(pid)  # tracked: if this job dies now, its reaper kills the init (and with it the namespace)
+        for name, value in rlimits(limits, address_space=run.cgroup is None).items():
             resource.prlimit(pid, RLIMIT_IDS[name], value)
         os.write(block_fd, b"1")
 
@@ -277,13 +289,16 @@ class BwrapSandbox(Sandbox):
         *,
         python: str | None = None,
         install_network: bool = False,
+        install_disk_mb: int = INSTALL_DISK_MB,
         index_url: str | None = None,
         find_links: str | Path | None = None,
         bwrap: str = "bwrap",
         uid_base: int = UID_BASE,
         probe: bool = True,
     ) -> None:
-        super().__init__(install_network=install_network, index_url=index_url, find_links=find_links)
+        super().__init__(
+            install_network=install_network, install_disk_mb=install_disk_mb, index_url=index_url, find_links=find_links
+        )
         found = shutil.which(bwrap)
         if found is None:
             raise SandboxError(f"bwrap not found on PATH: {INSTALL_HINT}")
@@ -316,7 +331,9 @@ class BwrapSandbox(Sandbox):
         argv = self.install_command(specs)
         prefix_path = checked_prefix(prefix, create=True)
         assert prefix_path is not None
-        binds = [("--bind", str(prefix_path), PREFIX)]
+        # The packages go to a tmpfs of install_disk_mb: a hard cap on what one dialogue's installs may write.
+        binds = [("--bind", str(prefix_path), PREFIX_HOST)]
+        binds.append(("--size", str(self.install_disk_mb << 20), "--perms", "0777", "--tmpfs", PREFIX))
         if self.find_links is not None:
             # File by file under a directory bwrap creates: the wheelhouse directory itself may be private
             # to the host user (pytest's 0700 tmp dirs), which root mode's unprivileged uid cannot enter.
@@ -325,7 +342,9 @@ class BwrapSandbox(Sandbox):
                 if wheel.is_file():
                     binds.append(("--ro-bind", str(wheel), f"{WHEELS}/{wheel.name}"))
         chown = (lambda uid: _chown_tree(prefix_path, uid)) if self.root_mode else None
-        return self._exec([], argv, limits, binds=binds, network=self.install_network, prefix=False, before=chown)
+        argv = ["sh", "-c", _INSTALL_SH, "sh", *argv]
+        res = self._exec([], argv, limits, binds=binds, network=self.install_network, prefix=False, before=chown)
+        return disk_cap_exceeded(res, self.install_disk_mb)
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -255,7 +256,7 @@ def test_kill_9_midway_then_resume(reference, tmp_path, wheelhouse, tool_env):
             deadline = time.time() + 30
             while time.time() < deadline:
                 with sqlite3.connect(state / "llm_cache.sqlite") as db:
-                    if db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] >= server.successes:
+                    if db.execute("SELECT COUNT(*) FROM raw").fetchone()[0] >= server.successes:
                         break
                 time.sleep(0.05)
             os.killpg(proc.pid, signal.SIGKILL)
@@ -267,6 +268,142 @@ def test_kill_9_midway_then_resume(reference, tmp_path, wheelhouse, tool_env):
         done = subprocess.run(cmd, env=tool_env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert server.repeated == 0
+    for name in ("dialogues.jsonl", "rejects.jsonl"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
+def test_a_resume_with_other_settings_never_mixes_them(reference, tmp_path, wheelhouse, tool_env):
+    """kill -9 mid-batch, change a setting that shapes entries, re-run: a fresh store, the old one set aside and
+    reported, every entry of the new settings; the unchanged requests still come from the cache."""
+    batch, _, _ = reference
+    out, state = tmp_path / "out", tmp_path / "state"
+    with ScriptedServer(dialogue_script, pause_after=6) as server:
+        cfg = make_config(server.url, wheelhouse)
+        cfg_file = tmp_path / "cfg.json"
+        cfg_file.write_text(json.dumps(cfg))
+        cmd = [
+            sys.executable, "-m", "aiev", "generate", "--config", str(cfg_file), "--batch", str(batch),
+            "--batch-index", "0", "--state-dir", str(state), "--dialogues", str(out / "dialogues.jsonl"),
+            "--rejects", str(out / "rejects.jsonl"), "--report", str(out / "report.json"),
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=tool_env, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert server.paused.wait(60)
+            deadline = time.time() + 30
+            while time.time() < deadline and not (state / "progress.jsonl").read_text().strip():
+                time.sleep(0.05)  # at least one dialogue finished under the first settings
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(30)
+        first = json.loads((state / "fingerprint.json").read_text())
+        finished_before = len((state / "progress.jsonl").read_text().splitlines())
+        assert finished_before >= 1
+        server.resume()
+        cfg["sandbox"]["timeout_s"] = 25  # shapes entries (what passes), not the requests already made
+        cfg_file.write_text(json.dumps(cfg))
+        done = subprocess.run(cmd, env=tool_env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert server.repeated == 0  # every request answered before the kill came from the cache
+    report = json.loads((out / "report.json").read_text())
+    stale = report["stale_store"]
+    assert stale["changed"] == ["sandbox.timeout_s"] and stale["fingerprint"] == first["fingerprint"]
+    assert stale["entries"] == finished_before
+    assert len((Path(stale["path"]) / "progress.jsonl").read_text().splitlines()) == finished_before
+    assert report["fingerprint"] != first["fingerprint"] and report["settings"]["sandbox"]["timeout_s"] == 25
+    entries = load(out / "dialogues.jsonl") + load(out / "rejects.jsonl")
+    assert len(entries) == len(SCENARIOS)
+    assert {e["provenance"]["fingerprint"] for e in entries} == {report["fingerprint"]}
+    assert "settings changed since the last run (sandbox.timeout_s)" in done.stderr
+
+
+@pytest.mark.parametrize("moment", ["probe", "dialogue"])
+def test_kill_9_of_a_generation_job_while_a_sandbox_starts_leaves_no_process(tmp_path, wheelhouse, tool_env, moment):
+    """The job's start-up probe or a dialogue's first run: its sandbox init is held (SIGSTOP) before its release,
+    then the job's process group gets SIGKILL. 3 s later no process of the job is left."""
+    from tests.sandbox.test_tracking import assert_all_gone, children, cmdline, start_time, tree, wait_for
+
+    bwrap_or_skip()
+    batch = write_batch(tmp_path / "b.jsonl", ["pass1"])
+    with ScriptedServer(dialogue_script) as server:
+        cfg_file = tmp_path / "cfg.json"
+        cfg_file.write_text(json.dumps(make_config(server.url, wheelhouse)))
+        cmd = [
+            sys.executable, "-m", "aiev", "generate", "--config", str(cfg_file), "--batch", str(batch),
+            "--state-dir", str(tmp_path / "state"), "--dialogues", str(tmp_path / "d.jsonl"),
+            "--rejects", str(tmp_path / "r.jsonl"), "--report", str(tmp_path / "rep.json"),
+        ]  # fmt: skip
+        job = subprocess.Popen(cmd, env=tool_env, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            seen: set[int] = set()
+
+            def held_init():
+                for p, _ in tree(job.pid):
+                    if cmdline(p).startswith("/usr/bin/bwrap") or cmdline(p).startswith("bwrap"):
+                        for k in children(p):
+                            if k not in seen and "bwrap" in cmdline(k).split(" ")[0]:
+                                seen.add(k)
+                                os.kill(k, signal.SIGSTOP)
+                                return k
+                return None
+
+            init = wait_for(held_init, step=0.0005)
+            if moment == "dialogue":  # let the probe go, hold the first dialogue's sandbox
+                os.kill(init, signal.SIGCONT)
+                init = wait_for(held_init, step=0.0005)
+            procs = [*tree(job.pid), (init, start_time(init))]
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)
+            assert_all_gone([(p, s) for p, s in procs if s is not None], within_s=3.0)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+            job.wait(30)
+
+
+KILL_AT_ARRIVAL = """
+import os, signal, sys
+from aiev.llm import client
+real, calls = client.parse_reply, []
+def parse_then_die(body):
+    calls.append(body)
+    with open(os.environ["AIEV_TEST_ARRIVED"], "a") as fh:  # the replies that reached the client
+        fh.write(__import__("json").loads(body)["id"] + "\\n")
+    if len(calls) == int(os.environ["AIEV_TEST_KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 the moment the reply arrived, before anything reads it
+    return real(body)
+client.parse_reply = parse_then_die
+from aiev.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 4])
+def test_a_reply_that_arrived_is_never_paid_again(reference, tmp_path, wheelhouse, tool_env, kill_at):
+    """kill -9 between the arrival of a reply and its first use: the re-run finds it stored, asks nothing twice."""
+    batch, ref, _ = reference
+    out, state = tmp_path / "out", tmp_path / "state"
+    with ScriptedServer(dialogue_script) as server:
+        cfg_file = tmp_path / "cfg.json"
+        cfg_file.write_text(json.dumps(make_config(server.url, wheelhouse)))
+        args = [
+            "generate", "--config", str(cfg_file), "--batch", str(batch), "--batch-index", "0", "--state-dir",
+            str(state), "--dialogues", str(out / "dialogues.jsonl"), "--rejects", str(out / "rejects.jsonl"),
+            "--report", str(out / "report.json"),
+        ]  # fmt: skip
+        arrived = tmp_path / "arrived.txt"
+        env = dict(tool_env, AIEV_TEST_KILL_AT=str(kill_at), AIEV_TEST_ARRIVED=str(arrived))
+        killed = subprocess.run([sys.executable, "-c", KILL_AT_ARRIVAL, *args], env=env, capture_output=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        answered = server.successes
+        assert answered >= kill_at
+        done = subprocess.run([sys.executable, "-m", "aiev", *args], env=tool_env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        ids = arrived.read_text().split()
+        assert len(ids) == kill_at
+        # Every reply that reached the client was answered once only. (Replies the server sent while the client
+        # was being killed, which it never read, are asked again: they never arrived.)
+        paid = {key[:12]: n for key, n in server.served.items()}
+        assert [paid[i.removeprefix("chatcmpl-")] for i in ids] == [1] * kill_at
     for name in ("dialogues.jsonl", "rejects.jsonl"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
 

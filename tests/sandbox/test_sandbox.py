@@ -22,7 +22,9 @@ import psutil
 import pytest
 
 from aiev.sandbox import DEFAULT_IMAGE, Limits, SandboxError, get_sandbox
+from aiev.sandbox.base import memory_by_cgroup
 
+RESULT_KEYS = {"exit_code", "stdout", "stderr", "timed_out", "truncated", "duration_s", "backend", "oom_killed"}
 REPO = Path(__file__).resolve().parents[2]
 FAST = Limits(timeout_s=10, memory_mb=512, max_procs=32)
 BOMB = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
@@ -92,7 +94,16 @@ def test_runs_and_reports(sb, backend):
     assert (res.exit_code, res.stdout, res.stderr) == (3, "hello\n", "oops\n")
     assert not res.timed_out and not res.truncated
     assert res.backend == backend and 0 < res.duration_s < 10
-    assert set(res.to_dict()) == {"exit_code", "stdout", "stderr", "timed_out", "truncated", "duration_s", "backend"}
+    assert set(res.to_dict()) == {
+        "exit_code",
+        "stdout",
+        "stderr",
+        "timed_out",
+        "truncated",
+        "duration_s",
+        "backend",
+        "oom_killed",
+    }
 
 
 def test_exit_statuses(sb):
@@ -150,7 +161,9 @@ def test_limits_are_in_force_inside(sb):
         """,
         Limits(timeout_s=7.5, memory_mb=300, max_procs=12),
     )
-    assert res.stdout == f"(12, 12) ({300 << 20}, {300 << 20}) (9, 10) (0, 0)\n", res.stdout + res.stderr
+    # Where a cgroup holds the memory limit, the address space is not capped (RLIMIT_AS is the fallback).
+    mem = "(-1, -1)" if memory_by_cgroup() else f"({300 << 20}, {300 << 20})"
+    assert res.stdout == f"(12, 12) {mem} (9, 10) (0, 0)\n", res.stdout + res.stderr
 
 
 def test_deadline_during_startup_still_kills(sb):
@@ -351,8 +364,11 @@ def test_memory_bomb_fails(sb):
         """,
         Limits(timeout_s=10, memory_mb=256),
     )
-    assert res.exit_code == 7 and "one-shot MemoryError" in res.stdout, res.stdout + res.stderr
-    assert int(res.stdout.split("grew to ")[1].split()[0]) <= 256
+    if memory_by_cgroup():  # the kernel kills the run when it passes its cgroup's limit
+        assert res.oom_killed and res.exit_code == -9, res
+    else:  # RLIMIT_AS: allocations fail inside the program
+        assert res.exit_code == 7 and "one-shot MemoryError" in res.stdout, res.stdout + res.stderr
+        assert int(res.stdout.split("grew to ")[1].split()[0]) <= 256
     assert psutil.virtual_memory().available > before - (512 << 20)
 
 
@@ -376,6 +392,9 @@ def test_tmpfs_is_capped(sb, backend):
         """,
         Limits(timeout_s=20, memory_mb=128),
     )
+    if res.oom_killed:  # tmpfs pages count against the run's memory cgroup: one budget of memory_mb either way
+        assert memory_by_cgroup() and res.exit_code == -9
+        return
     assert res.stdout.count("full after") == 3, res.stdout + res.stderr
     sizes = [int(line.split("full after ")[1].split()[0]) for line in res.stdout.splitlines()]
     assert sum(sizes) <= 128 + 3
@@ -665,3 +684,40 @@ def test_bwrap_user_mode_as_unprivileged_host_user(backend):
     assert out["probe"]["stdout"] == "1000\n" and "ConnectionRefusedError" in out["probe"]["stderr"]
     assert out["bomb"]["timed_out"] and 0 < out["peak"] <= 16 and out["left"] == 0, out
     assert out["ok"]["exit_code"] == 0 and out["ok"]["stdout"] == "0\n", out["ok"]
+
+
+def big_wheel(folder: Path, mb: int) -> Path:
+    """A wheel holding ``mb`` MB of incompressible data (what an install writes, not what it downloads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / "aievbigpkg-1.0-py3-none-any.whl"
+    files = {
+        "aievbigpkg/__init__.py": b"SIZE = 1\n",
+        "aievbigpkg/blob.bin": os.urandom(mb << 20),
+        "aievbigpkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: aievbigpkg\nVersion: 1.0\n",
+        "aievbigpkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any",
+    }
+    record = "".join(f"{n},,\n" for n in files) + "aievbigpkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+        z.writestr("aievbigpkg-1.0.dist-info/RECORD", record)
+    return whl
+
+
+def test_install_past_the_disk_cap_fails_clearly_and_installs_nothing(backend, tmp_path):
+    wheels = tmp_path / "wheels"
+    big_wheel(wheels, 12)
+    tiny_wheel(wheels)
+    sb = get_sandbox(backend, image=_image(), find_links=wheels, install_disk_mb=8)
+    prefix = tmp_path / "prefix"
+    assert sb.install(["aievtinypkg"], prefix, Limits(timeout_s=120, memory_mb=1024)).exit_code == 0
+    before = sorted(p.relative_to(prefix) for p in prefix.rglob("*"))
+    res = sb.install(["aievbigpkg"], prefix, Limits(timeout_s=120, memory_mb=1024))
+    assert res.exit_code not in (0, None)
+    assert "disk cap of 8 MB (sandbox.install.disk_mb)" in res.stderr, res.stderr
+    assert sorted(p.relative_to(prefix) for p in prefix.rglob("*")) == before  # the earlier install is intact
+    roomy = get_sandbox(backend, image=_image(), find_links=wheels, install_disk_mb=64)
+    res = roomy.install(["aievbigpkg"], prefix, Limits(timeout_s=120, memory_mb=1024))
+    assert res.exit_code == 0, res.stderr
+    assert (prefix / "aievbigpkg" / "blob.bin").stat().st_size == 12 << 20
+    assert (prefix / "aievtinypkg" / "__init__.py").is_file()  # installs accumulate in the dialogue's prefix

@@ -19,6 +19,7 @@ from aiev.sandbox.apptainer import ApptainerSandbox
 from aiev.sandbox.base import descendants, execute, exit_code_of, kill_tree, pip_argv, sandbox_env
 from aiev.sandbox.bwrap import BwrapSandbox, seccomp_filter
 
+RESULT_KEYS = {"exit_code", "stdout", "stderr", "timed_out", "truncated", "duration_s", "backend", "oom_killed"}
 REPO = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------- pip parser
@@ -158,6 +159,7 @@ def test_limits_and_result():
         "truncated": False,
         "duration_s": 0.1,
         "backend": "bwrap",
+        "oom_killed": False,
     }
 
 
@@ -443,7 +445,16 @@ def test_cli_prints_one_json_object(need_bwrap, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     res = json.loads(out)
-    assert set(res) == {"exit_code", "stdout", "stderr", "timed_out", "truncated", "duration_s", "backend"}
+    assert set(res) == {
+        "exit_code",
+        "stdout",
+        "stderr",
+        "timed_out",
+        "truncated",
+        "duration_s",
+        "backend",
+        "oom_killed",
+    }
     assert (res["exit_code"], res["stdout"], res["backend"]) == (5, "hi\n", "bwrap")
 
 

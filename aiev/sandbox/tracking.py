@@ -1,0 +1,358 @@
+"""No sandboxed process outlives the job that started it, whatever ends the job (SIGKILL included).
+
+Three layers, all in this module and used by every backend through :func:`aiev.sandbox.base.execute`:
+
+1. **Every run is tracked from its first instruction.** Where a cgroup hierarchy with the memory controller can
+   be written (cgroup v1, or v2 with the controller delegated), each run gets a cgroup of its own under the job's
+   (``aiev-<pid>-<start>``, beside the job's own cgroup), and the run's first process enters it before it execs
+   the backend (``/bin/sh -c 'echo $$ > cgroup.procs && exec bwrap ...'``): every process of the run is born
+   inside, so none can be missed. Elsewhere the backend's pids (and bwrap's sandbox init) are recorded with
+   their start times as soon as they are known.
+2. **A reaper.** With the job's first run, a small process is started in a session of its own, holding the read
+   end of a pipe whose write end only the job holds. However the job ends, the pipe closes; the reaper then kills
+   every process of the job's runs (the members of its cgroups, or the recorded pids and their descendants),
+   removes the cgroups and the records, and exits.
+3. **A sweep on start.** Records live in a per-user runtime directory, one directory per job named by the job's
+   pid and start time (never by a process name); the next job that starts a sandbox cleans up after every job
+   that is gone (the reaper killed as well, say).
+
+The same cgroup carries the memory limit (``memory.limit_in_bytes`` + ``memsw`` in v1, ``memory.max`` +
+``memory.swap.max=0`` in v2) and reports the kernel's OOM kills; without a cgroup the address-space limit
+(RLIMIT_AS) is the fallback. ``AIEV_SANDBOX_CGROUP=off`` forces the fallback (tests use it to compare).
+
+Known gap, without cgroups only: a pid is recorded right after the backend starts, so a kill within the few
+hundred microseconds between its start and the record can leave a process the reaper does not know of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_CG_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+_CG_V2_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+
+
+# ------------------------------------------------------------------------------------- processes
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: int, start: int) -> bool:
+    return start_time(pid) == start
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            out += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return out
+
+
+def kill_tree(pid: int, start: int | None = None) -> None:
+    """SIGKILL ``pid`` (only if its start time is still ``start``) and every descendant found under it."""
+    if start is not None and not alive(pid, start):
+        return
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGSTOP)  # stopped processes cannot fork while their tree is read
+        todo += [c for c in children(p) if c not in seen]
+    for p in seen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+
+
+def runtime_dir() -> Path:
+    """Per-user, node-local runtime directory (``/run/aiev-sandbox-UID``, else under the temp directory)."""
+    run = Path("/run")
+    root = run if os.access(run, os.W_OK) else Path(tempfile.gettempdir())
+    path = root / f"aiev-sandbox-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_uid != os.geteuid():
+        raise PermissionError(f"{path} is not owned by uid {os.geteuid()}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- cgroups
+
+
+@dataclass(frozen=True)
+class CgroupRoot:
+    """Where a job's run cgroups are made: ``parent/aiev-<pid>-<start>/run-N``."""
+
+    version: int  # 1 or 2
+    parent: Path  # the job's own cgroup directory in the memory hierarchy
+
+    @classmethod
+    def detect(cls) -> CgroupRoot | None:
+        if os.environ.get("AIEV_SANDBOX_CGROUP", "").lower() in ("off", "0", "no", "false"):
+            return None
+        try:
+            lines = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:  # v1: "N:memory:/path"
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                parent = _CG_V1_MEMORY / path.lstrip("/")
+                if cls._usable(parent, "memory.limit_in_bytes"):
+                    return cls(1, parent)
+        for line in lines:  # v2: "0::/path", the memory controller enabled for our children
+            if line.startswith("0::"):
+                for root in _CG_V2_ROOTS:
+                    parent = root / line[3:].lstrip("/")
+                    try:
+                        enabled = (parent / "cgroup.subtree_control").read_text().split()
+                    except OSError:
+                        continue
+                    if "memory" in enabled and cls._usable(parent, "memory.max"):
+                        return cls(2, parent)
+        return None
+
+    @staticmethod
+    def _usable(parent: Path, limit_file: str) -> bool:
+        probe = parent / f"aiev-probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            probe.mkdir()
+        except OSError:
+            return False
+        try:
+            return (probe / limit_file).exists() and os.access(probe / "cgroup.procs", os.W_OK)
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
+
+
+class RunCgroup:
+    """One run's cgroup: its procs file, its memory limit, its OOM kills."""
+
+    def __init__(self, path: Path, version: int, memory_bytes: int) -> None:
+        self.path, self.version = path, version
+        path.mkdir()
+        if version == 1:
+            (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):  # no swap accounting on this kernel: RAM alone is limited
+                (path / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        else:
+            (path / "memory.max").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):
+                (path / "memory.swap.max").write_text("0")
+
+    @property
+    def procs(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    def oom_kills(self) -> int:
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        try:
+            for line in (self.path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def remove(self) -> None:
+        remove_cgroup(self.path)
+
+
+def cgroup_pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def remove_cgroup(path: Path, timeout_s: float = 5.0) -> None:
+    """Kill every process in a cgroup (and in its children), then remove it."""
+    if not path.is_dir():
+        return
+    for sub in [p for p in path.iterdir() if p.is_dir()]:
+        remove_cgroup(sub, timeout_s)
+    with contextlib.suppress(OSError):
+        (path / "cgroup.kill").write_text("1")  # v2 (kernel >= 5.14): the whole cgroup at once
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = cgroup_pids(path)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                log.warning("cannot remove cgroup %s: %s", path, exc)
+                return
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------ job records
+
+
+def cleanup_job(record: Path) -> None:
+    """Kill every process of a job's runs and remove its cgroups and records (idempotent, race-tolerant)."""
+    if not record.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        for line in (record / "cgroup").read_text().splitlines():
+            if line.strip():
+                remove_cgroup(Path(line.strip()))
+    for run in record.glob("run-*"):
+        with contextlib.suppress(OSError):
+            for line in run.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    pid, start = (int(x) for x in line.split())
+                    kill_tree(pid, start)
+        with contextlib.suppress(OSError):
+            run.unlink()
+    for name in ("cgroup",):
+        with contextlib.suppress(OSError):
+            (record / name).unlink()
+    with contextlib.suppress(OSError):
+        record.rmdir()
+
+
+def sweep(jobs: Path) -> int:
+    """Clean up after every job whose process is gone (its pid dead, or reused by another process)."""
+    n = 0
+    for record in jobs.glob("*-*"):
+        try:
+            pid, start = (int(x) for x in record.name.split("-"))
+        except ValueError:
+            continue
+        if not alive(pid, start):
+            log.warning("cleaning up sandbox leftovers of job %d (gone)", pid)
+            cleanup_job(record)
+            n += 1
+    return n
+
+
+class Run:
+    """One sandbox run: its cgroup (if any) and its record of pids."""
+
+    def __init__(self, tracker: JobTracker, n: int, memory_bytes: int) -> None:
+        self.file = tracker.record / f"run-{n}"
+        self.cgroup = RunCgroup(tracker.cgroup_dir / f"run-{n}", tracker.root.version, memory_bytes) if (
+            tracker.cgroup_dir is not None and tracker.root is not None
+        ) else None  # fmt: skip
+        self._fh = open(self.file, "a", encoding="ascii")  # noqa: SIM115 (closed in finish)
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command that enters the run's cgroup, then execs ``argv`` (same pid: nothing is born outside)."""
+        if self.cgroup is None:
+            return argv
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup.procs), *argv]
+
+    def add(self, pid: int) -> None:
+        start = start_time(pid)
+        if start is not None:
+            self._fh.write(f"{pid} {start}\n")
+            self._fh.flush()
+
+    def finish(self) -> bool:
+        """Kill whatever of the run is left, remove its cgroup and record; True when the kernel OOM-killed it."""
+        oom = False
+        if self.cgroup is not None:
+            oom = self.cgroup.oom_kills() > 0
+            self.cgroup.remove()
+        self._fh.close()
+        with contextlib.suppress(OSError):
+            self.file.unlink()
+        return oom
+
+
+class JobTracker:
+    """The process's tracker (one per process; see the module docstring)."""
+
+    _instance: JobTracker | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        start = start_time(self.pid)
+        assert start is not None
+        jobs = runtime_dir() / "jobs"
+        jobs.mkdir(mode=0o700, exist_ok=True)
+        sweep(jobs)
+        self.record = jobs / f"{self.pid}-{start}"
+        self.record.mkdir(mode=0o700, exist_ok=True)
+        self.root = CgroupRoot.detect()
+        self.cgroup_dir: Path | None = None
+        if self.root is not None:
+            path = self.root.parent / f"aiev-{self.pid}-{start}"
+            try:
+                path.mkdir(exist_ok=True)
+                (self.record / "cgroup").write_text(f"{path}\n")
+                self.cgroup_dir = path
+            except OSError as exc:
+                log.warning("no sandbox cgroup (%s): memory falls back to RLIMIT_AS", exc)
+                self.root = None
+        self._n = itertools.count()
+        self.reaper = self._start_reaper()
+
+    @classmethod
+    def get(cls) -> JobTracker:
+        with cls._lock:
+            if cls._instance is None or cls._instance.pid != os.getpid():  # a forked child tracks its own runs
+                cls._instance = cls()
+            return cls._instance
+
+    @property
+    def memory_by_cgroup(self) -> bool:
+        return self.cgroup_dir is not None
+
+    def begin(self, memory_bytes: int) -> Run:
+        return Run(self, next(self._n), memory_bytes)
+
+    def _start_reaper(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import sys; from aiev.sandbox.tracking import reap; reap(sys.argv[1])",
+             str(self.record)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+            env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )  # fmt: skip
+
+
+def reap(record: str) -> None:
+    """The reaper's body: wait until the job's end closes our stdin, then clean up after it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a job's group is signalled as one: outlive it by a moment
+    with contextlib.suppress(OSError):
+        while sys.stdin.buffer.read(65536):
+            pass
+    cleanup_job(Path(record))

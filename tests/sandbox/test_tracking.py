@@ -1,0 +1,197 @@
+"""No sandboxed process outlives its job: kill -9 of the job's process group at chosen moments, the reaper, the
+sweep of a dead job's leftovers, and the cgroup memory limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from aiev.sandbox import Limits, get_sandbox
+from aiev.sandbox.tracking import CgroupRoot, JobTracker, alive, children, runtime_dir, start_time
+
+REPO = Path(__file__).resolve().parents[2]
+
+JOB = textwrap.dedent(
+    """
+    import sys
+    from aiev.sandbox import Limits, get_sandbox
+    sb = get_sandbox("bwrap")
+    print("ready", flush=True)
+    sb.run({"main.py": "import time\\ntime.sleep(120)  # AIEV-LEAK-MARKER\\n"}, ["python3", "main.py"],
+           Limits(timeout_s=300))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def need_bwrap():
+    try:
+        get_sandbox("bwrap")
+    except Exception as exc:  # SandboxError: not installed here
+        pytest.skip(f"bwrap unusable: {exc}")
+
+
+def tree(pid: int) -> list[tuple[int, int]]:
+    """(pid, start time) of ``pid`` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        start = start_time(p)
+        if start is not None:
+            out.append((p, start))
+            todo += children(p)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_for(pred, timeout: float = 30.0, step: float = 0.002):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def start_job(env_extra: dict[str, str]) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), **env_extra)
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def bwraps_under(pid: int) -> list[int]:
+    return [p for p, _ in tree(pid) if "bwrap" in cmdline(p).split(" ")[0]]
+
+
+def assert_all_gone(procs: list[tuple[int, int]], within_s: float = 3.0) -> None:
+    end = time.monotonic() + within_s
+    left = procs
+    while time.monotonic() < end:
+        left = [(p, s) for p, s in procs if alive(p, s) and not _zombie(p)]
+        if not left:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of the killed job still alive: {[(p, cmdline(p)) for p, _ in left]}")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+MODES = ["cgroup", "pids"]
+
+
+def _mode_env(mode: str) -> dict[str, str]:
+    if mode == "cgroup":
+        if CgroupRoot.detect() is None:
+            pytest.skip("no writable cgroup with the memory controller here")
+        return {}
+    return {"AIEV_SANDBOX_CGROUP": "off"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kill_while_the_program_runs(need_bwrap, mode):
+    job = start_job(_mode_env(mode))
+    try:
+        assert job.stdout is not None and job.stdout.readline().strip() == "ready"
+        wait_for(lambda: [p for p, _ in tree(job.pid) if _is_program(p)])
+        procs = tree(job.pid)
+        assert len(procs) >= 4  # the job, its reaper, bwrap, the sandbox init, the program
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        assert_all_gone(procs)
+    finally:
+        _force_kill(job)
+
+
+@pytest.mark.parametrize("mode", ["cgroup"])
+def test_kill_while_the_sandbox_is_starting(need_bwrap, mode):
+    """The moment the issue found: bwrap's first process exists, the sandbox init is paused before its release.
+
+    SIGSTOP holds the init there; kill -9 of the job's process group then kills the outer bwrap (it dies with its
+    parent) and, without tracking, would leave the init stopped forever, as root, in fresh namespaces."""
+    job = start_job(_mode_env(mode))
+    try:
+        assert job.stdout is not None and job.stdout.readline().strip() == "ready"
+        inits = []
+
+        def init_appeared():
+            for outer in bwraps_under(job.pid):
+                kids = [k for k in children(outer) if "bwrap" in cmdline(k).split(" ")[0]]
+                if kids:
+                    return outer, kids[0]
+            return None
+
+        _outer, init = wait_for(init_appeared, step=0.0005)
+        os.kill(init, signal.SIGSTOP)
+        inits.append((init, start_time(init)))
+        procs = tree(job.pid)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        assert_all_gone(procs + [(p, s) for p, s in inits if s is not None])
+    finally:
+        _force_kill(job)
+
+
+def _is_program(pid: int) -> bool:
+    return cmdline(pid).startswith("python3 main.py")
+
+
+def _force_kill(job: subprocess.Popen[str]) -> None:
+    with __import__("contextlib").suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+
+def test_the_next_start_cleans_up_after_a_dead_job(tmp_path):
+    """A job and its reaper both gone (say, kill -9 of both): the next tracker kills what their record names."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    ghost = subprocess.Popen(["true"])
+    ghost.wait()  # a pid that is gone: the owner of the record
+    jobs = runtime_dir() / "jobs"
+    jobs.mkdir(exist_ok=True)
+    record = jobs / f"{ghost.pid}-1"
+    record.mkdir()
+    (record / "run-0").write_text(f"{victim.pid} {start_time(victim.pid)}\n")
+    unrelated = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (record / "run-1").write_text(f"{unrelated.pid} 12345\n")  # pid reused by another process: never killed
+    try:
+        JobTracker()
+        assert victim.wait(timeout=5) == -signal.SIGKILL
+        assert not record.exists()
+        assert unrelated.poll() is None
+    finally:
+        for p in (victim, unrelated):
+            p.kill()
+            p.wait()
+
+
+def test_memory_bomb_is_stopped_by_the_cgroup_limit(need_bwrap):
+    if CgroupRoot.detect() is None:
+        pytest.skip("no writable cgroup with the memory controller here")
+    sb = get_sandbox("bwrap")
+    bomb = "x = bytearray(1 << 30)\nx[:: 4096] = b'1' * len(x[:: 4096])\nprint('survived')\n"
+    res = sb.run({"main.py": bomb}, ["python3", "main.py"], Limits(timeout_s=30, memory_mb=200))
+    assert res.oom_killed and res.exit_code == -signal.SIGKILL and "survived" not in res.stdout
+    # The same program within its limit runs: the limit is the cgroup's, not a smaller address-space cap.
+    ok = "x = bytearray(100 << 20)\nx[:: 4096] = b'1' * len(x[:: 4096])\nprint('fine')\n"
+    res = sb.run({"main.py": ok}, ["python3", "main.py"], Limits(timeout_s=30, memory_mb=200))
+    assert (res.exit_code, res.stdout, res.oom_killed) == (0, "fine\n", False)
