@@ -6,6 +6,10 @@ client's timeout, a truncated JSON body, or an empty ``choices`` list; the next 
 server counts every request it answered successfully by request body, so a test can assert that nothing was
 paid twice (``repeated``). ``pause_after`` holds every request after that many successes until ``resume()``,
 then drops them unanswered (a kill test kills the client meanwhile).
+
+``/completions`` (base models) is served too: ``completion_script(prompt)`` gives the text, which is cut at
+the request's first stop sequence, as real servers do. ``paths`` counts the requests per endpoint and
+``requests`` keeps every request body, so tests can check what a client sent.
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ class ScriptedServer:
         slow_s: float = 3.0,
         pause_after: int | None = None,
         port: int = 0,
+        completion_script: Callable[[str], str] | None = None,
     ) -> None:
         self.script = script
+        self.completion_script = completion_script
+        self.paths: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
         self.model = model
         self.latency_s = latency_s
         self.faults = faults
@@ -83,10 +91,13 @@ class ScriptedServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                path = self.path.rstrip("/")
+                if path.endswith("/chat/completions"):
+                    server._handle(self, raw, "chat")
+                elif path.endswith("/completions") and server.completion_script is not None:
+                    server._handle(self, raw, "completion")
+                else:
                     self._send(404, b'{"error": {"message": "not found"}}')
-                    return
-                server._handle(self, raw)
 
         self.httpd = _Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
@@ -94,11 +105,13 @@ class ScriptedServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     # ------------------------------------------------------------------------------------------------
-    def _handle(self, h: Any, raw: bytes) -> None:
+    def _handle(self, h: Any, raw: bytes, kind: str = "chat") -> None:
         req = json.loads(raw)
         key = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
         with self.lock:
             self.received += 1
+            self.paths[kind] += 1
+            self.requests.append(req)
             self._attempts[key] += 1
             attempt = self._attempts[key]
             fault = None
@@ -123,6 +136,19 @@ class ScriptedServer:
             return
         if fault == "slow":
             time.sleep(self.slow_s)
+        if kind == "completion":
+            assert self.completion_script is not None
+            text = self.completion_script(req["prompt"])
+            for stop in req.get("stop") or []:
+                cut = text.find(stop)
+                if cut >= 0:
+                    text = text[:cut]
+            usage = {"prompt_tokens": len(req["prompt"].split()), "completion_tokens": len(text.split())}
+            choice = {"index": 0, "text": text, "finish_reason": "stop"}
+            data = json.dumps({"id": "cmpl-" + key[:12], "object": "text_completion", "created": 0,
+                               "model": req.get("model", self.model), "choices": [choice], "usage": usage})  # fmt: skip
+            self._reply(h, key, fault, data.encode(), empty=json.dumps({"id": "cmpl-" + key[:12], "choices": []}))
+            return
         text = self.script(req["messages"])
         body = {
             "id": "chatcmpl-" + key[:12],
@@ -140,7 +166,12 @@ class ScriptedServer:
             body["choices"] = []
             h._send(200, json.dumps(body).encode())
             return
-        data = json.dumps(body).encode()
+        self._reply(h, key, fault, json.dumps(body).encode())
+
+    def _reply(self, h: Any, key: str, fault: str | None, data: bytes, empty: str | None = None) -> None:
+        if fault == "empty" and empty is not None:
+            h._send(200, empty.encode())
+            return
         if fault == "truncated":
             h._send(200, data[: len(data) // 2])
             return
@@ -221,3 +252,20 @@ def dialogue_script(messages: list[dict[str, str]]) -> str:
 
 def echo_script(messages: list[dict[str, str]]) -> str:
     return "ok " + hashlib.sha256(messages[-1]["content"].encode()).hexdigest()[:8]
+
+
+def completion_dialogue_script(prompt: str) -> str:
+    """The same scenarios as :func:`dialogue_script`, for base-model templates (aiev/generate/prompts/completion_*):
+    the template is recognised by how the prompt ends; the scenario by the SCENARIO=... marker of the seed."""
+    m = re.findall(r"SCENARIO=(\w+)", prompt)
+    scenario = m[-1] if m else "pass1"
+    if prompt.endswith("### Problem\n"):
+        problem = "Write a function `add(a, b)` that returns the sum. For example, `add(2, 3)` returns `5`."
+        return f"{problem} [SCENARIO={scenario}]\n\n### Code\n"
+    if prompt.endswith("### Explanation\n"):
+        return "The function subtracts instead of adding, so add(2, 3) is -1, not 5. Use +.\n\n### Code\n"
+    fixing = prompt.endswith("### Fixed solution\n```python\n")
+    if scenario == "nocode":
+        return "I would add the two numbers.\n```\n### End\n"
+    code = BUGGY if scenario == "never" or (scenario == "fix" and not fixing) else SOLUTION
+    return f"{code}```\n### Tests\n```python\n{TESTS}```\n### End\n\n### Problem\nmore"

@@ -112,6 +112,7 @@ def test_paper_overlay_overrides_every_laptop_only_value(repo):
     update_config(merged, yaml.safe_load((repo / "config" / "paper.yaml").read_text()))
     cfg = load_config(merged)
     assert cfg["llm"]["teacher"]["serve"] is None and cfg["llm"]["teacher"]["model"] == "gpt-4-turbo"
+    assert cfg["llm"]["teacher"]["mode"] == "chat" and cfg["llm"]["sampling"]["temperature"] == 0.0
     assert cfg["batches"]["batch_size"] == 2000 and cfg["batches"]["max_batches"] is None
     assert cfg["generate"]["max_rounds"] == 7 and cfg["llm"]["sampling"]["max_tokens"] == 2048
     assert [s["type"] for s in cfg["seeds"]["sources"]] == ["hf", "hf"]

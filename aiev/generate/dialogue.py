@@ -26,46 +26,22 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from aiev import __version__
 from aiev.codeblocks import blocks_of_kind
+from aiev.generate.agents import Agents, ChatAgents, CompletionAgents, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError, Message, Reply
 
 # LLM failures that come from the request or the model itself, not from the transport: retried like the others,
 # then they reject the dialogue (reason llm_<reason>) instead of leaving it unfinished for a re-run.
 FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
 
-PROMPT_FILES = (
-    "questioner_system.md",
-    "questioner_problem.md",
-    "questioner_diagnose.md",
-    "programmer_system.md",
-    "programmer_fix.md",
-)
 _TEST_START = re.compile(
     r"^(import unittest|from unittest|import pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
     re.M,
 )
-
-
-def load_prompts() -> dict[str, str]:
-    base = resources.files("aiev.generate").joinpath("prompts")
-    return {name.removesuffix(".md"): base.joinpath(name).read_text(encoding="utf-8") for name in PROMPT_FILES}
-
-
-def prompts_sha256(prompts: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(prompts):
-        h.update(name.encode() + b"\0" + prompts[name].encode() + b"\0")
-    return h.hexdigest()
-
-
-def fill(template: str, **values: str) -> str:
-    """Substitute ``{name}`` placeholders in one pass (values may themselves hold braces)."""
-    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 @dataclass(frozen=True)
@@ -135,6 +111,7 @@ class DialogueSettings:
     stage: str = "teaching"
     batch: int | None = None
     fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.shards.entry_settings)
+    mode: str = "chat"  # how the agents are prompted: chat | completion (aiev.generate.agents)
 
 
 class Dialogue:
@@ -152,42 +129,44 @@ class Dialogue:
         self.llm = llm
         self.execute = execute
         self.settings = settings
-        self.prompts = prompts or load_prompts()
+        self.prompts = prompts or load_prompts(settings.mode)
         self.prompt_hash = prompts_sha256(self.prompts)
         self.run_blocking = run_blocking or asyncio.to_thread
         self.on_round = on_round or (lambda seed_id, rounds: None)
 
-    async def _ask(self, history: list[Message], usage: dict[str, int]) -> str:
-        reply: Reply = await self.llm.chat(list(history))
-        usage["requests"] += 1
-        usage["prompt_tokens"] += reply.prompt_tokens
-        usage["completion_tokens"] += reply.completion_tokens
-        return reply.text
+    def _agents(self, usage: dict[str, int]) -> Agents:
+        def count(reply: Reply) -> str:
+            usage["requests"] += 1
+            usage["prompt_tokens"] += reply.prompt_tokens
+            usage["completion_tokens"] += reply.completion_tokens
+            return reply.text
+
+        async def ask_chat(history: list[Message]) -> str:
+            return count(await self.llm.chat(history))
+
+        async def ask_complete(prompt: str, stop: list[str]) -> str:
+            return count(await self.llm.complete(prompt, stop))
+
+        if self.settings.mode == "completion":
+            return CompletionAgents(self.prompts, ask_complete)
+        return ChatAgents(self.prompts, ask_chat)
 
     async def run(self, seed: dict[str, Any]) -> dict[str, Any]:
-        p = self.prompts
         usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        agents = self._agents(usage)
         messages: list[dict[str, Any]] = []
-        questioner: list[Message] = [{"role": "system", "content": p["questioner_system"]}]
-        programmer: list[Message] = [{"role": "system", "content": p["programmer_system"]}]
-
         problem = ""
         rounds = 0
         reason = "max_rounds"
         program: Program | None = None
         try:
             # II: problem (1) and first answer (2)
-            questioner.append(
-                {"role": "user", "content": fill(p["questioner_problem"], kind=seed["kind"], seed=seed["text"])}
-            )
-            problem = await self._ask(questioner, usage)
-            questioner.append({"role": "assistant", "content": problem})
+            problem = await agents.problem(seed)
             messages.append({"role": "user", "agent": "questioner", "content": problem})
-            programmer.append({"role": "user", "content": problem})
+            next_answer = agents.answer(problem)
 
             while True:
-                answer = await self._ask(programmer, usage)
-                programmer.append({"role": "assistant", "content": answer})
+                answer = await next_answer
                 messages.append({"role": "assistant", "agent": "programmer", "content": answer})
                 rounds += 1
                 self.on_round(seed["id"], rounds)
@@ -225,21 +204,9 @@ class Dialogue:
                     break
 
                 # the questioner diagnoses (4), the programmer fixes (5)
-                questioner.append(
-                    {
-                        "role": "user",
-                        "content": fill(p["questioner_diagnose"], code=code_shown, result=result_text),
-                    }
-                )
-                diagnosis = await self._ask(questioner, usage)
-                questioner.append({"role": "assistant", "content": diagnosis})
+                diagnosis = await agents.diagnose(code_shown, result_text)
                 messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
-                programmer.append(
-                    {
-                        "role": "user",
-                        "content": fill(p["programmer_fix"], result=result_text, diagnosis=diagnosis),
-                    }
-                )
+                next_answer = agents.fix(code_shown, result_text, diagnosis)
 
         except LLMError as exc:
             if exc.reason not in FINAL_LLM_REASONS:
@@ -263,6 +230,7 @@ class Dialogue:
             "messages": messages,
             "usage": usage,
             "provenance": {
+                "mode": self.settings.mode,
                 "prompts_sha256": self.prompt_hash,
                 "sampling": self.llm.settings.sampling(),
                 "max_rounds": self.settings.max_rounds,

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.generate.dialogue import Dialogue, DialogueSettings, load_prompts, make_executor, prefix_for, prompts_sha256
+from aiev.generate.agents import load_prompts, prompts_sha256
+from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
 from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
 from aiev.llm.client import (
     EndpointUnreachable,
@@ -82,7 +83,7 @@ class ProgressStore:
 
 
 #: The modules whose code decides what a dialogue does with the model's replies.
-ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.codeblocks", "aiev.sandbox.install")
+ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.generate.agents", "aiev.codeblocks", "aiev.sandbox.install")
 
 
 def engine_sha256() -> str:
@@ -99,6 +100,7 @@ def engine_sha256() -> str:
 def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings) -> dict[str, Any]:
     """Everything that shapes an entry; its hash is the progress store's fingerprint."""
     role = STAGE_ROLE[stage]
+    mode = cfg["llm"][role]["mode"]
     served = cfg["llm"][role].get("serve")
     endpoint: dict[str, Any] = {"model": settings.model}  # the model, not where it is served (hosts, ports)
     if served:
@@ -108,8 +110,9 @@ def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings) -> di
         "stage": stage,
         "role": role,
         "endpoint": endpoint,
+        "mode": mode,
         "sampling": settings.sampling(),
-        "prompts_sha256": prompts_sha256(load_prompts()),
+        "prompts_sha256": prompts_sha256(load_prompts(mode)),
         "max_rounds": cfg["generate"]["max_rounds"],
         "sandbox": {k: sb[k] for k in ("backend", "image", "timeout_s", "memory_mb", "max_procs", "max_output_bytes")}
         | {"install": dict(sb["install"])},
@@ -235,7 +238,7 @@ async def _run_shard(
             client,
             execute,
             DialogueSettings(
-                max_rounds=gen["max_rounds"], stage=stage, batch=batch, fingerprint=run_info["fingerprint"]
+                gen["max_rounds"], stage, batch, fingerprint=run_info["fingerprint"], mode=shaping["mode"]
             ),
             run_blocking=run_blocking,
             on_round=bar.round,

@@ -192,7 +192,8 @@ class ResponseCache:
         self._db.execute("CREATE TABLE IF NOT EXISTS raw (key TEXT PRIMARY KEY, body BLOB NOT NULL)")
 
     @staticmethod
-    def key(model: str, messages: list[Message], sampling: dict[str, Any]) -> str:
+    def key(model: str, messages: list[Message] | dict[str, Any], sampling: dict[str, Any]) -> str:
+        """Chat requests: ``messages`` is the message list; completions: ``{"prompt": ..., "stop": [...]}``."""
         blob = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -240,12 +241,14 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def parse_reply(body: bytes) -> Reply | str:
-    """A chat-completion body as a Reply, or the reason it is none (``empty_reply``, ``malformed_reply``)."""
+    """A chat-completion or completion body as a Reply, or the reason it is none (``empty_reply``,
+    ``malformed_reply``)."""
     try:
         data = json.loads(body)
         choices = data.get("choices") or []
-        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
-        text = message.get("content") if isinstance(message, dict) else None
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -331,8 +334,18 @@ class LLMClient:
         return random.uniform(0, cap)  # full jitter
 
     async def chat(self, messages: list[Message]) -> Reply:
+        """A chat completion (``/chat/completions``): chat models, the paper's roles."""
         sampling = self.settings.sampling()
         key = ResponseCache.key(self.settings.model, messages, sampling)
+        return await self._call("/chat/completions", {"messages": messages}, sampling, key)
+
+    async def complete(self, prompt: str, stop: list[str]) -> Reply:
+        """A plain completion (``/completions``): base models, prompted with few-shot templates."""
+        sampling = self.settings.sampling()
+        key = ResponseCache.key(self.settings.model, {"prompt": prompt, "stop": stop}, sampling)
+        return await self._call("/completions", {"prompt": prompt, "stop": stop}, sampling, key)
+
+    async def _call(self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str) -> Reply:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -346,7 +359,7 @@ class LLMClient:
         self._inflight[key] = future
         try:
             async with self._sem:
-                reply = await self._request(messages, sampling, key)
+                reply = await self._request(path, payload, sampling, key)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -363,7 +376,7 @@ class LLMClient:
         self.usage.cost_usd += self.settings.cost(reply.prompt_tokens, reply.completion_tokens)
         return reply
 
-    async def _request(self, messages: list[Message], sampling: dict[str, Any], key: str) -> Reply:
+    async def _request(self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str) -> Reply:
         import httpx2
         import openai
 
@@ -375,9 +388,7 @@ class LLMClient:
                 # response: its body is stored before anything parses or uses it, so a reply that arrived is never
                 # paid twice, whenever the job is killed.
                 resp = await self._client.post(
-                    "/chat/completions",
-                    body={"model": self.settings.model, "messages": messages, **sampling},
-                    cast_to=httpx2.Response,
+                    path, body={"model": self.settings.model, **payload, **sampling}, cast_to=httpx2.Response
                 )
                 body = resp.content
                 if self.cache is not None:

@@ -49,15 +49,17 @@ class ServeSpec:
     extra_args: tuple[str, ...] = ()
     command: str | None = None  # engine=command: the server command template
     startup_timeout_s: float = 900.0
+    chat_template: str | None = None  # for weights without one: llama-cpp's chat format name, vllm's template
 
     @property
     def served_name(self) -> str:
         return self.name or self.model
 
 
-def spec_from_config(serve: dict[str, Any]) -> ServeSpec:
-    """The ServeSpec of an ``llm.<role>.serve`` config section."""
+def spec_from_config(serve: dict[str, Any], chat_template: str | None = None) -> ServeSpec:
+    """The ServeSpec of an ``llm.<role>.serve`` config section (and that role's ``chat_template``)."""
     return ServeSpec(
+        chat_template=chat_template,
         engine=serve["engine"],
         model=serve["model"],
         name=serve.get("name"),
@@ -111,6 +113,11 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
         argv = shlex.split(text)
     else:
         raise ServeError(f"unknown engine {spec.engine!r}; choose one of {', '.join(ENGINES)}")
+    if spec.chat_template:
+        flag = {"llama-cpp": "--chat_format", "vllm": "--chat-template"}.get(spec.engine)
+        if flag is None:
+            raise ServeError(f"engine {spec.engine!r} takes no chat template from aiev: leave chat_template unset")
+        argv += [flag, spec.chat_template]
     return argv + list(spec.extra_args)
 
 

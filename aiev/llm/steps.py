@@ -23,6 +23,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--command", dest="server_command", help="engine=command: server template with {host} {port} ...")
     p.add_argument("--arg", dest="extra", action="append", default=None, help="extra engine argument (repeatable)")
     p.add_argument("--startup-timeout", dest="startup_timeout", type=float)
+    p.add_argument("--chat-template", dest="chat_template", help="llama-cpp chat format name, or vllm template")
     p.add_argument("--log", dest="server_log", help="file for the server's output")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND: run it against the server, then stop")
 
@@ -34,14 +35,14 @@ def _serve(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         section = cfg["llm"][args.role].get("serve")
         if not section:
             raise ServeError(f"--role {args.role}: llm.{args.role}.serve is not set in the config")
-        spec = spec_from_config(section)
+        spec = spec_from_config(section, cfg["llm"][args.role].get("chat_template"))
     elif args.engine and args.model:
         spec = ServeSpec(engine=args.engine, model=args.model)
     else:
         raise ServeError("give --role ROLE (with --config), or --engine and --model")
     flags = {
         "engine": args.engine, "model": args.model, "name": args.name, "host": args.host, "port": args.port,
-        "command": args.server_command, "startup_timeout_s": args.startup_timeout,
+        "command": args.server_command, "startup_timeout_s": args.startup_timeout, "chat_template": args.chat_template,
         "extra_args": tuple(args.extra) if args.extra is not None else None,
     }  # fmt: skip
     spec = dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None})

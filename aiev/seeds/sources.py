@@ -181,8 +181,52 @@ def stdlib_root() -> str:
     return sysconfig.get_paths()["stdlib"]
 
 
+def self_contained(node: Any) -> bool:
+    """A function that needs nothing but its parameters and the builtins (no imports, no module names, no
+    global state, no generators), and returns a value: a problem that can be stated and tested on its own."""
+    import ast
+    import builtins
+
+    a = node.args
+    params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs} | {x.arg for x in (a.vararg, a.kwarg) if x}
+    bound = set(params)
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import | ast.ImportFrom | ast.Global | ast.Nonlocal | ast.Yield | ast.YieldFrom):
+            return False
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+            bound.add(n.id)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, ast.FunctionDef | ast.ClassDef) and n is not node:
+            bound.add(n.name)
+    known = bound | set(dir(builtins))
+    loads = (n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+    returns = any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(node))
+    return bool(params) and returns and all(name in known for name in loads)
+
+
+def _functions(source: str, lo: int, hi: int, only_self_contained: bool = False) -> list[tuple[int, int, str]]:
+    """(start, end, name) of the module-level functions of lo..hi lines (decorators included), in order."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    out = []
+    for node in tree.body:
+        if only_self_contained and isinstance(node, ast.FunctionDef) and not self_contained(node):
+            continue
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("test") and node.end_lineno is not None:
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if lo <= node.end_lineno - start + 1 <= hi:
+                out.append((start, node.end_lineno, node.name))
+    return out
+
+
 def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterator[dict[str, Any]]:
-    """OSS-Instruct-style seeds: 1-15 consecutive lines of real code, drawn (seeded) from the stdlib."""
+    """OSS-Instruct-style seeds drawn (seeded) from the stdlib: ``lines`` consecutive lines of real code, or
+    (``unit: function``) one whole module-level function."""
     root = stdlib_root()
     files = _stdlib_files(root)
     if not files:
@@ -192,6 +236,18 @@ def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterat
         raise SeedError(f"source '{src['name']}': min_lines {lo} > max_lines {hi}")
     rng = random.Random(src.get("seed", 0))
     lines_cache: dict[str, list[str] | None] = {}
+    by_function = src.get("unit", "lines") == "function"
+    functions: list[tuple[str, int, int, str]] = []  # every function of the right size, drawn without replacement
+    if by_function:
+        for rel in files:
+            try:
+                lines_cache[rel] = (Path(root) / rel).read_text(encoding="utf-8").splitlines()
+            except (UnicodeDecodeError, OSError):
+                lines_cache[rel] = None
+                continue
+            text = "\n".join(lines_cache[rel] or [])
+            functions += [(rel, *f) for f in _functions(text, lo, hi, src.get("self_contained", False))]
+        rng.shuffle(functions)
     quiet = SkipLog()  # a discarded draw is redrawn, so it is not a lost row
     made = 0
     draws = 0
@@ -199,7 +255,12 @@ def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterat
         draws += 1
         if draws > 50 * src["count"] + 1000:
             raise SeedError(f"source '{src['name']}': could not draw {src['count']} usable snippets")
-        rel = rng.choice(files)
+        if by_function:
+            if not functions:
+                raise SeedError(f"source '{src['name']}': only {made} functions of {lo}-{hi} lines in {root}")
+            rel, first, last, name = functions.pop()
+        else:
+            rel = rng.choice(files)
         if rel not in lines_cache:
             try:
                 lines_cache[rel] = (Path(root) / rel).read_text(encoding="utf-8").splitlines()
@@ -208,9 +269,13 @@ def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterat
         lines = lines_cache[rel]
         if not lines:
             continue
-        n = rng.randint(lo, hi)
-        start = rng.randrange(max(1, len(lines) - n + 1))
-        chunk = lines[start : start + n]
+        extra: dict[str, Any] = {}
+        if by_function:
+            start, chunk, extra = first - 1, lines[first - 1 : last], {"unit": "function", "function": name}
+        else:
+            n = rng.randint(lo, hi)
+            start = rng.randrange(max(1, len(lines) - n + 1))
+            chunk = lines[start : start + n]
         text = textwrap.dedent("\n".join(chunk)).strip("\n")
         prov = {
             "type": "stdlib",
@@ -218,6 +283,7 @@ def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterat
             "start_line": start + 1,
             "end_line": start + len(chunk),
             "python": platform.python_version(),
+            **extra,
         }
         seed = _make_seed(src, made, text, None, prov, limits, quiet, {"source": src["name"]})
         if seed is not None:

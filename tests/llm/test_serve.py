@@ -136,3 +136,17 @@ def test_endpoint_is_chosen_in_one_place_and_never_silently(monkeypatch):
     monkeypatch.delenv("AIEV_SERVED_ROLE")
     with pytest.raises(EndpointUnreachable, match=r"must run under `aiev serve --role teacher"):
         endpoint_settings(served, "teacher")
+
+
+def test_chat_template_override_per_engine():
+    py = sys.executable
+    assert server_argv(ServeSpec("llama-cpp", "m.gguf", chat_template="gemma"), 9)[-2:] == ["--chat_format", "gemma"]
+    assert server_argv(ServeSpec("vllm", "q", chat_template="t.jinja"), 9)[-2:] == ["--chat-template", "t.jinja"]
+    assert server_argv(ServeSpec("llama-cpp", "m.gguf"), 9)[:3] == [py, "-m", "llama_cpp.server"]
+    assert "--chat_format" not in server_argv(ServeSpec("llama-cpp", "m.gguf"), 9)
+    with pytest.raises(ServeError, match="no chat template"):
+        server_argv(ServeSpec("transformers", "q", chat_template="x"), 9)
+    from aiev.llm.serve import spec_from_config
+
+    spec = spec_from_config({"engine": "llama-cpp", "model": "m.gguf", "args": ["--n_ctx", "8"]}, "chatml")
+    assert server_argv(spec, 9)[-4:] == ["--chat_format", "chatml", "--n_ctx", "8"]

@@ -190,3 +190,45 @@ def test_mixed_sources_run_writes_outputs(tmp_path):
     assert report["total"] == 6 == len(rows)
     assert {r["source"] for r in rows} == {"a", "std"}
     assert json.loads((tmp_path / "report.json").read_text())["sources"]["std"]["kept"] == 5
+
+
+def test_stdlib_whole_self_contained_functions():
+    """unit: function draws whole module-level functions; self_contained keeps those that need only their
+    parameters and the builtins. Every seed is the real source text, each function at most once, seeded."""
+    import ast
+    from pathlib import Path
+
+    src = {"name": "fn", "type": "stdlib", "count": 30, "seed": 3, "unit": "function", "self_contained": True,
+           "min_lines": 2, "max_lines": 10}  # fmt: skip
+    sec = load_config({"seeds": {"sources": [src]}})["seeds"]
+    seeds, _ = collect_seeds(sec)
+    again, _ = collect_seeds(sec)
+    assert [s["text"] for s in seeds] == [s["text"] for s in again]
+    places = [(s["provenance"]["module"], s["provenance"]["start_line"]) for s in seeds]
+    assert len(set(places)) == 30
+    for s in seeds:
+        p = s["provenance"]
+        tree = ast.parse(s["text"])
+        (fn,) = tree.body
+        assert isinstance(fn, ast.FunctionDef) and fn.name == p["function"] and p["unit"] == "function"
+        assert 2 <= p["end_line"] - p["start_line"] + 1 <= 10
+        lines = (Path(stdlib_root()) / p["module"]).read_text(encoding="utf-8").splitlines()
+        assert s["text"] == "\n".join(lines[p["start_line"] - 1 : p["end_line"]]).strip("\n")
+        assert not any(isinstance(n, ast.Import | ast.ImportFrom | ast.Global) for n in ast.walk(fn))
+
+
+def test_self_contained_rule():
+    import ast
+
+    from aiev.seeds.sources import self_contained
+
+    def check(code: str) -> bool:
+        return self_contained(ast.parse(code).body[0])
+
+    assert check("def f(x):\n    y = x * 2\n    return len(str(y))")
+    assert not check("def f(x):\n    return math.sqrt(x)")  # a module name
+    assert not check("def f(x):\n    import os\n    return os.sep")
+    assert not check("def f():\n    return 1")  # nothing to vary
+    assert not check("def f(x):\n    print(x)")  # returns nothing
+    assert not check("def f(x):\n    yield x")
+    assert check("def f(xs):\n    return [g(x) for x in xs if x]\n".replace("g(x)", "abs(x)"))

@@ -1,0 +1,148 @@
+"""The two agents (questioner and programmer), prompted the way the model understands: by model kind.
+
+* ``chat`` (chat and instruct models, the paper): the chat endpoint with the paper's roles. Each agent keeps its
+  own conversation: its system prompt, and the other agent's messages as user turns.
+* ``completion`` (base models, such as the embedded default's Gemma-3-270M): the completions endpoint with a
+  few-shot template per agent step (``prompts/completion_*.txt``): the problem from the seed, the solution and
+  its tests, the diagnosis, the fix. Each template ends where the model must go on (for code: inside an opened
+  ```` ```python ```` fence, so the model writes code, not chatter) and stop sequences end the reply at the
+  template's next section. The programmer's recorded answer is the opened fence plus what the model wrote, so
+  the entry's messages have the same shape in both modes and the same code-block rules apply.
+
+Templates are package files; their SHA-256 goes into every entry's provenance (``prompts_sha256``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, Protocol
+
+from aiev.llm.client import Message
+
+CHAT_FILES = (
+    "questioner_system.md",
+    "questioner_problem.md",
+    "questioner_diagnose.md",
+    "programmer_system.md",
+    "programmer_fix.md",
+)
+COMPLETION_FILES = (
+    "completion_problem.txt",
+    "completion_solve.txt",
+    "completion_diagnose.txt",
+    "completion_fix.txt",
+)
+MODES = ("chat", "completion")
+
+#: Completion mode: where a text reply ends (the template's next section), and where a code reply ends.
+TEXT_STOP = ["\n###", "\n\n\n", "```"]
+CODE_STOP = ["### End", "\n### Problem", "\n### Code", "\n### Result"]
+#: Completion mode: how much of an execution result a template shows (a small model's context is short).
+RESULT_CHARS = 1200
+CODE_OPEN = "```python\n"
+
+Ask = Callable[..., Awaitable[str]]
+
+
+def load_prompts(mode: str = "chat") -> dict[str, str]:
+    files = CHAT_FILES if mode == "chat" else COMPLETION_FILES
+    base = resources.files("aiev.generate").joinpath("prompts")
+    return {name.rsplit(".", 1)[0]: base.joinpath(name).read_text(encoding="utf-8") for name in files}
+
+
+def prompts_sha256(prompts: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(prompts):
+        h.update(name.encode() + b"\0" + prompts[name].encode() + b"\0")
+    return h.hexdigest()
+
+
+def fill(template: str, **values: str) -> str:
+    """Substitute ``{name}`` placeholders in one pass (values may themselves hold braces)."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+class Agents(Protocol):
+    """One dialogue's two agents. ``ask_chat(history)`` / ``ask_complete(prompt, stop)`` reach the model."""
+
+    async def problem(self, seed: dict[str, Any]) -> str: ...
+    async def answer(self, problem: str) -> str: ...
+    async def diagnose(self, code: str, result: str) -> str: ...
+    async def fix(self, code: str, result: str, diagnosis: str) -> str: ...
+
+
+class ChatAgents:
+    """The paper's roles on a chat model."""
+
+    def __init__(self, prompts: dict[str, str], ask_chat: Callable[[list[Message]], Awaitable[str]]) -> None:
+        self.p = prompts
+        self.ask = ask_chat
+        self.questioner: list[Message] = [{"role": "system", "content": prompts["questioner_system"]}]
+        self.programmer: list[Message] = [{"role": "system", "content": prompts["programmer_system"]}]
+
+    async def _turn(self, history: list[Message], content: str) -> str:
+        history.append({"role": "user", "content": content})
+        reply = await self.ask(list(history))
+        history.append({"role": "assistant", "content": reply})
+        return reply
+
+    async def problem(self, seed: dict[str, Any]) -> str:
+        return await self._turn(
+            self.questioner, fill(self.p["questioner_problem"], kind=seed["kind"], seed=seed["text"])
+        )
+
+    async def answer(self, problem: str) -> str:
+        return await self._turn(self.programmer, problem)
+
+    async def diagnose(self, code: str, result: str) -> str:
+        return await self._turn(self.questioner, fill(self.p["questioner_diagnose"], code=code, result=result))
+
+    async def fix(self, code: str, result: str, diagnosis: str) -> str:
+        return await self._turn(self.programmer, fill(self.p["programmer_fix"], result=result, diagnosis=diagnosis))
+
+
+def _tail(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def _code_reply(generated: str) -> str:
+    """The programmer's answer: the fence the template opened, what the model wrote, cut at a stop marker."""
+    for marker in CODE_STOP:
+        cut = generated.find(marker)
+        if cut >= 0:
+            generated = generated[:cut]
+    return CODE_OPEN + generated.rstrip() + "\n"
+
+
+class CompletionAgents:
+    """Few-shot templates on a base model (see the module docstring)."""
+
+    def __init__(self, prompts: dict[str, str], ask_complete: Callable[[str, list[str]], Awaitable[str]]) -> None:
+        self.p = prompts
+        self.ask = ask_complete
+        self._problem = ""
+
+    async def problem(self, seed: dict[str, Any]) -> str:
+        text = await self.ask(fill(self.p["completion_problem"], seed=seed["text"].strip("\n")), TEXT_STOP)
+        self._problem = text.strip()
+        return self._problem
+
+    async def answer(self, problem: str) -> str:
+        return _code_reply(await self.ask(fill(self.p["completion_solve"], problem=problem.strip()), CODE_STOP))
+
+    async def diagnose(self, code: str, result: str) -> str:
+        prompt = fill(self.p["completion_diagnose"], code=code.strip("\n"), result=_tail(result, RESULT_CHARS))
+        return (await self.ask(prompt, TEXT_STOP)).strip()
+
+    async def fix(self, code: str, result: str, diagnosis: str) -> str:
+        prompt = fill(
+            self.p["completion_fix"],
+            problem=self._problem,
+            code=code.strip("\n"),
+            result=_tail(result, RESULT_CHARS),
+            diagnosis=diagnosis.strip(),
+        )
+        return _code_reply(await self.ask(prompt, CODE_STOP))
