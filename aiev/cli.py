@@ -25,6 +25,7 @@ from aiev.llm.steps import STEPS as LLM
 from aiev.sandbox.steps import STEPS as SANDBOX
 from aiev.seeds.steps import STEPS as SEEDS
 from aiev.steps import Step, overrides
+from aiev.train.steps import STEPS as TRAIN
 
 log = logging.getLogger("aiev")
 
@@ -47,7 +48,7 @@ def _config_cmd(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 CONFIG = [Step("config", "validate a config and print it with every default filled in", _config_args, _config_cmd)]
 
 #: Every step, in pipeline order. A new stage adds its package's STEPS here.
-STEPS: dict[str, Step] = {s.name: s for s in [*SEEDS, *SANDBOX, *GENERATE, *CURATE, *LLM, *CONFIG, *DOCTOR]}
+STEPS: dict[str, Step] = {s.name: s for s in [*SEEDS, *SANDBOX, *GENERATE, *CURATE, *TRAIN, *LLM, *CONFIG, *DOCTOR]}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from fractions import Fraction
 from importlib import resources
@@ -18,6 +19,18 @@ import jsonschema
 import yaml
 
 SCHEMA_NAME = "config.schema.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: ``5e-5`` and ``1E3`` are numbers (PyYAML's 1.1 rules read them as strings,
+    which would also mis-read the JSON that the rules pass to every step)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 class ConfigError(ValueError):
@@ -80,7 +93,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> dict[st
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+                data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -202,8 +202,50 @@ def check_disk(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
     return [Finding("disk", OK, f"{free_gb:.1f} GiB free at {probe.resolve()}")]
 
 
+def check_training(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    """The student's training: torch, DeepSpeed and transformers, the launcher, GPUs or memory, srun for nodes."""
+    train = cfg["train"]
+    if not train["enabled"]:
+        return []
+    out: list[Finding] = []
+    missing = [m for m in ("torch", "deepspeed", "transformers", "safetensors") if not _module(m)]
+    if missing:
+        out.append(Finding("training", FAIL, f"missing Python packages: {', '.join(missing)}",
+                           "pip install -r requirements.lock (make setup)"))  # fmt: skip
+    launcher = Path("scripts/launch_train.sh")
+    if not os.access(launcher, os.X_OK):
+        out.append(Finding("training", FAIL, f"{launcher} is missing or not executable", "run from the repository"))
+    if train["nodes"] > 1 and shutil.which("srun") is None:
+        out.append(Finding("training", FAIL, f"train.nodes = {train['nodes']} needs srun (SLURM) on PATH",
+                           "use the slurm profile, or set train.nodes: 1"))  # fmt: skip
+    base = train["base_model"]
+    local = Path(base)
+    if local.exists():
+        size = sum(f.stat().st_size for f in ([local] if local.is_file() else local.rglob("*")) if f.is_file())
+        need = size * 6  # fp32/bf16 weights, gradients and AdamW states, spread over the processes of one node
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if train["device"] == "cpu" or not _module("torch") or not _cuda():
+            status = WARN if need > avail else OK
+            out.append(Finding("training", status, f"model files {size / 2**30:.2f} GiB; CPU training needs roughly "
+                               f"{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB free",
+                               "more memory, or a smaller student" if status == WARN else ""))  # fmt: skip
+    if not out:
+        out.append(Finding("training", OK, f"torch, deepspeed, transformers; {train['nodes']} node(s) x "
+                           f"{train['procs_per_node']} process(es)"))  # fmt: skip
+    return out
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
 #: Every check, in the order they are shown. Later stages append theirs (training: torch, DeepSpeed, GPUs; ...).
-CHECKS: list[Check] = [check_python, check_workflow, check_disk, check_sandbox, check_teacher]
+CHECKS: list[Check] = [check_python, check_workflow, check_disk, check_sandbox, check_teacher, check_training]
 
 
 def diagnose(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:

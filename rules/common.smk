@@ -86,6 +86,23 @@ def merge_shard_args(wildcards, input):
     )
 
 
+def train_inputs(wildcards):
+    """Batch k's SFT records (cumulative: those of batches 0..k) and, incremental, batch k-1's student."""
+    k = int(wildcards.k)
+    ks = range(k + 1) if config["train"]["across_batches"] == "cumulative" else [k]
+    out = {"sft": [f"results/batch_{j}/sft.jsonl" for j in ks]}
+    if config["train"]["across_batches"] == "incremental" and k > 0:
+        out["previous"] = f"results/batch_{k - 1}/student"
+    return out
+
+
+def train_args(wildcards, input):
+    args = " ".join(f"--sft {shlex.quote(p)}" for p in input.sft)
+    if "previous" in input.keys():
+        args += f" --previous {shlex.quote(input.previous)}"
+    return args
+
+
 def all_outputs(wildcards):
     ks = batch_ids()
     out = [
@@ -103,4 +120,6 @@ def all_outputs(wildcards):
             "sft.jsonl",
         ]
         out += expand("results/batch_{k}/{f}", k=ks, f=files)
+        if config["train"]["enabled"]:
+            out += expand("results/batch_{k}/student", k=ks)
     return out

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -117,3 +118,16 @@ def test_paper_overlay_overrides_every_laptop_only_value(repo):
     assert cfg["generate"]["max_rounds"] == 7 and cfg["llm"]["sampling"]["max_tokens"] == 2048
     assert [s["type"] for s in cfg["seeds"]["sources"]] == ["hf", "hf"]
     assert len(cfg["decontam"]["benchmarks"]) == 11
+    t = cfg["train"]
+    assert (t["nodes"], t["procs_per_node"], t["micro_batch_size"], t["gradient_accumulation_steps"]) == (10, 4, 8, 4)
+    assert (t["max_seq_len"], t["max_steps"], t["epochs"], t["lr"], t["bf16"]) == (5120, None, 2, 5e-5, True)
+    assert not t["base_model"].startswith("pypi:")
+
+
+def test_floats_in_exponent_form_are_numbers(tmp_path):
+    """YAML 1.2 floats (5e-5), as users write them and as json.dumps writes them for the rules' --config."""
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 5e-5\n  warmup_ratio: 1E-2\n")
+    (tmp_path / "c.json").write_text(json.dumps({"train": {"lr": 5e-5}}))
+    assert load_config(tmp_path / "c.yaml")["train"]["lr"] == 5e-5
+    assert load_config(tmp_path / "c.yaml")["train"]["warmup_ratio"] == 0.01
+    assert load_config(tmp_path / "c.json")["train"]["lr"] == 5e-5

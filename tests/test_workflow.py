@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -109,6 +110,15 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
             "llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}, "timeout_s": 10},
             "decontam": {"benchmarks": {"humaneval": str(humaneval)}, "workers": 1},
         }
+        student = None
+        if importlib.util.find_spec("deepspeed") is not None:  # the train rule too, on a tiny local model
+            from tests.train.test_train import make_tiny_model, tiny_tokenizer
+
+            student = tmp_path / "tiny-model"
+            student.mkdir()
+            make_tiny_model(student, tiny_tokenizer(student))
+            cfg["train"] = {"enabled": True, "base_model": str(student), "procs_per_node": 2, "micro_batch_size": 1,
+                            "gradient_accumulation_steps": 1, "max_steps": 2, "max_seq_len": 512}  # fmt: skip
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
         smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"))
         assert planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"), "-n")) == {}
@@ -125,3 +135,7 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
     assert len(sft) == len(train)
     usage = json.loads((b / "usage.json").read_text())
     assert usage["entries"] == 12 and usage["requests"] > 0
+    if student is not None:
+        metrics = json.loads((b / "student" / "metrics.json").read_text())
+        assert metrics["steps"] == 2 and metrics["world_size"] == 2 and metrics["records"] == len(sft)
+        assert (b / "student" / "model.safetensors").is_file()

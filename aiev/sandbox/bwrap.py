@@ -33,7 +33,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -56,7 +55,7 @@ from aiev.sandbox.base import (
     rlimits,
     sandbox_env,
 )
-from aiev.sandbox.tracking import Run
+from aiev.sandbox.tracking import Run, runtime_dir
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +186,10 @@ def _under(path: str, root: str) -> bool:
 @contextlib.contextmanager
 def _uid_slot(base: int) -> Iterator[int]:
     """Hold one of SLOTS per-run uids (a flock'd file per slot; works across threads and processes)."""
-    run_dir = Path("/run")
-    root = run_dir if os.access(run_dir, os.W_OK) else Path(tempfile.gettempdir())
-    lock_dir = root / f"aiev-sandbox-{os.geteuid()}"
-    lock_dir.mkdir(mode=0o700, exist_ok=True)
-    if lock_dir.stat().st_uid != os.geteuid():
-        raise SandboxError(f"{lock_dir} is not owned by uid {os.geteuid()}")
+    try:
+        lock_dir = runtime_dir()
+    except PermissionError as exc:
+        raise SandboxError(str(exc)) from exc
     for slot in range(SLOTS):  # lowest free slot: as many lock files as the peak concurrency
         fd = os.open(lock_dir / f"{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         try:

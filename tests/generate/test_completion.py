@@ -14,7 +14,7 @@ import pytest
 
 from aiev.generate.agents import CODE_STOP, TEXT_STOP, fill, load_prompts, prompts_sha256
 from aiev.records import record_errors
-from tests.generate.test_dialogue import bwrap_or_skip, load, make_config, run_shard, write_batch
+from tests.generate.test_dialogue import bwrap_or_skip, generate_args, load, make_config, run_shard, write_batch
 from tests.scripted_server import ScriptedServer, completion_dialogue_script, dialogue_script
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -118,11 +118,7 @@ def test_completion_kill_9_then_resume_pays_nothing_twice(completion_run, tmp_pa
     with ScriptedServer(dialogue_script, completion_script=completion_dialogue_script) as server:
         cfg_file = tmp_path / "cfg.json"
         cfg_file.write_text(json.dumps(completion_config(server.url, wheelhouse)))
-        args = [
-            "generate", "--config", str(cfg_file), "--batch", str(batch), "--batch-index", "0", "--state-dir",
-            str(state), "--dialogues", str(out / "dialogues.jsonl"), "--rejects", str(out / "rejects.jsonl"),
-            "--report", str(out / "report.json"),
-        ]  # fmt: skip
+        args = generate_args(cfg_file, batch, state, out)
         arrived = tmp_path / "arrived.txt"
         env = dict(tool_env, AIEV_TEST_KILL_AT="5", AIEV_TEST_ARRIVED=str(arrived))
         killed = subprocess.run([sys.executable, "-c", KILL_AT_ARRIVAL, *args], env=env, capture_output=True)

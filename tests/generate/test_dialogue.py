@@ -107,6 +107,15 @@ def run_shard(tmp: Path, name: str, batch: Path, cfg: dict, state: Path | None =
     return out, info
 
 
+def generate_args(cfg_file: Path, batch: Path, state: Path, out: Path) -> list[str]:
+    """`aiev generate` arguments for one shard written under ``out``."""
+    return [
+        "generate", "--config", str(cfg_file), "--batch", str(batch), "--batch-index", "0", "--state-dir", str(state),
+        "--dialogues", str(out / "dialogues.jsonl"), "--rejects", str(out / "rejects.jsonl"),
+        "--report", str(out / "report.json"),
+    ]  # fmt: skip
+
+
 def load(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x]
 
@@ -244,11 +253,7 @@ def test_kill_9_midway_then_resume(reference, tmp_path, wheelhouse, tool_env):
         cfg = make_config(server.url, wheelhouse)
         cfg_file = tmp_path / "cfg.json"
         cfg_file.write_text(json.dumps(cfg))
-        cmd = [
-            sys.executable, "-m", "aiev.cli", "generate", "--config", str(cfg_file), "--batch", str(batch),
-            "--batch-index", "0", "--state-dir", str(state), "--dialogues", str(out / "dialogues.jsonl"),
-            "--rejects", str(out / "rejects.jsonl"), "--report", str(out / "report.json"),
-        ]  # fmt: skip
+        cmd = [sys.executable, "-m", "aiev", *generate_args(cfg_file, batch, state, out)]
         proc = subprocess.Popen(cmd, env=tool_env, stderr=subprocess.PIPE, start_new_session=True)
         try:
             assert server.paused.wait(60), "generation never reached the pause"
@@ -281,11 +286,7 @@ def test_a_resume_with_other_settings_never_mixes_them(reference, tmp_path, whee
         cfg = make_config(server.url, wheelhouse)
         cfg_file = tmp_path / "cfg.json"
         cfg_file.write_text(json.dumps(cfg))
-        cmd = [
-            sys.executable, "-m", "aiev", "generate", "--config", str(cfg_file), "--batch", str(batch),
-            "--batch-index", "0", "--state-dir", str(state), "--dialogues", str(out / "dialogues.jsonl"),
-            "--rejects", str(out / "rejects.jsonl"), "--report", str(out / "report.json"),
-        ]  # fmt: skip
+        cmd = [sys.executable, "-m", "aiev", *generate_args(cfg_file, batch, state, out)]
         proc = subprocess.Popen(cmd, env=tool_env, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             assert server.paused.wait(60)
@@ -385,11 +386,7 @@ def test_a_reply_that_arrived_is_never_paid_again(reference, tmp_path, wheelhous
     with ScriptedServer(dialogue_script) as server:
         cfg_file = tmp_path / "cfg.json"
         cfg_file.write_text(json.dumps(make_config(server.url, wheelhouse)))
-        args = [
-            "generate", "--config", str(cfg_file), "--batch", str(batch), "--batch-index", "0", "--state-dir",
-            str(state), "--dialogues", str(out / "dialogues.jsonl"), "--rejects", str(out / "rejects.jsonl"),
-            "--report", str(out / "report.json"),
-        ]  # fmt: skip
+        args = generate_args(cfg_file, batch, state, out)
         arrived = tmp_path / "arrived.txt"
         env = dict(tool_env, AIEV_TEST_KILL_AT=str(kill_at), AIEV_TEST_ARRIVED=str(arrived))
         killed = subprocess.run([sys.executable, "-c", KILL_AT_ARRIVAL, *args], env=env, capture_output=True)

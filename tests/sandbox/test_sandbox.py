@@ -23,8 +23,8 @@ import pytest
 
 from aiev.sandbox import DEFAULT_IMAGE, Limits, SandboxError, get_sandbox
 from aiev.sandbox.base import memory_by_cgroup
+from tests.sandbox.test_sandbox_units import RESULT_KEYS
 
-RESULT_KEYS = {"exit_code", "stdout", "stderr", "timed_out", "truncated", "duration_s", "backend", "oom_killed"}
 REPO = Path(__file__).resolve().parents[2]
 FAST = Limits(timeout_s=10, memory_mb=512, max_procs=32)
 BOMB = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
@@ -94,16 +94,7 @@ def test_runs_and_reports(sb, backend):
     assert (res.exit_code, res.stdout, res.stderr) == (3, "hello\n", "oops\n")
     assert not res.timed_out and not res.truncated
     assert res.backend == backend and 0 < res.duration_s < 10
-    assert set(res.to_dict()) == {
-        "exit_code",
-        "stdout",
-        "stderr",
-        "timed_out",
-        "truncated",
-        "duration_s",
-        "backend",
-        "oom_killed",
-    }
+    assert set(res.to_dict()) == RESULT_KEYS
 
 
 def test_exit_statuses(sb):

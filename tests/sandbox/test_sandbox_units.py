@@ -445,16 +445,7 @@ def test_cli_prints_one_json_object(need_bwrap, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     res = json.loads(out)
-    assert set(res) == {
-        "exit_code",
-        "stdout",
-        "stderr",
-        "timed_out",
-        "truncated",
-        "duration_s",
-        "backend",
-        "oom_killed",
-    }
+    assert set(res) == RESULT_KEYS
     assert (res["exit_code"], res["stdout"], res["backend"]) == (5, "hi\n", "bwrap")
 
 

@@ -1,0 +1,76 @@
+"""The ``train`` step: check the train split, start the workers through the launcher, report.
+
+The launcher (``scripts/launch_train.sh NODES PROCS -- WORKER_ARGS``) starts one torchrun per node; the workers
+(:mod:`aiev.train.worker`) write the Hugging Face checkpoint and its ``metrics.json``. A train split with fewer
+than ``train.min_records`` records is not trained: the output directory then holds ``skipped.json`` saying why,
+and the report says the same (no crash, nothing lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiev.io import SkipLog, read_jsonl, write_json
+
+LAUNCHER = "scripts/launch_train.sh"
+
+
+def count_records(paths: list[str]) -> int:
+    return sum(1 for p in paths for _ in read_jsonl(p, SkipLog()))
+
+
+def worker_args(cfg: dict[str, Any], sft: list[str], base_model: str, output: str, state_dir: str) -> list[str]:
+    config = json.dumps({"train": cfg["train"], "format": cfg["format"]}, sort_keys=True, separators=(",", ":"))
+    args = ["--config", config]
+    for path in sft:
+        args += ["--sft", path]
+    return [*args, "--base-model", base_model, "--output", output, "--state-dir", state_dir]
+
+
+def run(
+    cfg: dict[str, Any],
+    *,
+    sft: list[str],
+    output: str,
+    state_dir: str,
+    report: str,
+    base_model: str | None = None,
+    previous: str | None = None,
+    launcher: str = LAUNCHER,
+) -> dict[str, Any]:
+    """The ``train`` step, with the ``train`` (and ``format``: the special tokens) sections. ``previous``: the
+    student of the batch before (incremental training) — used unless it was skipped."""
+    section = cfg["train"]
+    base = base_model or section["base_model"]
+    if previous and (Path(previous) / "config.json").exists():
+        base = previous
+    n = count_records(sft)
+    info: dict[str, Any] = {"sft": sft, "records": n, "base_model": base, "output": output}
+    if n < section["min_records"]:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        reason = f"{n} SFT record(s), fewer than train.min_records = {section['min_records']}: not trained"
+        write_json(out / "skipped.json", {"reason": reason, **info})
+        info.update(trained=False, reason=reason)
+        write_json(report, info)
+        return info
+    argv = [launcher, str(section["nodes"]), str(section["procs_per_node"]), "--"]
+    argv += worker_args(cfg, sft, base, output, state_dir)
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # one thread per process unless the site says otherwise
+    env.setdefault("AIEV_PYTHON", sys.executable)  # the workers run with this interpreter (its venv)
+    done = subprocess.run(argv, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"training failed (launcher exit {done.returncode}); its checkpoints stay in {state_dir}: re-run to resume"
+        )
+    metrics = json.loads((Path(output) / "metrics.json").read_text(encoding="utf-8"))
+    info.update(trained=True, **{k: metrics[k] for k in ("steps", "world_size", "train_seconds", "tokens_per_second")})
+    info["final_loss"] = metrics["loss"][-1]["loss"] if metrics["loss"] else None
+    write_json(report, info)
+    return info

