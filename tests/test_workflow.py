@@ -139,3 +139,32 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
         metrics = json.loads((b / "student" / "metrics.json").read_text())
         assert metrics["steps"] == 2 and metrics["world_size"] == 2 and metrics["records"] == len(sft)
         assert (b / "student" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("mode", ["incremental", "cumulative"])
+def test_train_inputs_across_batches(repo, tmp_path, tool_env, mode):
+    """Batch k's training: incremental continues from batch k-1's student on batch k's records; cumulative trains
+    the base model on the records of batches 0..k (the dry run's shell commands show the inputs)."""
+    write_jsonl(tmp_path / "seeds.jsonl", [{"problem": f"Write function number {i} of the set."} for i in range(3)])
+    cfg = yaml.safe_load((repo / "tests" / "data" / "workflow.yaml").read_text())
+    cfg["batches"]["max_batches"] = 3
+    cfg["generate"] = {"enabled": True}
+    cfg["llm"] = {"teacher": {"base_url": "http://127.0.0.1:9/v1", "serve": None}}
+    cfg["train"] = {"enabled": True, "across_batches": mode, "base_model": "some/model"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    smk(repo, tmp_path, tool_env, "results/seeds/batches_report.json", "--configfile", str(tmp_path / "config.yaml"))
+    out = smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"), "-n", "-p")
+    assert planned_jobs(out)["train"] == 3
+    lines = {
+        int(m.group(1)): m.group(0)
+        for m in re.finditer(r"aiev train .*?--output results/batch_(\d)/student", out.stdout)
+    }
+    if mode == "incremental":
+        assert "--sft results/batch_2/sft.jsonl --previous results/batch_1/student" in lines[2]
+        assert "--previous" not in lines[0]
+    else:
+        assert (
+            "--sft results/batch_0/sft.jsonl --sft results/batch_1/sft.jsonl --sft results/batch_2/sft.jsonl"
+            in lines[2]
+        )
+        assert "--previous" not in lines[2]
