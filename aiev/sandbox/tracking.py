@@ -6,7 +6,8 @@ Three layers, all in this module and used by every backend through :func:`aiev.s
    be written (cgroup v1, or v2 with the controller delegated), each run gets a cgroup of its own under the job's
    (``aiev-<pid>-<start>``, beside the job's own cgroup), and the run's first process enters it before it execs
    the backend (``/bin/sh -c 'echo $$ > cgroup.procs && exec bwrap ...'``): every process of the run is born
-   inside, so none can be missed. Elsewhere the backend's pids (and bwrap's sandbox init) are recorded with
+   inside, so none can be missed. Cgroups are reused by later runs of the job once empty (a fresh memory cgroup
+   slows a program's start by ~9 ms). Elsewhere the backend's pids (and bwrap's sandbox init) are recorded with
    their start times as soon as they are known.
 2. **A reaper.** With the job's first run, a small process is started in a session of its own, holding the read
    end of a pipe whose write end only the job holds. However the job ends, the pipe closes; the reaper then kills
@@ -155,19 +156,29 @@ class CgroupRoot:
 
 
 class RunCgroup:
-    """One run's cgroup: its procs file, its memory limit, its OOM kills."""
+    """A cgroup that runs take one at a time: its procs file, its memory limit (set per run), its OOM kills.
 
-    def __init__(self, path: Path, version: int, memory_bytes: int) -> None:
+    Runs reuse these (a pool per job, like the uid slots): a process in a freshly made memory cgroup starts ~9 ms
+    slower (measured with Debian's python3: 21 vs 12 ms), in a reused one no slower than outside any."""
+
+    def __init__(self, path: Path, version: int) -> None:
         self.path, self.version = path, version
-        path.mkdir()
-        if version == 1:
-            (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+        path.mkdir(exist_ok=True)
+
+    def configure(self, memory_bytes: int) -> int:
+        """Set this run's memory limit (swap included); returns the OOM-kill count so far."""
+        if self.version == 1:
+            memsw = self.path / "memory.memsw.limit_in_bytes"
+            with contextlib.suppress(OSError):  # memsw may never be below the limit: lift it, set both
+                memsw.write_text("-1")
+            (self.path / "memory.limit_in_bytes").write_text(str(memory_bytes))
             with contextlib.suppress(OSError):  # no swap accounting on this kernel: RAM alone is limited
-                (path / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+                memsw.write_text(str(memory_bytes))
         else:
-            (path / "memory.max").write_text(str(memory_bytes))
+            (self.path / "memory.max").write_text(str(memory_bytes))
             with contextlib.suppress(OSError):
-                (path / "memory.swap.max").write_text("0")
+                (self.path / "memory.swap.max").write_text("0")
+        return self.oom_kills()
 
     @property
     def procs(self) -> Path:
@@ -184,8 +195,13 @@ class RunCgroup:
             pass
         return 0
 
-    def remove(self) -> None:
-        remove_cgroup(self.path)
+    def empty(self) -> bool:
+        """Kill whatever is left in it; True once nothing is (then the next run may take it)."""
+        pids = cgroup_pids(self.path)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return not pids
 
 
 def cgroup_pids(path: Path) -> list[int]:
@@ -266,10 +282,10 @@ class Run:
     """One sandbox run: its cgroup (if any) and its record of pids."""
 
     def __init__(self, tracker: JobTracker, n: int, memory_bytes: int) -> None:
+        self.tracker = tracker
         self.file = tracker.record / f"run-{n}"
-        self.cgroup = RunCgroup(tracker.cgroup_dir / f"run-{n}", tracker.root.version, memory_bytes) if (
-            tracker.cgroup_dir is not None and tracker.root is not None
-        ) else None  # fmt: skip
+        self.cgroup = tracker.take_cgroup()
+        self._oom_before = self.cgroup.configure(memory_bytes) if self.cgroup is not None else 0
         self._fh = open(self.file, "a", encoding="ascii")  # noqa: SIM115 (closed in finish)
 
     def wrap(self, argv: list[str]) -> list[str]:
@@ -288,8 +304,8 @@ class Run:
         """Kill whatever of the run is left, remove its cgroup and record; True when the kernel OOM-killed it."""
         oom = False
         if self.cgroup is not None:
-            oom = self.cgroup.oom_kills() > 0
-            self.cgroup.remove()
+            oom = self.cgroup.oom_kills() > self._oom_before
+            self.tracker.give_back(self.cgroup)
         self._fh.close()
         with contextlib.suppress(OSError):
             self.file.unlink()
@@ -323,6 +339,9 @@ class JobTracker:
                 log.warning("no sandbox cgroup (%s): memory falls back to RLIMIT_AS", exc)
                 self.root = None
         self._n = itertools.count()
+        self._free: list[RunCgroup] = []
+        self._slots = itertools.count()
+        self._pool_lock = threading.Lock()
         self.reaper = self._start_reaper()
 
     @classmethod
@@ -338,6 +357,21 @@ class JobTracker:
 
     def begin(self, memory_bytes: int) -> Run:
         return Run(self, next(self._n), memory_bytes)
+
+    def take_cgroup(self) -> RunCgroup | None:
+        if self.cgroup_dir is None or self.root is None:
+            return None
+        with self._pool_lock:
+            if self._free:
+                return self._free.pop()
+        return RunCgroup(self.cgroup_dir / f"slot-{next(self._slots)}", self.root.version)
+
+    def give_back(self, cgroup: RunCgroup) -> None:
+        """A cgroup whose run is over goes back to the pool once empty; one whose last processes are still exiting
+        is retired (the job's clean-up removes it) rather than waited for."""
+        if cgroup.empty():
+            with self._pool_lock:
+                self._free.append(cgroup)
 
     def _start_reaper(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
