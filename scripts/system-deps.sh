@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs the system packages a target needs, when they are missing: `scripts/system-deps.sh test|demo`.
-#   test: bubblewrap (the sandbox), util-linux (setpriv: the sandbox's root mode), graphviz (the DAG picture)
-#   demo: bubblewrap, util-linux, and a C/C++ compiler and cmake (pip builds llama-cpp-python from source)
-# As root on Debian/Ubuntu it installs them with apt-get (as CI does); anywhere else it only names what is
-# missing and exits 0: `aiev doctor` then stops the run with the fix. Nothing is installed that is present.
+# Checks, in seconds, the system packages a target needs, and installs the missing ones where it can:
+#   scripts/system-deps.sh test|demo
+#   both: python3 with venv, bubblewrap (the sandbox), util-linux's setpriv (the sandbox's root mode)
+#   test: graphviz (the DAG picture)
+#   demo: a C/C++ compiler and cmake (pip builds llama-cpp-python from source)
+# As root on Debian/Ubuntu the missing ones are installed with apt-get (as CI does). Elsewhere, or with
+# AIEV_NO_INSTALL=1, they are named with the command that installs them; for `demo` that stops the run at once
+# (exit 1) instead of minutes into the setup, for `test` the tests that need them report themselves skipped.
 set -euo pipefail
 target=${1:-test}
+python=${PY:-python3}
 
 need=()
+"$python" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -x /usr/bin/setpriv ] || command -v setpriv >/dev/null || need+=(util-linux)
 case "$target" in
@@ -22,11 +27,15 @@ esac
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null && [ -z "${AIEV_NO_INSTALL:-}" ]; then
   echo "installing system packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-else
-  echo "missing system packages (install them with your package manager): ${need[*]}" >&2
+  exit 0
+fi
+echo "missing system packages: ${need[*]}" >&2
+echo "fix: sudo apt-get install ${need[*]}   (Debian/Ubuntu; dnf/zypper/pacman have packages of the same names)" >&2
+if [ "$target" = demo ]; then
+  exit 1
 fi

@@ -117,3 +117,23 @@ def test_python_version_is_reported():
 
     (f,) = check_python({}, Namespace())
     assert f.status == "ok" and sys.executable in f.detail
+
+
+def test_system_deps_names_what_is_missing_and_stops_the_demo_in_seconds(repo, tmp_path):
+    """`make demo`'s first step on a machine without bubblewrap (and not allowed to install): exit 1 at once,
+    naming the package and the command that installs it; `make test`'s variant only names it."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("id", "cc", "c++", "cmake", "dot", sys.executable):
+        found = shutil.which(tool) if tool != sys.executable else tool
+        if found:
+            (bindir / Path(tool).name).symlink_to(found)
+    env = {"PATH": str(bindir), "AIEV_NO_INSTALL": "1", "PY": sys.executable}
+    t0 = time.monotonic()
+    demo = subprocess.run(["/bin/bash", "scripts/system-deps.sh", "demo"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert time.monotonic() - t0 < 5
+    assert demo.returncode == 1 and "bubblewrap" in demo.stderr and "apt-get install" in demo.stderr
+    test = subprocess.run(["/bin/bash", "scripts/system-deps.sh", "test"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert test.returncode == 0 and "bubblewrap" in test.stderr

@@ -97,8 +97,10 @@ def engine_sha256() -> str:
     return h.hexdigest()
 
 
-def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings) -> dict[str, Any]:
-    """Everything that shapes an entry; its hash is the progress store's fingerprint."""
+def entry_settings(
+    cfg: dict[str, Any], stage: str, settings: LLMSettings, prompts: dict[str, str]
+) -> dict[str, Any]:
+    """Everything that shapes an entry (``prompts``: the agents' templates); its hash is the store's fingerprint."""
     role = STAGE_ROLE[stage]
     mode = cfg["llm"][role]["mode"]
     served = cfg["llm"][role].get("serve")
@@ -112,7 +114,7 @@ def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings) -> di
         "endpoint": endpoint,
         "mode": mode,
         "sampling": settings.sampling(),
-        "prompts_sha256": prompts_sha256(load_prompts(mode)),
+        "prompts_sha256": prompts_sha256(prompts),
         "max_rounds": cfg["generate"]["max_rounds"],
         "sandbox": {k: sb[k] for k in ("backend", "image", "timeout_s", "memory_mb", "max_procs", "max_output_bytes")}
         | {"install": dict(sb["install"])},
@@ -213,7 +215,8 @@ async def _run_shard(
 
     gen, sb = cfg["generate"], cfg["sandbox"]
     settings = endpoint_settings(cfg["llm"], STAGE_ROLE[stage])
-    shaping = entry_settings(cfg, stage, settings)
+    prompts = load_prompts(cfg["llm"][STAGE_ROLE[stage]]["mode"])
+    shaping = entry_settings(cfg, stage, settings, prompts)
     store, stale = open_store(state, shaping)
     run_info = {"fingerprint": fingerprint(shaping), "settings": shaping, "stale_store": stale}
     todo = [s for s in seeds if s["id"] not in store.done]
@@ -240,6 +243,7 @@ async def _run_shard(
             DialogueSettings(
                 gen["max_rounds"], stage, batch, fingerprint=run_info["fingerprint"], mode=shaping["mode"]
             ),
+            prompts=prompts,  # the same templates the fingerprint hashed
             run_blocking=run_blocking,
             on_round=bar.round,
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aiev.sandbox.tracking import JobTracker, Run
+from aiev.sandbox.tracking import JobTracker, Run, descendants
 
 #: Inside every sandbox: the scratch directory (cwd and HOME), the per-dialogue install prefix, the wheelhouse.
 SCRATCH = "/sandbox"
@@ -330,27 +330,6 @@ def _collect(
         duration_s=round(time.monotonic() - start, 6),
         backend=backend,
     )
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (parents before children), from /proc/*/task/*/children."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop(0)
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                kids = [int(k) for k in Path(f"/proc/{parent}/task/{tid}/children").read_text().split()]
-            except OSError:
-                continue
-            new = [k for k in kids if k not in found]
-            found += new
-            todo += new
-    return found
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:

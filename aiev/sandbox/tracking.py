@@ -78,9 +78,20 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def kill_tree(pid: int, start: int | None = None) -> None:
-    """SIGKILL ``pid`` (only if its start time is still ``start``) and every descendant found under it."""
-    if start is not None and not alive(pid, start):
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (parents before children), from /proc/*/task/*/children."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        new = [k for k in children(todo.pop(0)) if k not in found]
+        found += new
+        todo += new
+    return found
+
+
+def kill_recorded(pid: int, start: int) -> None:
+    """SIGKILL a recorded process (only if its start time is still ``start``) and every descendant under it."""
+    if not alive(pid, start):
         return
     todo, seen = [pid], []
     while todo:
@@ -253,7 +264,7 @@ def cleanup_job(record: Path) -> None:
             for line in run.read_text().splitlines():
                 with contextlib.suppress(ValueError):
                     pid, start = (int(x) for x in line.split())
-                    kill_tree(pid, start)
+                    kill_recorded(pid, start)
         with contextlib.suppress(OSError):
             run.unlink()
     for name in ("cgroup",):

@@ -28,15 +28,6 @@ def completion_config(url: str, wheelhouse: Path | None, **gen) -> dict:
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory) -> Path:
-    from tests.generate.test_dialogue import tiny_wheel
-
-    folder = tmp_path_factory.mktemp("wheels")
-    tiny_wheel(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def completion_run(tmp_path_factory, wheelhouse):
     bwrap_or_skip()
     tmp = tmp_path_factory.mktemp("completion")

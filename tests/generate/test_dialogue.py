@@ -121,14 +121,6 @@ def load(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory):
-    bwrap_or_skip()
-    folder = tmp_path_factory.mktemp("wheels")
-    tiny_wheel(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, wheelhouse):
     """A fault-free run of every scenario; other tests compare against it."""
     tmp = tmp_path_factory.mktemp("ref")
