@@ -97,9 +97,7 @@ def engine_sha256() -> str:
     return h.hexdigest()
 
 
-def entry_settings(
-    cfg: dict[str, Any], stage: str, settings: LLMSettings, prompts: dict[str, str]
-) -> dict[str, Any]:
+def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings, prompts: dict[str, str]) -> dict[str, Any]:
     """Everything that shapes an entry (``prompts``: the agents' templates); its hash is the store's fingerprint."""
     role = STAGE_ROLE[stage]
     mode = cfg["llm"][role]["mode"]

@@ -290,14 +290,15 @@ def sweep(jobs: Path) -> int:
 
 
 class Run:
-    """One sandbox run: its cgroup (if any) and its record of pids."""
+    """One sandbox run: its cgroup, or (where there is none) its record of pids."""
 
     def __init__(self, tracker: JobTracker, n: int, memory_bytes: int) -> None:
         self.tracker = tracker
-        self.file = tracker.record / f"run-{n}"
         self.cgroup = tracker.take_cgroup()
         self._oom_before = self.cgroup.configure(memory_bytes) if self.cgroup is not None else 0
-        self._fh = open(self.file, "a", encoding="ascii")  # noqa: SIM115 (closed in finish)
+        # With a cgroup its members are the record (the clean-up kills them all); without one, the pids are written.
+        self.file = None if self.cgroup is not None else tracker.record / f"run-{n}"
+        self._fh = open(self.file, "a", encoding="ascii") if self.file else None  # noqa: SIM115 (closed in finish)
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command that enters the run's cgroup, then execs ``argv`` (same pid: nothing is born outside)."""
@@ -306,20 +307,21 @@ class Run:
         return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup.procs), *argv]
 
     def add(self, pid: int) -> None:
-        start = start_time(pid)
-        if start is not None:
+        start = start_time(pid) if self._fh is not None else None
+        if self._fh is not None and start is not None:
             self._fh.write(f"{pid} {start}\n")
             self._fh.flush()
 
     def finish(self) -> bool:
-        """Kill whatever of the run is left, remove its cgroup and record; True when the kernel OOM-killed it."""
+        """Kill whatever of the run is left, free its cgroup or remove its record; True when OOM-killed."""
         oom = False
         if self.cgroup is not None:
             oom = self.cgroup.oom_kills() > self._oom_before
             self.tracker.give_back(self.cgroup)
-        self._fh.close()
-        with contextlib.suppress(OSError):
-            self.file.unlink()
+        if self._fh is not None and self.file is not None:
+            self._fh.close()
+            with contextlib.suppress(OSError):
+                self.file.unlink()
         return oom
 
 
