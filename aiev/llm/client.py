@@ -184,6 +184,7 @@ class ResponseCache:
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Parsed replies, as caches written before the raw table existed hold them: still read, no longer written.
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
             "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL)"
@@ -219,13 +220,6 @@ class ResponseCache:
     def drop(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM raw WHERE key = ?", (key,))
-
-    def put(self, key: str, reply: Reply) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                (key, reply.text, reply.prompt_tokens, reply.completion_tokens),
-            )
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 
 import pytest
@@ -62,8 +63,12 @@ def test_cache_key_covers_model_messages_and_sampling():
 
 def _writer(path: str, start: int) -> None:
     cache = ResponseCache(path)
-    for i in range(start, start + 200):
-        cache.put(f"k{i}", Reply(f"text {i}", i, i))
+    for i in range(start, start + 200):  # what the client stores: the body as it arrived
+        body = {
+            "choices": [{"message": {"content": f"text {i}"}}],
+            "usage": {"prompt_tokens": i, "completion_tokens": i},
+        }
+        cache.put_raw(f"k{i}", json.dumps(body).encode())
 
 
 def test_cache_is_safe_with_concurrent_writer_processes(tmp_path):
