@@ -17,6 +17,9 @@ include: "rules/sandbox.smk"
 include: "rules/generate.smk"
 include: "rules/curate.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/stage.smk"
+include: "rules/report.smk"
 
 
 rule all:

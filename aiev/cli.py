@@ -20,10 +20,13 @@ from aiev import __version__
 from aiev.config import ConfigError, load_config, with_overrides
 from aiev.curate.steps import STEPS as CURATE
 from aiev.doctor import STEPS as DOCTOR
+from aiev.evaluate.steps import STEPS as EVALUATE
 from aiev.generate.steps import STEPS as GENERATE
 from aiev.llm.steps import STEPS as LLM
+from aiev.report.steps import STEPS as REPORT
 from aiev.sandbox.steps import STEPS as SANDBOX
 from aiev.seeds.steps import STEPS as SEEDS
+from aiev.stage.steps import STEPS as STAGE
 from aiev.steps import Step, overrides
 from aiev.train.steps import STEPS as TRAIN
 
@@ -48,7 +51,10 @@ def _config_cmd(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 CONFIG = [Step("config", "validate a config and print it with every default filled in", _config_args, _config_cmd)]
 
 #: Every step, in pipeline order. A new stage adds its package's STEPS here.
-STEPS: dict[str, Step] = {s.name: s for s in [*SEEDS, *SANDBOX, *GENERATE, *CURATE, *TRAIN, *LLM, *CONFIG, *DOCTOR]}
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in [*SEEDS, *SANDBOX, *GENERATE, *CURATE, *TRAIN, *EVALUATE, *STAGE, *REPORT, *LLM, *CONFIG, *DOCTOR]
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,3 +109,49 @@ def blocks_of_kind(text: str, kind: Kind) -> list[Fence]:
 def normalize_code(text: str) -> str:
     """What decontamination compares: line endings made ``\\n``, surrounding whitespace trimmed."""
     return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+# The code rules of a programmer reply (docs/dialogue.md), shared by the dialogue (what runs) and the evaluation
+# (which part of a model's answer is its solution).
+_TEST_START = re.compile(
+    r"^(import unittest|from unittest|import pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
+    re.M,
+)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A programmer reply under the code rules (docs/dialogue.md): what runs, and which part is the tests."""
+
+    solution: str
+    tests: str
+    installs: list[str]  # the raw bash blocks
+    source: str  # main.py as it runs: the Python blocks verbatim, joined by a blank line
+
+
+@dataclass(frozen=True)
+class CodeProblem:
+    reason: str  # no_code | no_tests
+    message: str
+
+
+def extract_program(reply: str) -> Program | CodeProblem:
+    """Apply the documented code rules to a programmer reply."""
+    py = [f.code for f in blocks_of_kind(reply, "python")]
+    bash = [f.code.strip() for f in blocks_of_kind(reply, "bash")]
+    if not py:
+        return CodeProblem("no_code", "Your reply holds no ```python code block.")
+    source = "\n\n".join(py) + "\n"
+    if len(py) >= 2:
+        return Program("\n\n".join(py[:-1]), py[-1], bash, source)
+    m = _TEST_START.search(py[0])
+    if m is None or m.start() == 0:
+        return CodeProblem(
+            "no_tests",
+            "Your code has no unit tests: give the tests in a second ```python block after the solution.",
+        )
+    return Program(py[0][: m.start()].rstrip("\n"), py[0][m.start() :], bash, source)
+
+
+def has_assertion(tests: str) -> bool:
+    return re.search(r"\bassert\w*\b|\bself\.assert|\bunittest\.main\b|pytest\.raises", tests) is not None

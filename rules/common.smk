@@ -16,6 +16,7 @@ def sections(*names):
 wildcard_constraints:
     k=r"\d+",
     s=r"\d+",
+    who="teacher|student",
 
 
 # The one place that names a batch file (aiev.seeds.batches writes the same pattern).
@@ -33,28 +34,75 @@ def batch_file(wildcards):
     return BATCH_FILE.format(k=wildcards.k)
 
 
+def loop_enabled():
+    """The paper's loop (train, evaluate both models, decide the next stage) runs after every batch."""
+    return (
+        config["generate"]["enabled"]
+        and config["train"]["enabled"]
+        and config["evaluate"]["enabled"]
+    )
+
+
+def student_dir(k):
+    return f"results/batch_{k}/student"
+
+
 def generation(wildcards):
-    """Who generates batch k, decided in one place: the stage, the role that plays both agents, and the
-    `aiev serve` prefix when that role's model is served inside the job. Until the stage checkpoint exists
-    (the loop's issue), every batch is in the teaching stage."""
-    stage, role = "teaching", "teacher"
-    return {"stage": stage, "serve": serve_prefix(role)}
+    """Who generates batch k, decided in one place. Batch 0, and every batch when the loop is off: the teaching
+    stage (the teacher plays both agents). Batch k > 0: what the `decide_stage` checkpoint of batch k-1 wrote;
+    in the self-learning stage the student trained on batch k-1 is served inside the job and plays both agents.
+    """
+    k = int(wildcards.k)
+    stage = "teaching"
+    if k > 0 and loop_enabled():
+        with open(checkpoints.decide_stage.get(k=k - 1).output.stage) as fh:
+            stage = json.load(fh)["next"]
+    if stage == "self-learning":
+        model = student_dir(k - 1)
+        return {"stage": stage, "model": model, "serve": serve_prefix("student", model)}
+    return {"stage": stage, "model": [], "serve": serve_prefix("teacher")}
 
 
 def generation_stage(wildcards):
     return generation(wildcards)["stage"]
 
 
+def generation_model(wildcards):
+    """The student checkpoint that generates batch k (self-learning), an input so a retrained one re-runs it."""
+    return generation(wildcards)["model"]
+
+
 def generation_serve(wildcards):
     return generation(wildcards)["serve"]
 
 
-def serve_prefix(role):
-    """`aiev serve --role ROLE --config ... --` when llm.ROLE.serve is set (the server spec is read from the
-    config by aiev itself), else nothing."""
+def evaluated_model(wildcards):
+    return student_dir(wildcards.k) if wildcards.who == "student" else []
+
+
+def evaluation_serve(wildcards):
+    if wildcards.who == "student":
+        return serve_prefix("student", student_dir(wildcards.k))
+    return serve_prefix("teacher")
+
+
+def previous_stage(wildcards):
+    """Batch k-1's stage record: its `next` is the stage batch k was generated in."""
+    k = int(wildcards.k)
+    return f"results/batch_{k - 1}/stage.json" if k > 0 else []
+
+
+def previous_stage_arg(wildcards, input):
+    return f"--previous {shlex.quote(input.previous)}" if input.previous else ""
+
+
+def serve_prefix(role, model=None):
+    """`aiev serve --role ROLE [--model CHECKPOINT] --config ... --` when llm.ROLE.serve is set (the server spec is
+    read from the config by aiev itself), else nothing."""
     if not config["llm"][role].get("serve"):
         return ""
-    return f"aiev serve --role {role} --config {shlex.quote(sections('llm'))} --"
+    flag = f" --model {shlex.quote(model)}" if model else ""
+    return f"aiev serve --role {role}{flag} --config {shlex.quote(sections('llm'))} --"
 
 
 def sandbox_image(wildcards):
@@ -103,6 +151,45 @@ def train_args(wildcards, input):
     return args
 
 
+def summary_inputs(wildcards):
+    """Every report the run summary reads, per batch (only those of the stages that run)."""
+    files = [
+        "generate_report.json",
+        "usage.json",
+        "decontam_report.json",
+        "split_report.json",
+    ]
+    if config["train"]["enabled"]:
+        files.append("train_report.json")
+    if loop_enabled():
+        files += ["eval/teacher.json", "eval/student.json", "stage.json"]
+    return {
+        "reports": expand("results/batch_{k}/{f}", k=batch_ids(), f=files),
+        "dedup": "results/seeds/dedup_report.json",
+        "batches": "results/seeds/batches_report.json",
+        "dataset": "results/dataset/dataset_report.json",
+    }
+
+
+def summary_args(wildcards, input):
+    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
+
+
+def dataset_inputs(wildcards):
+    ks = batch_ids()
+    return {
+        "train": expand("results/batch_{k}/train.jsonl", k=ks),
+        "test": expand("results/batch_{k}/test.jsonl", k=ks),
+    }
+
+
+def dataset_args(wildcards, input):
+    return " ".join(
+        f"--split {k} {shlex.quote(tr)} {shlex.quote(te)}"
+        for k, tr, te in zip(batch_ids(), input.train, input.test)
+    )
+
+
 def all_outputs(wildcards):
     ks = batch_ids()
     out = [
@@ -122,4 +209,7 @@ def all_outputs(wildcards):
         out += expand("results/batch_{k}/{f}", k=ks, f=files)
         if config["train"]["enabled"]:
             out += expand("results/batch_{k}/student", k=ks)
+        if loop_enabled():
+            out += expand("results/batch_{k}/stage.json", k=ks)
+        out += ["results/dataset/entries.jsonl", "results/summary.json"]
     return out

@@ -1,12 +1,14 @@
 # Generation: one AIEV dialogue per seed, `generate.shards` parallel jobs per batch, merged per batch.
-# The stage of batch k (teaching: the teacher plays both agents) and its model come from `generation` in
-# common.smk; resumable state lives in results/.state/ (not an output).
+# The stage of batch k and its model come from `generation` in common.smk, which reads the `decide_stage`
+# checkpoint of batch k-1 (teaching: the teacher plays both agents; self-learning: batch k-1's student, served
+# inside the job). Resumable state lives in results/.state/ (not an output).
 
 
 rule generate:
     input:
         seeds=batch_file,
         image=sandbox_image,
+        model=generation_model,
     output:
         dialogues="results/batch_{k}/shards/{s}.dialogues.jsonl",
         rejects="results/batch_{k}/shards/{s}.rejects.jsonl",

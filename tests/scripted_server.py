@@ -255,7 +255,7 @@ def echo_script(messages: list[dict[str, str]]) -> str:
 
 
 def completion_dialogue_script(prompt: str) -> str:
-    """The same scenarios as :func:`dialogue_script`, for base-model templates (aiev/generate/prompts/completion_*):
+    """The same scenarios as :func:`dialogue_script`, for base-model templates (aiev/llm/prompts/completion_*):
     the template is recognised by how the prompt ends; the scenario by the SCENARIO=... marker of the seed."""
     m = re.findall(r"SCENARIO=(\w+)", prompt)
     scenario = m[-1] if m else "pass1"

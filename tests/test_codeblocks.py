@@ -9,7 +9,8 @@ import pytest
 
 from aiev.codeblocks import fenced_blocks, normalize_code
 from aiev.curate.format import DEFAULT_TOKENS, format_entry
-from aiev.generate.dialogue import Dialogue, DialogueSettings, Program, extract_program, make_executor
+from aiev.codeblocks import Program, extract_program
+from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor
 from aiev.llm.client import Reply
 
 
@@ -79,7 +80,7 @@ ROUND_2 = (
 class FakeLLM:
     def __init__(self, replies: dict[str, list[str]]) -> None:
         self.replies = replies
-        self.settings = SimpleNamespace(model="fake", sampling=lambda: {"temperature": 0})
+        self.settings = SimpleNamespace(model="fake", identity=None, sampling=lambda: {"temperature": 0})
 
     async def chat(self, messages):
         role = "questioner" if messages[0]["content"].startswith("You are the questioner") else "programmer"

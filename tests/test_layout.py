@@ -13,7 +13,7 @@ PKG = REPO / "aiev"
 #: Shared layers: every stage may use them; they use no stage.
 SHARED = {"__init__", "config", "io", "records", "codeblocks", "steps", "llm", "sandbox", "schemas"}
 #: One package per stage, mirroring rules/*.smk.
-STAGES = {"seeds", "generate", "curate", "train"}
+STAGES = {"seeds", "generate", "curate", "train", "evaluate", "stage", "report"}
 #: The CLI registry and the prerequisite check see every stage.
 TOP = {"cli", "doctor", "__main__"}
 

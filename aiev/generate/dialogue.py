@@ -23,61 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.codeblocks import blocks_of_kind
-from aiev.generate.agents import Agents, ChatAgents, CompletionAgents, load_prompts, prompts_sha256
+from aiev.codeblocks import CodeProblem, Program, extract_program, has_assertion
+from aiev.llm.agents import Agents, ChatAgents, CompletionAgents, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError, Message, Reply
 
 # LLM failures that come from the request or the model itself, not from the transport: retried like the others,
 # then they reject the dialogue (reason llm_<reason>) instead of leaving it unfinished for a re-run.
 FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
-
-_TEST_START = re.compile(
-    r"^(import unittest|from unittest|import pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
-    re.M,
-)
-
-
-@dataclass(frozen=True)
-class Program:
-    solution: str
-    tests: str
-    installs: list[str]  # the raw bash blocks
-    source: str  # main.py as it runs: the Python blocks verbatim, joined by a blank line
-
-
-@dataclass(frozen=True)
-class CodeProblem:
-    reason: str  # no_code | no_tests
-    message: str
-
-
-def extract_program(reply: str) -> Program | CodeProblem:
-    """Apply the documented code rules to a programmer reply."""
-    py = [f.code for f in blocks_of_kind(reply, "python")]
-    bash = [f.code.strip() for f in blocks_of_kind(reply, "bash")]
-    if not py:
-        return CodeProblem("no_code", "Your reply holds no ```python code block.")
-    source = "\n\n".join(py) + "\n"
-    if len(py) >= 2:
-        return Program("\n\n".join(py[:-1]), py[-1], bash, source)
-    m = _TEST_START.search(py[0])
-    if m is None or m.start() == 0:
-        return CodeProblem(
-            "no_tests",
-            "Your code has no unit tests: give the tests in a second ```python block after the solution.",
-        )
-    return Program(py[0][: m.start()].rstrip("\n"), py[0][m.start() :], bash, source)
-
-
-def has_assertion(tests: str) -> bool:
-    return re.search(r"\bassert\w*\b|\bself\.assert|\bunittest\.main\b|pytest\.raises", tests) is not None
 
 
 def _tail(text: str, limit: int = 4000) -> str:
@@ -111,7 +69,7 @@ class DialogueSettings:
     stage: str = "teaching"
     batch: int | None = None
     fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.shards.entry_settings)
-    mode: str = "chat"  # how the agents are prompted: chat | completion (aiev.generate.agents)
+    mode: str = "chat"  # how the agents are prompted: chat | completion (aiev.llm.agents)
 
 
 class Dialogue:
@@ -231,6 +189,7 @@ class Dialogue:
             "usage": usage,
             "provenance": {
                 "mode": self.settings.mode,
+                "model_identity": self.llm.settings.identity,
                 "prompts_sha256": self.prompt_hash,
                 "sampling": self.llm.settings.sampling(),
                 "max_rounds": self.settings.max_rounds,

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.generate.agents import load_prompts, prompts_sha256
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
 from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
+from aiev.llm.agents import load_prompts, prompts_sha256
 from aiev.llm.client import (
     EndpointUnreachable,
     LLMClient,
@@ -83,7 +83,7 @@ class ProgressStore:
 
 
 #: The modules whose code decides what a dialogue does with the model's replies.
-ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.generate.agents", "aiev.codeblocks", "aiev.sandbox.install")
+ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.llm.agents", "aiev.codeblocks", "aiev.sandbox.install")
 
 
 def engine_sha256() -> str:
@@ -102,7 +102,10 @@ def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings, promp
     role = STAGE_ROLE[stage]
     mode = cfg["llm"][role]["mode"]
     served = cfg["llm"][role].get("serve")
-    endpoint: dict[str, Any] = {"model": settings.model}  # the model, not where it is served (hosts, ports)
+    # the model (and, when served from local files, their content hash), not where it is served (hosts, ports)
+    endpoint: dict[str, Any] = {"model": settings.model}
+    if (settings.identity or {}).get("sha256"):
+        endpoint["sha256"] = settings.identity["sha256"]
     if served:
         endpoint["serve"] = {k: served.get(k) for k in ("engine", "model", "command", "args")}
     sb = cfg["sandbox"]
@@ -218,6 +221,7 @@ async def _run_shard(
     store, stale = open_store(state, shaping)
     run_info = {"fingerprint": fingerprint(shaping), "settings": shaping, "stale_store": stale}
     todo = [s for s in seeds if s["id"] not in store.done]
+    run_info["dialogues_to_run"] = len(todo)
     log.info("%d seeds in shard, %d already done, %d to run", len(seeds), len(seeds) - len(todo), len(todo))
     cache = ResponseCache(state / "llm_cache.sqlite")
     client = LLMClient(settings, cache)
@@ -287,6 +291,7 @@ def run(
     batch_index: int | None = None,
 ) -> dict[str, Any]:
     """The ``generate`` step for one shard. Reads the ``llm``, ``generate`` and ``sandbox`` sections of ``cfg``."""
+    started = time.monotonic()
     seeds, bad = read_batch(batch)
     part = [seeds[i] for i in shard_slice(len(seeds), shard, shards)]
     state = Path(state_dir)
@@ -303,7 +308,12 @@ def run(
         "passed": sum(e["passed"] for e in entries),
         "rejected": sum(not e["passed"] for e in entries),
         "llm_errors": errors,
-        "this_run": client_usage,
+        "this_run": client_usage
+        | {
+            "dialogues": run_info.pop("dialogues_to_run"),
+            "wall_seconds": round(time.monotonic() - started, 3),
+            "concurrency": min(cfg["llm"]["concurrency"], cfg["generate"]["concurrent_dialogues"]),
+        },
         **run_info,
     }
     if errors:
@@ -377,6 +387,10 @@ def merge(
         "rejected_by_reason": rejected_by_reason,
         "bad_seeds": [row for rep in reports for row in rep.get("bad_seeds", [])],
         "stale_stores": [rep["stale_store"] for rep in reports if rep.get("stale_store")],
+        "rounds": sum(e["rounds"] for e in passed),
+        "rounds_multi_round_entries": sum(e["rounds"] for e in passed if e["rounds"] > 1),
+        "stage": reports[0].get("stage") if reports else None,
+        "shard_runs": [rep.get("this_run", {}) for rep in reports],
         "usage": summary,
     }
     write_json(report, info)

@@ -92,6 +92,8 @@ class LLMSettings:
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: What the model is, beyond its name: set by ``aiev serve`` for a local model (its path and content hash).
+    identity: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, llm: dict[str, Any], endpoint: dict[str, Any]) -> LLMSettings:
@@ -110,7 +112,15 @@ class LLMSettings:
             backoff_s=llm["backoff_s"],
             backoff_max_s=llm["backoff_max_s"],
             prices=llm.get("prices") or {},
+            identity=endpoint.get("identity"),
         )
+
+    @property
+    def cache_model(self) -> str:
+        """The model as the response cache keys it: with the content hash of a served checkpoint, so a retrained
+        student under the same path never gets the replies of the one before."""
+        sha = (self.identity or {}).get("sha256")
+        return f"{self.model}@sha256:{sha}" if sha else self.model
 
     def sampling(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -141,6 +151,7 @@ class LLMSettings:
 SERVED_ROLE_ENV = "AIEV_SERVED_ROLE"
 SERVED_URL_ENV = "AIEV_LLM_BASE_URL"
 SERVED_MODEL_ENV = "AIEV_LLM_MODEL"
+SERVED_IDENTITY_ENV = "AIEV_LLM_MODEL_IDENTITY"  # JSON: the served model's path and content hash
 
 
 def endpoint_settings(llm: dict[str, Any], role: str) -> LLMSettings:
@@ -162,6 +173,7 @@ def endpoint_settings(llm: dict[str, Any], role: str) -> LLMSettings:
             "base_url": os.environ[SERVED_URL_ENV],
             "model": os.environ.get(SERVED_MODEL_ENV, endpoint["model"]),
             "api_key_env": None,
+            "identity": json.loads(os.environ[SERVED_IDENTITY_ENV]) if os.environ.get(SERVED_IDENTITY_ENV) else None,
         }
     elif served_role == role:
         raise EndpointUnreachable(
@@ -330,13 +342,13 @@ class LLMClient:
     async def chat(self, messages: list[Message]) -> Reply:
         """A chat completion (``/chat/completions``): chat models, the paper's roles."""
         sampling = self.settings.sampling()
-        key = ResponseCache.key(self.settings.model, messages, sampling)
+        key = ResponseCache.key(self.settings.cache_model, messages, sampling)
         return await self._call("/chat/completions", {"messages": messages}, sampling, key)
 
     async def complete(self, prompt: str, stop: list[str]) -> Reply:
         """A plain completion (``/completions``): base models, prompted with few-shot templates."""
         sampling = self.settings.sampling()
-        key = ResponseCache.key(self.settings.model, {"prompt": prompt, "stop": stop}, sampling)
+        key = ResponseCache.key(self.settings.cache_model, {"prompt": prompt, "stop": stop}, sampling)
         return await self._call("/completions", {"prompt": prompt, "stop": stop}, sampling, key)
 
     async def _call(self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str) -> Reply:

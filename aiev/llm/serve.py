@@ -13,6 +13,7 @@ Engines: ``vllm`` (GPU nodes), ``llama-cpp`` (llama-cpp-python's server, GGUF fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aiev.llm.client import SERVED_MODEL_ENV, SERVED_ROLE_ENV, SERVED_URL_ENV
+from aiev.llm.client import SERVED_IDENTITY_ENV, SERVED_MODEL_ENV, SERVED_ROLE_ENV, SERVED_URL_ENV
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,16 @@ class ServeSpec:
         return self.name or self.model
 
 
-def spec_from_config(serve: dict[str, Any], chat_template: str | None = None) -> ServeSpec:
-    """The ServeSpec of an ``llm.<role>.serve`` config section (and that role's ``chat_template``)."""
+def spec_from_config(serve: dict[str, Any], chat_template: str | None = None, model: str | None = None) -> ServeSpec:
+    """The ServeSpec of an ``llm.<role>.serve`` config section (and that role's ``chat_template``). ``model``:
+    the checkpoint to serve where the config names none (the student: a batch's trained checkpoint)."""
+    model = model or serve.get("model")
+    if not model:
+        raise ServeError("no model to serve: give --model (the student's checkpoint directory)")
     return ServeSpec(
         chat_template=chat_template,
         engine=serve["engine"],
-        model=serve["model"],
+        model=model,
         name=serve.get("name"),
         extra_args=tuple(serve.get("args") or ()),
         command=serve.get("command"),
@@ -121,12 +126,38 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
     return argv + list(spec.extra_args)
 
 
+def model_identity(model: str) -> dict[str, Any]:
+    """What a served model is: for a local file or directory its path and a SHA-256 over its contents (every
+    file, by relative path), so an entry names the exact checkpoint that wrote it; for a hub id, the id."""
+    path = Path(model)
+    if not path.exists():
+        return {"model": model}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    total = hashlib.sha256()
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        total.update(f"{rel}\0{h.hexdigest()}\n".encode())
+    return {"path": str(path), "sha256": total.hexdigest(), "files": len(files)}
+
+
 def _models(base_url: str) -> list[str] | None:
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=5) as resp:
             return [m["id"] for m in json.load(resp).get("data", [])]
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return None
+
+
+def _healthy(root: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 class Server:
@@ -136,7 +167,8 @@ class Server:
         self.spec = spec
         self.port = spec.port or free_port(spec.host)
         self.base_url = f"http://{spec.host}:{self.port}/v1"
-        self.argv = server_argv(replace(spec, model=resolve_model(spec.model), name=spec.served_name), self.port)
+        self.model_path = resolve_model(spec.model)
+        self.argv = server_argv(replace(spec, model=self.model_path, name=spec.served_name), self.port)
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -160,7 +192,12 @@ class Server:
                     f"the {self.spec.engine} server exited with code {self.proc.returncode} before it was ready"
                     + (f"; its log: {self.log_path}" if self.log_path else "")
                 )
-            models = _models(self.base_url)
+            if self.spec.engine == "transformers":
+                # `transformers serve` lists the hub cache under /v1/models (an error offline) and loads the
+                # model it was given before it answers at all: its /health is the readiness signal
+                models = [self.spec.served_name] if _healthy(self.base_url.removesuffix("/v1")) else None
+            else:
+                models = _models(self.base_url)
             if models is not None and (self.spec.served_name in models or not models):
                 log.info("%s is ready at %s", self.spec.served_name, self.base_url)
                 return
@@ -192,7 +229,9 @@ def run_with_server(
 ) -> int:
     """Start the server, run ``command`` against it, stop the server; return the command's exit code."""
     with Server(spec, log_path) as server:
+        identity = {"name": spec.served_name, **model_identity(server.model_path)}
         env = dict(os.environ, **{SERVED_URL_ENV: server.base_url, SERVED_MODEL_ENV: spec.served_name})
+        env[SERVED_IDENTITY_ENV] = json.dumps(identity, sort_keys=True)
         env.pop(SERVED_ROLE_ENV, None)
         if role is not None:
             env[SERVED_ROLE_ENV] = role

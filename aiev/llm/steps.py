@@ -35,7 +35,7 @@ def _serve(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         section = cfg["llm"][args.role].get("serve")
         if not section:
             raise ServeError(f"--role {args.role}: llm.{args.role}.serve is not set in the config")
-        spec = spec_from_config(section, cfg["llm"][args.role].get("chat_template"))
+        spec = spec_from_config(section, cfg["llm"][args.role].get("chat_template"), model=args.model)
     elif args.engine and args.model:
         spec = ServeSpec(engine=args.engine, model=args.model)
     else:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def run(
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # one thread per process unless the site says otherwise
     env.setdefault("AIEV_PYTHON", sys.executable)  # the workers run with this interpreter (its venv)
+    started = time.monotonic()
     done = subprocess.run(argv, env=env)
     if done.returncode != 0:
         raise RuntimeError(
@@ -72,5 +74,6 @@ def run(
     metrics = json.loads((Path(output) / "metrics.json").read_text(encoding="utf-8"))
     info.update(trained=True, **{k: metrics[k] for k in ("steps", "world_size", "train_seconds", "tokens_per_second")})
     info["final_loss"] = metrics["loss"][-1]["loss"] if metrics["loss"] else None
+    info["wall_seconds"] = round(time.monotonic() - started, 3)  # the launch, start-up and save included
     write_json(report, info)
     return info

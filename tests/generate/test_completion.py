@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aiev.generate.agents import CODE_STOP, TEXT_STOP, fill, load_prompts, prompts_sha256
+from aiev.llm.agents import CODE_STOP, TEXT_STOP, fill, load_prompts, prompts_sha256
 from aiev.records import record_errors
 from tests.generate.test_dialogue import bwrap_or_skip, generate_args, load, make_config, run_shard, write_batch
 from tests.scripted_server import ScriptedServer, completion_dialogue_script, dialogue_script

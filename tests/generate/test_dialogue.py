@@ -17,7 +17,7 @@ import pytest
 
 from aiev.config import load_config
 from aiev.generate import shards as generate
-from aiev.generate.dialogue import extract_program
+from aiev.codeblocks import extract_program
 from aiev.llm.client import EndpointUnreachable
 from aiev.records import record_errors
 from tests.scripted_server import ScriptedServer, dialogue_script

@@ -106,11 +106,47 @@ def test_serve_by_role_reads_the_config(repo, tool_env):
         cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
+    # the student's checkpoint comes from the batch, not the config: --model is required
     out = subprocess.run(
         ["aiev", "serve", "--role", "student", "--config", json.dumps(cfg), "--", "true"],
         cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+    assert out.returncode == 1 and "give --model" in out.stderr
+    cfg["llm"]["student"] = {"serve": None}
+    out = subprocess.run(
+        ["aiev", "serve", "--role", "student", "--model", "x", "--config", json.dumps(cfg), "--", "true"],
+        cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert out.returncode == 1 and "llm.student.serve is not set" in out.stderr
+
+
+def test_served_student_identity_names_the_checkpoint_content(repo, tool_env, tmp_path):
+    """`aiev serve --role student --model DIR` tells the job the checkpoint's path and a hash of its contents;
+    the same files give the same hash, one changed byte another."""
+    import json
+
+    ckpt = tmp_path / "student"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"weights-1")
+    cfg = {"llm": {"student": {"serve": {"engine": "command", "name": "student", "command": FAKE,
+                                         "startup_timeout_s": 30}}}}  # fmt: skip
+    show = "import os; print(os.environ['AIEV_LLM_MODEL_IDENTITY'])"
+
+    def identity() -> dict:
+        out = subprocess.run(
+            ["aiev", "serve", "--role", "student", "--model", str(ckpt), "--config", json.dumps(cfg), "--",
+             sys.executable, "-c", show],
+            cwd=repo, env=tool_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    first = identity()
+    assert first["path"] == str(ckpt) and first["files"] == 2 and first["name"] == "student"
+    assert identity() == first
+    (ckpt / "model.safetensors").write_bytes(b"weights-2")
+    assert identity()["sha256"] != first["sha256"]
 
 
 def test_endpoint_is_chosen_in_one_place_and_never_silently(monkeypatch):

@@ -49,7 +49,7 @@ Ask = Callable[..., Awaitable[str]]
 
 def load_prompts(mode: str = "chat") -> dict[str, str]:
     files = CHAT_FILES if mode == "chat" else COMPLETION_FILES
-    base = resources.files("aiev.generate").joinpath("prompts")
+    base = resources.files("aiev.llm").joinpath("prompts")
     return {name.rsplit(".", 1)[0]: base.joinpath(name).read_text(encoding="utf-8") for name in files}
 
 

@@ -1,0 +1,1 @@
+"""Stage: scoring models. ``passk`` (pass@1 on a batch's test split); benchmark suites join it later."""

@@ -1,0 +1,211 @@
+"""The run summary: per batch, what went in, what came out, who generated it and who won; the totals beside the
+paper's; and a projection from the batches run so far to the whole seed set (tokens, cost, wall time), so the
+cost of the full run is known before it is paid.
+
+Reads the reports the other steps wrote in each batch directory (``generate_report.json``, ``usage.json``,
+``decontam_report.json``, ``split_report.json``, ``train_report.json``, ``eval/{teacher,student}.json``,
+``stage.json``); a file that is absent (a stage switched off) leaves its fields null. Writes ``summary.json`` and a
+Markdown rendering, ``summary.md``.
+
+The projection's model (also written into the summary, with its inputs):
+
+* tokens, requests and cost scale with the number of seeds (per-seed means of the batches run);
+* a dialogue occupies one request slot for ``S`` seconds, measured as the sum over generation jobs of wall time
+  times the job's concurrency, divided by the dialogues the jobs ran; ``J`` jobs of ``C`` requests in flight each
+  then generate ``N`` seeds in ``N * S / (J * C)`` seconds. This assumes the endpoint answers as fast at the
+  projected load as it did here: with a shared or rate-limited endpoint it is a lower bound;
+* batches run one after another (the model of batch k+1 is decided by batch k), and each adds the training and
+  evaluation time measured per batch (incremental training; cumulative training grows with k).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from aiev.io import atomic_open, write_json
+
+#: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
+#: entries, entries removed by decontamination.
+PAPER = {"seeds": 186_000, "entries": 169_000, "rounds": 241_000, "rounds_multi_round_entries": 150_000,
+         "decontam_removed": 113}  # fmt: skip
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def batch_row(k: int, folder: Path) -> dict[str, Any]:
+    gen = _load(folder / "generate_report.json") or {}
+    usage = _load(folder / "usage.json") or {}
+    dec = _load(folder / "decontam_report.json") or {}
+    split = _load(folder / "split_report.json") or {}
+    train = _load(folder / "train_report.json") or {}
+    teacher = _load(folder / "eval" / "teacher.json") or {}
+    student = _load(folder / "eval" / "student.json") or {}
+    stage = _load(folder / "stage.json") or {}
+    runs = gen.get("shard_runs") or []
+    return {
+        "batch": k,
+        "stage": stage.get("stage") or gen.get("stage"),
+        "seeds": (gen.get("passed") or 0) + (gen.get("rejected") or 0) if gen else None,
+        "passed": gen.get("passed"),
+        "passed_by_rounds": gen.get("passed_by_rounds"),
+        "rejected": gen.get("rejected"),
+        "rejected_by_reason": gen.get("rejected_by_reason"),
+        "rounds": gen.get("rounds"),
+        "rounds_multi_round_entries": gen.get("rounds_multi_round_entries"),
+        "decontam_removed": (dec.get("rows") or {}).get("removed"),
+        "kept": (dec.get("rows") or {}).get("kept"),
+        "train": split.get("train"),
+        "test": split.get("test"),
+        "trained": train.get("trained"),
+        "train_steps": train.get("steps"),
+        "final_loss": train.get("final_loss"),
+        "teacher_pass_at_1": teacher.get("pass_at_1"),
+        "student_pass_at_1": student.get("pass_at_1"),
+        "test_n": teacher.get("n"),
+        "next": stage.get("next"),
+        "reason": stage.get("reason"),
+        "requests": usage.get("requests"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "cost_usd": usage.get("cost_usd"),
+        "wall_seconds": {
+            "generate": max((r.get("wall_seconds") or 0 for r in runs), default=None),
+            "train": train.get("wall_seconds"),
+            "evaluate_teacher": teacher.get("wall_seconds"),
+            "evaluate_student": student.get("wall_seconds"),
+        },
+        "_shard_runs": runs,
+    }
+
+
+def _sum(rows: list[dict[str, Any]], key: str) -> int | float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return sum(vals) if vals else None
+
+
+def project(rows: list[dict[str, Any]], seeds_total: int, batch_size: int, jobs: int, conc: int) -> dict[str, Any]:
+    """The projection (see the module docstring) from the batches in ``rows`` to ``seeds_total`` seeds."""
+    done = _sum(rows, "seeds") or 0
+    if not done:
+        return {"note": "no batch was generated yet: nothing to project from"}
+    slot_seconds = sum(
+        (r.get("wall_seconds") or 0) * (r.get("concurrency") or 1) for b in rows for r in b["_shard_runs"]
+    )
+    dialogues = sum(r.get("dialogues") or 0 for b in rows for r in b["_shard_runs"])
+    per_seed = {k: (_sum(rows, k) or 0) / done for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")}
+    s = slot_seconds / dialogues if dialogues else None
+    gen_s = seeds_total * s / (jobs * conc) if s is not None else None
+    batches = math.ceil(seeds_total / batch_size)
+    loop = [
+        sum(v or 0 for k, v in r["wall_seconds"].items() if k != "generate")
+        for r in rows
+        if r["wall_seconds"].get("train") is not None
+    ]
+    per_batch_loop = sum(loop) / len(loop) if loop else 0.0
+    total_s = gen_s + batches * per_batch_loop if gen_s is not None else None
+    passed = _sum(rows, "passed") or 0
+    return {
+        "seeds": seeds_total,
+        "from_seeds": done,
+        "batches": batches,
+        "generation_jobs": jobs,
+        "concurrency": conc,
+        "entries": round(seeds_total * passed / done),
+        "requests": round(seeds_total * per_seed["requests"]),
+        "prompt_tokens": round(seeds_total * per_seed["prompt_tokens"]),
+        "completion_tokens": round(seeds_total * per_seed["completion_tokens"]),
+        "cost_usd": round(seeds_total * per_seed["cost_usd"], 2),
+        "seconds_per_dialogue_slot": round(s, 3) if s is not None else None,
+        "generation_hours": round(gen_s / 3600, 2) if gen_s is not None else None,
+        "loop_seconds_per_batch": round(per_batch_loop, 1),
+        "wall_hours": round(total_s / 3600, 2) if total_s is not None else None,
+        "assumes": "the endpoint answers as fast at this load as measured here; batches run one after another",
+    }
+
+
+def run(
+    section: dict[str, Any],
+    *,
+    batch_dirs: list[str],
+    dedup_report: str | Path,
+    batches_report: str | Path,
+    output: str | Path,
+    markdown: str | Path,
+    dataset_report: str | Path | None = None,
+) -> dict[str, Any]:
+    """The ``summary`` step, with the ``summary`` section (the projection's settings)."""
+    rows = [batch_row(i, Path(d)) for i, d in enumerate(batch_dirs)]
+    for r, d in zip(rows, batch_dirs, strict=True):
+        name = Path(d).name
+        if name.startswith("batch_") and name[6:].isdigit():
+            r["batch"] = int(name[6:])
+    dedup = _load(Path(dedup_report)) or {}
+    batches = _load(Path(batches_report)) or {}
+    proj = section["projection"]
+    seeds_total = proj["seeds"] or dedup.get("kept") or 0
+    totals = {
+        k: _sum(rows, k)
+        for k in ("seeds", "passed", "rejected", "rounds", "rounds_multi_round_entries", "decontam_removed", "kept",
+                  "train", "test", "requests", "prompt_tokens", "completion_tokens", "cost_usd")
+    }  # fmt: skip
+    dataset = _load(Path(dataset_report)) if dataset_report else None
+    info = {
+        "seeds_after_dedup": dedup.get("kept"),
+        "batch_size": batches.get("batch_size"),
+        "batches_run": len(rows),
+        "batches": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "totals": totals,
+        "dataset_entries": dataset.get("entries") if dataset else None,
+        "paper": PAPER,
+        "projection": project(
+            rows, seeds_total, batches.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
+        ),
+    }
+    write_json(output, info)
+    with atomic_open(markdown) as fh:
+        fh.write(render_markdown(info))
+    return info
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) or "–"
+    return str(v)
+
+
+def render_markdown(info: dict[str, Any]) -> str:
+    lines = ["# Run summary", ""]
+    lines += ["## Batches", ""]
+    cols = ["batch", "stage", "seeds", "passed", "passed_by_rounds", "rejected_by_reason", "decontam_removed",
+            "train", "test", "teacher_pass_at_1", "student_pass_at_1", "next", "prompt_tokens",
+            "completion_tokens", "cost_usd"]  # fmt: skip
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for b in info["batches"]:
+        lines.append("| " + " | ".join(_fmt(b.get(c)) for c in cols) + " |")
+    lines += ["", "Why each stage was chosen:", ""]
+    lines += [f"- batch {b['batch']}: {b.get('reason') or '–'}" for b in info["batches"]]
+    lines += ["", "## Totals beside the paper's", "", "| | this run | paper |", "|---|---|---|"]
+    t, p = info["totals"], info["paper"]
+    for key, paper_key in (("seeds", "seeds"), ("passed", "entries"), ("rounds", "rounds"),
+                           ("rounds_multi_round_entries", "rounds_multi_round_entries"),
+                           ("decontam_removed", "decontam_removed")):  # fmt: skip
+        lines.append(f"| {key} | {_fmt(t.get(key))} | {_fmt(p[paper_key])} |")
+    pr = info["projection"]
+    lines += ["", "## Projection to the whole seed set", ""]
+    if "note" in pr:
+        lines.append(pr["note"])
+    else:
+        lines += [f"- {k}: {_fmt(v)}" for k, v in pr.items()]
+    return "\n".join(lines) + "\n"
