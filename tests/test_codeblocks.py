@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from aiev.codeblocks import fenced_blocks, normalize_code
+from aiev.codeblocks import Program, extract_program, fenced_blocks, normalize_code
 from aiev.curate.format import DEFAULT_TOKENS, format_entry
-from aiev.codeblocks import Program, extract_program
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor
 from aiev.llm.client import Reply
 

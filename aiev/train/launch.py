@@ -50,6 +50,8 @@ def run(
     base = base_model or section["base_model"]
     if previous and (Path(previous) / "config.json").exists():
         base = previous
+    elif previous and (Path(previous) / "skipped.json").exists():  # not trained: go on from what it would have
+        base = json.loads((Path(previous) / "skipped.json").read_text(encoding="utf-8"))["base_model"]
     n = count_records(sft)
     info: dict[str, Any] = {"sft": sft, "records": n, "base_model": base, "output": output}
     if n < section["min_records"]:

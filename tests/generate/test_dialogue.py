@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from aiev.codeblocks import extract_program
 from aiev.config import load_config
 from aiev.generate import shards as generate
-from aiev.codeblocks import extract_program
 from aiev.llm.client import EndpointUnreachable
 from aiev.records import record_errors
 from tests.scripted_server import ScriptedServer, dialogue_script
