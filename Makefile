@@ -33,6 +33,8 @@ demo:
 	$(BIN)/aiev doctor --config config.yaml
 	$(MAKE) $(DEMO_STAMP)
 	snakemake --cores $(CORES)
+	@for f in results/batch_*/stage.json; do echo "== $$f"; cat $$f; done
+	@echo "== the run summary: results/summary.md (and summary.json); the data set: results/dataset/entries.jsonl"
 
 doctor: setup
 	$(BIN)/aiev doctor --config config.yaml

@@ -245,7 +245,35 @@ def _cuda() -> bool:
 
 
 #: Every check, in the order they are shown. Later stages append theirs (training: torch, DeepSpeed, GPUs; ...).
-CHECKS: list[Check] = [check_python, check_workflow, check_disk, check_sandbox, check_teacher, check_training]
+#: What each student-serving engine needs installed (its Python modules).
+ENGINE_MODULES = {"transformers": ("transformers", "fastapi", "uvicorn"), "vllm": ("vllm",),
+                  "llama-cpp": ("llama_cpp",), "command": ()}  # fmt: skip
+
+
+def check_student(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    """The loop serves each batch's student for its evaluation (and for self-learning generation)."""
+    if not (cfg["generate"]["enabled"] and cfg["train"]["enabled"] and cfg["evaluate"]["enabled"]):
+        return []
+    serve = cfg["llm"]["student"].get("serve")
+    if not serve:
+        what = f"llm.student.serve is null: {cfg['llm']['student']['base_url']} must serve each batch's checkpoint"
+        return [Finding("student", WARN, what, "set llm.student.serve (e.g. {engine: transformers})")]
+    missing = [m for m in ENGINE_MODULES[serve["engine"]] if not _module(m)]
+    if missing:
+        return [Finding("student", FAIL, f"engine {serve['engine']} needs Python packages: {', '.join(missing)}",
+                        "pip install -r requirements.lock (make setup)")]  # fmt: skip
+    return [Finding("student", OK, f"each batch's student is served by {serve['engine']} in the jobs that use it")]
+
+
+CHECKS: list[Check] = [
+    check_python,
+    check_workflow,
+    check_disk,
+    check_sandbox,
+    check_teacher,
+    check_training,
+    check_student,
+]
 
 
 def diagnose(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:

@@ -137,3 +137,18 @@ def test_system_deps_names_what_is_missing_and_stops_the_demo_in_seconds(repo, t
     test = subprocess.run(["/bin/bash", "scripts/system-deps.sh", "test"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=30)  # fmt: skip
     assert test.returncode == 0 and "bubblewrap" in test.stderr
+
+
+def test_the_students_serving_engine_is_checked_only_when_the_loop_runs(monkeypatch):
+    from aiev import doctor as doc
+    from aiev.config import load_config
+
+    loop = {"generate": {"enabled": True}, "train": {"enabled": True}}
+    monkeypatch.setattr(doc, "_module", lambda name: name != "fastapi")
+    (f,) = doc.check_student(load_config(loop), None)
+    assert f.status == "FAIL" and "fastapi" in f.detail and "requirements.lock" in f.fix
+    assert doc.check_student(load_config(loop | {"evaluate": {"enabled": False}}), None) == []
+    (f,) = doc.check_student(load_config(loop | {"llm": {"student": {"serve": None}}}), None)
+    assert f.status == "warn" and "llm.student.serve is null" in f.detail
+    monkeypatch.setattr(doc, "_module", lambda name: True)
+    assert doc.check_student(load_config(loop), None)[0].status == "ok"

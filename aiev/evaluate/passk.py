@@ -73,9 +73,12 @@ def _load_done(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     done = {}
-    for _, row in read_jsonl(path, SkipLog()):
+    torn = SkipLog()
+    for _, row in read_jsonl(path, torn):
         if row.get("fingerprint") == fingerprint and isinstance(row.get("id"), str):
             done[row["id"]] = row
+    if len(torn):  # a line cut by a kill: rewrite without it, so the next append starts on a line of its own
+        write_jsonl(path, done.values())
     return done
 
 

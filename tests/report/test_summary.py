@@ -1,0 +1,88 @@
+"""The released data set and the run summary: counts carried from the batch reports, totals beside the paper's,
+and the projection's arithmetic checked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aiev.config import load_config
+from aiev.report import dataset, summary
+
+
+def write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def make_batch(root: Path, k: int, *, passed: int, rejected: int, wall: float, stage: str, nxt: str) -> Path:
+    d = root / f"batch_{k}"
+    runs = [{"dialogues": passed + rejected, "wall_seconds": wall, "concurrency": 4}]
+    write(d / "generate_report.json", {"passed": passed, "rejected": rejected, "passed_by_rounds": {"1": passed},
+                                       "rejected_by_reason": {"max_rounds": rejected}, "rounds": passed + 2,
+                                       "rounds_multi_round_entries": 3, "stage": stage, "shard_runs": runs})  # fmt: skip
+    write(d / "usage.json", {"requests": 10 * (passed + rejected), "prompt_tokens": 1000 * (passed + rejected),
+                             "completion_tokens": 100 * (passed + rejected), "cost_usd": 0.5 * (passed + rejected)})  # fmt: skip
+    write(d / "decontam_report.json", {"rows": {"kept": passed - 1, "removed": 1}})
+    write(d / "split_report.json", {"train": passed - 2, "test": 1})
+    write(d / "train_report.json", {"trained": True, "steps": 2, "final_loss": 1.5, "wall_seconds": 100.0})
+    write(d / "eval" / "teacher.json", {"n": 1, "passed": 1, "pass_at_1": 1.0, "wall_seconds": 10.0})
+    write(d / "eval" / "student.json", {"n": 1, "passed": 0, "pass_at_1": 0.0, "wall_seconds": 20.0})
+    write(d / "stage.json", {"stage": stage, "next": nxt, "reason": f"why {k}"})
+    return d
+
+
+def test_summary_totals_and_projection(tmp_path):
+    dirs = [make_batch(tmp_path, 0, passed=6, rejected=4, wall=50.0, stage="teaching", nxt="self-learning"),
+            make_batch(tmp_path, 1, passed=4, rejected=6, wall=30.0, stage="self-learning", nxt="teaching")]  # fmt: skip
+    write(tmp_path / "dedup.json", {"kept": 1000})
+    write(tmp_path / "batches.json", {"batch_size": 10})
+    section = load_config({"summary": {"projection": {"generation_jobs": 2, "concurrency": 4}}})["summary"]
+    info = summary.run(section, batch_dirs=[str(d) for d in dirs], dedup_report=tmp_path / "dedup.json",
+                       batches_report=tmp_path / "batches.json", output=tmp_path / "s.json",
+                       markdown=tmp_path / "s.md")  # fmt: skip
+    b0, b1 = info["batches"]
+    assert (b0["batch"], b0["stage"], b0["next"], b0["seeds"], b0["teacher_pass_at_1"]) == (0, "teaching",
+                                                                                           "self-learning", 10, 1.0)  # fmt: skip
+    assert b1["stage"] == "self-learning" and b1["wall_seconds"]["generate"] == 30.0
+    t = info["totals"]
+    assert (t["seeds"], t["passed"], t["rounds"], t["decontam_removed"], t["kept"]) == (20, 10, 14, 2, 8)
+    p = info["projection"]
+    # 1000 seeds (dedup), per seed 10 requests, 1000 + 100 tokens, $0.5; a dialogue holds a slot for
+    # (50*4 + 30*4) / 20 = 16 s; 2 jobs x 4 slots: 1000 * 16 / 8 = 2000 s; 100 batches of 10, each adding
+    # train 100 + evaluations 30 = 130 s: 13000 s; 15000 s = 4.17 h
+    assert p["seeds"] == 1000 and p["batches"] == 100 and p["entries"] == 500
+    assert p["requests"] == 10000 and p["prompt_tokens"] == 1_000_000 and p["completion_tokens"] == 100_000
+    assert p["cost_usd"] == 500.0 and p["seconds_per_dialogue_slot"] == 16.0
+    assert p["generation_hours"] == round(2000 / 3600, 2) and p["loop_seconds_per_batch"] == 130.0
+    assert p["wall_hours"] == round(15000 / 3600, 2)
+    md = (tmp_path / "s.md").read_text()
+    assert "| 1 | self-learning |" in md and "169,000" in md and "- batch 1: why 1" in md
+    assert json.loads((tmp_path / "s.json").read_text()) == info
+
+
+def test_summary_with_no_batch_generated_says_so(tmp_path):
+    write(tmp_path / "dedup.json", {"kept": 5})
+    write(tmp_path / "batches.json", {"batch_size": 5})
+    info = summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")],
+                       dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
+                       output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
+    assert "nothing to project" in info["projection"]["note"] and info["batches"][0]["passed"] is None
+
+
+def test_dataset_holds_every_kept_entry_with_its_split_and_counts_bad_rows(tmp_path):
+    for k in range(2):
+        (tmp_path / f"train_{k}.jsonl").write_text(f'{{"id": "a{k}"}}\n{{"id": "b{k}"}}\nnot json\n')
+        (tmp_path / f"test_{k}.jsonl").write_text(f'{{"id": "t{k}"}}\n')
+    info = dataset.run(train=[str(tmp_path / f"train_{k}.jsonl") for k in range(2)],
+                       test=[str(tmp_path / f"test_{k}.jsonl") for k in range(2)], batches=[0, 1],
+                       output=tmp_path / "entries.jsonl", report=tmp_path / "report.json")  # fmt: skip
+    rows = [json.loads(x) for x in (tmp_path / "entries.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["split"]) for r in rows] == [("a0", "train"), ("b0", "train"), ("t0", "test"),
+                                                     ("a1", "train"), ("b1", "train"), ("t1", "test")]  # fmt: skip
+    assert info["entries"] == 6 and info["train"] == 4 and info["test"] == 2 and info["bad"] == 2
+    assert info["batches"] == [{"batch": 0, "train": 2, "test": 1}, {"batch": 1, "train": 2, "test": 1}]
+    with pytest.raises(ValueError, match="one of each per batch"):
+        dataset.run(train=["x"], test=[], output=tmp_path / "e.jsonl", report=tmp_path / "r.json")
