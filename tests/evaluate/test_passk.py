@@ -30,8 +30,9 @@ def model(messages: list[dict]) -> str:
 
 
 def tasks(path: Path) -> Path:
+    cases = ("right", "wrong", "solution-only", "prose")
     rows = [{"id": f"t:{case}", "problem": f"Write add(a, b). CASE={case}", "tests": ENTRY_TESTS,
-             "solution": SOLUTION, "passed": True} for case in ("right", "wrong", "solution-only", "prose")]  # fmt: skip
+             "solution": SOLUTION, "passed": True} for case in cases]  # fmt: skip
     rows.append({"id": "t:bad", "problem": "no tests here"})
     return write_jsonl(path, rows)
 
