@@ -39,6 +39,7 @@ class Template:
             return "'" + s.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
 
         return (
+            "{% if bos_token %}{{ bos_token }}{% endif %}"  # training starts every example with it
             "{% for message in messages %}"
             "{% if message['role'] == 'user' %}"
             f"{{{{ {lit(self.user_prefix)} + message['content'] + {lit(self.turn_end)} }}}}"

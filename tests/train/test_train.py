@@ -115,9 +115,13 @@ def test_chat_template_renders_the_training_layout(tmp_path):
     text = tok.apply_chat_template(
         [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}], tokenize=False
     )
-    assert text == "### Instruction:\nQ?\n\n### Response:\nA.</s>\n\n"
+    assert text == "<s>### Instruction:\nQ?\n\n### Response:\nA.</s>\n\n"
     prompt = tok.apply_chat_template([{"role": "user", "content": "Q?"}], tokenize=False, add_generation_prompt=True)
-    assert prompt == "### Instruction:\nQ?\n\n### Response:\n"
+    assert prompt == "<s>### Instruction:\nQ?\n\n### Response:\n"
+    # what a server sends the trained model is token for token what the training encoded (BOS included)
+    messages = [{"role": "user", "content": "Write add."}, {"role": "assistant", "content": "def add(a, b): ..."}]
+    served = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert served == encode({"messages": messages}, tok, Template(), max_seq_len=10_000).input_ids
 
 
 def launcher_lines(*args: str, **env: str) -> str:
