@@ -265,6 +265,25 @@ def check_student(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding
     return [Finding("student", OK, f"each batch's student is served by {serve['engine']} in the jobs that use it")]
 
 
+def check_benchmark(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    """Benchmark scoring: evalplus importable, and the data files, when the workflow scores models."""
+    bench = cfg["benchmark"]
+    if not (bench["enabled"] and cfg["train"]["enabled"]):
+        return []
+    if not _module("evalplus"):
+        return [Finding("benchmark", FAIL, "evalplus is not installed",
+                        "pip install --no-deps -r requirements-nodeps.txt (make setup)")]  # fmt: skip
+    out = []
+    for suite in bench["suites"]:
+        path = bench["data"][suite]
+        if path and not Path(path).is_file():
+            out.append(Finding("benchmark", FAIL, f"benchmark.data.{suite}: {path} does not exist", "fix the path"))
+        elif not path:
+            out.append(Finding("benchmark", WARN, f"benchmark.data.{suite} is unset: evalplus downloads it (internet)",
+                               "set it to a local HumanEval+/MBPP+ file for offline nodes"))  # fmt: skip
+    return out or [Finding("benchmark", OK, f"evalplus; {', '.join(bench['suites'])} from local files")]
+
+
 CHECKS: list[Check] = [
     check_python,
     check_workflow,
@@ -273,6 +292,7 @@ CHECKS: list[Check] = [
     check_teacher,
     check_training,
     check_student,
+    check_benchmark,
 ]
 
 

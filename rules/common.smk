@@ -1,5 +1,6 @@
 # Input functions and helpers shared by all .smk files (no step logic: that lives in the aiev package).
 import json
+import os
 import shlex
 
 
@@ -17,6 +18,8 @@ wildcard_constraints:
     k=r"\d+",
     s=r"\d+",
     who="teacher|student",
+    model=r"base|student_\d+",
+    suite="humaneval|mbpp",
 
 
 # The one place that names a batch file (aiev.seeds.batches writes the same pattern).
@@ -94,6 +97,45 @@ def evaluation_serve(wildcards):
     if wildcards.who == "student":
         return serve_prefix("student", student_dir(wildcards.k))
     return serve_prefix("teacher")
+
+
+def benchmark_model(wildcards):
+    """The checkpoint a benchmark model name stands for: `base` (train.base_model, when it is a local path) or
+    `student_K` (batch K's student)."""
+    if wildcards.model == "base":
+        base = config["train"]["base_model"]
+        return base if os.path.exists(base) else []
+    return student_dir(wildcards.model.removeprefix("student_"))
+
+
+def benchmark_serve(wildcards):
+    if wildcards.model == "base":
+        return serve_prefix("student", config["train"]["base_model"])
+    return serve_prefix(
+        "student", student_dir(wildcards.model.removeprefix("student_"))
+    )
+
+
+def benchmark_models():
+    """The models scored on the benchmark suites (config benchmark.models)."""
+    wanted = config["benchmark"]["models"]
+    ks = batch_ids()
+    names = ["base"] if "base" in wanted else []
+    if "every" in wanted:
+        names += [f"student_{k}" for k in ks]
+    elif "final" in wanted and ks:
+        names.append(f"student_{ks[-1]}")
+    return names
+
+
+def benchmark_outputs():
+    if not (config["benchmark"]["enabled"] and config["train"]["enabled"]):
+        return []
+    return expand(
+        "results/benchmarks/{model}/{suite}.json",
+        model=benchmark_models(),
+        suite=config["benchmark"]["suites"],
+    )
 
 
 def previous_stage(wildcards):
@@ -179,11 +221,14 @@ def summary_inputs(wildcards):
         "dedup": "results/seeds/dedup_report.json",
         "batches": "results/seeds/batches_report.json",
         "dataset": "results/dataset/dataset_report.json",
+        "benchmarks": benchmark_outputs(),
     }
 
 
 def summary_args(wildcards, input):
-    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
+    args = [f"--batch-dir results/batch_{k}" for k in batch_ids()]
+    args += [f"--benchmark {shlex.quote(p)}" for p in input.benchmarks]
+    return " ".join(args)
 
 
 def dataset_inputs(wildcards):

@@ -16,7 +16,7 @@ rule decontaminate:
     log:
         "results/logs/curate/batch_{k}.decontaminate.log",
     benchmark:
-        "results/benchmarks/batch_{k}.decontaminate.tsv"
+        "results/logs/timing/batch_{k}.decontaminate.tsv"
     conda:
         "../envs/aiev.yaml"
     threads: config["decontam"]["workers"]

@@ -25,3 +25,41 @@ rule evaluate:
         "{params.serve} aiev evaluate --config {params.config:q} --role {wildcards.who} --test {input.test} "
         "--batch-index {wildcards.k} --state-dir {params.state} --results {output.results} "
         "--summary {output.summary} 2> {log}"
+
+
+rule benchmark_generate:
+    input:
+        model=benchmark_model,
+    output:
+        samples="results/benchmarks/{model}/{suite}.samples.jsonl",
+        report="results/benchmarks/{model}/{suite}.generate.json",
+    log:
+        "results/logs/benchmark/{model}.{suite}.generate.log",
+    conda:
+        "../envs/aiev.yaml"
+    resources:
+        llm_endpoint=1,
+    params:
+        config=sections("llm", "evaluate", "benchmark"),
+        serve=benchmark_serve,
+        state="results/.state/benchmarks/{model}/{suite}",
+    shell:
+        "{params.serve} aiev benchmark generate --config {params.config:q} --suite {wildcards.suite} --role student "
+        "--samples {output.samples} --state-dir {params.state} --output {output.report} 2> {log}"
+
+
+rule benchmark_score:
+    input:
+        "results/benchmarks/{model}/{suite}.samples.jsonl",
+    output:
+        "results/benchmarks/{model}/{suite}.json",
+    log:
+        "results/logs/benchmark/{model}.{suite}.score.log",
+    conda:
+        "../envs/aiev.yaml"
+    threads: config["benchmark"]["workers"]
+    params:
+        config=sections("benchmark", "sandbox"),
+    shell:
+        "aiev benchmark score --config {params.config:q} --suite {wildcards.suite} --samples {input} "
+        "--output {output} 2> {log}"

@@ -37,7 +37,7 @@ rule dedup:
     log:
         "results/logs/dedup.log",
     benchmark:
-        "results/benchmarks/dedup.tsv"
+        "results/logs/timing/dedup.tsv"
     conda:
         "../envs/aiev.yaml"
     threads: config["dedup"]["workers"]

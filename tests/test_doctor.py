@@ -152,3 +152,18 @@ def test_the_students_serving_engine_is_checked_only_when_the_loop_runs(monkeypa
     assert f.status == "warn" and "llm.student.serve is null" in f.detail
     monkeypatch.setattr(doc, "_module", lambda name: True)
     assert doc.check_student(load_config(loop), None)[0].status == "ok"
+
+
+def test_benchmark_scoring_needs_evalplus_and_names_missing_data(monkeypatch, tmp_path):
+    from aiev import doctor as doc
+    from aiev.config import load_config
+
+    on = {"train": {"enabled": True}, "benchmark": {"enabled": True, "suites": ["humaneval", "mbpp"],
+                                                    "data": {"humaneval": str(tmp_path / "none.jsonl")}}}  # fmt: skip
+    monkeypatch.setattr(doc, "_module", lambda name: True)
+    found = doc.check_benchmark(load_config(on), None)
+    assert [(f.status, "humaneval" in f.detail) for f in found] == [("FAIL", True), ("warn", False)]
+    monkeypatch.setattr(doc, "_module", lambda name: name != "evalplus")
+    (f,) = doc.check_benchmark(load_config(on), None)
+    assert f.status == "FAIL" and "requirements-nodeps.txt" in f.fix
+    assert doc.check_benchmark(load_config({}), None) == []

@@ -30,6 +30,8 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedup-report", dest="dedup_report", required=True)
     p.add_argument("--batches-report", dest="batches_report", required=True)
     p.add_argument("--dataset-report", dest="dataset_report")
+    p.add_argument("--benchmark", dest="benchmarks", action="append", default=[],
+                   help="a benchmark scores JSON (results/benchmarks/MODEL/SUITE.json); repeatable")  # fmt: skip
     p.add_argument("--output", required=True, help="summary.json")
     p.add_argument("--markdown", required=True, help="summary.md")
 
@@ -40,7 +42,7 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return summary.run(
         cfg["summary"], batch_dirs=args.batch_dirs, dedup_report=args.dedup_report,
         batches_report=args.batches_report, dataset_report=args.dataset_report, output=args.output,
-        markdown=args.markdown,
+        markdown=args.markdown, benchmarks=args.benchmarks,
     )  # fmt: skip
 
 

@@ -33,6 +33,26 @@ PAPER = {"seeds": 186_000, "entries": 169_000, "rounds": 241_000, "rounds_multi_
          "decontam_removed": 113}  # fmt: skip
 
 
+#: The paper's greedy pass@1 (%), Tables 1-3: HumanEval, HumanEval+, MBPP, MBPP+.
+PAPER_BENCHMARKS = {
+    "AutoCoder-33B": {"humaneval": 90.9, "humaneval+": 78.0, "mbpp": 82.5, "mbpp+": 70.6},
+    "AutoCoder-S-6.7B": {"humaneval": 78.7, "humaneval+": 72.0, "mbpp": 79.4, "mbpp+": 69.8},
+}
+
+
+def benchmark_table(paths: list[str]) -> dict[str, dict[str, float | None]]:
+    """MODEL -> {humaneval, humaneval+, mbpp, mbpp+} in percent, from results/benchmarks/MODEL/SUITE.json."""
+    table: dict[str, dict[str, float | None]] = {}
+    for p in paths:
+        r = json.loads(Path(p).read_text(encoding="utf-8"))
+        row = table.setdefault(Path(p).parent.name, {})
+        for key, name in ((r["suite"], "base_pass@1"), (r["suite"] + "+", "plus_pass@1")):
+            row[key] = round(100 * r[name], 1) if r.get(name) is not None else None
+        if r.get("limit"):
+            row[f"{r['suite']}_tasks"] = r["n"]
+    return table
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
@@ -137,6 +157,7 @@ def run(
     output: str | Path,
     markdown: str | Path,
     dataset_report: str | Path | None = None,
+    benchmarks: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``summary`` step, with the ``summary`` section (the projection's settings)."""
     rows = [batch_row(i, Path(d)) for i, d in enumerate(batch_dirs)]
@@ -162,6 +183,8 @@ def run(
         "totals": totals,
         "dataset_entries": dataset.get("entries") if dataset else None,
         "paper": PAPER,
+        "benchmarks": benchmark_table(benchmarks or []),
+        "paper_benchmarks": PAPER_BENCHMARKS,
         "projection": project(
             rows, seeds_total, batches.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
         ),
@@ -202,6 +225,16 @@ def render_markdown(info: dict[str, Any]) -> str:
                            ("rounds_multi_round_entries", "rounds_multi_round_entries"),
                            ("decontam_removed", "decontam_removed")):  # fmt: skip
         lines.append(f"| {key} | {_fmt(t.get(key))} | {_fmt(p[paper_key])} |")
+    if info.get("benchmarks"):
+        cols = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
+        lines += ["", "## Benchmarks (greedy pass@1, %)", "", "| model | " + " | ".join(cols) + " |",
+                  "|" + "---|" * (len(cols) + 1)]  # fmt: skip
+        rows = list(info["benchmarks"].items()) + [(f"{k} (paper)", v) for k, v in info["paper_benchmarks"].items()]
+        for model, row in rows:
+            lines.append(f"| {model} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+        subsets = {m: {k: v for k, v in r.items() if k.endswith("_tasks")} for m, r in info["benchmarks"].items()}
+        if any(subsets.values()):
+            lines += ["", f"Scored on a subset (benchmark.limit): {subsets}"]
     pr = info["projection"]
     lines += ["", "## Projection to the whole seed set", ""]
     if "note" in pr:

@@ -112,7 +112,7 @@ def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_pat
         data = EXCERPT / FILES[suite]
         by_prompt = {samples.chat_prompt(suite, t): t for t in tasks_of(data)}
 
-        def model(messages, by_prompt=by_prompt):
+        def model(messages, by_prompt=by_prompt, suite=suite):
             t = by_prompt[messages[-1]["content"]]
             code = t["prompt"] + t["canonical_solution"] if suite == "humaneval" else t["canonical_solution"]
             return f"Sure.\n```python\n{code}\nprint('demo')\n```\nThis works."

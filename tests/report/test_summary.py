@@ -90,3 +90,22 @@ def test_dataset_holds_every_kept_entry_with_its_split_and_counts_bad_rows(tmp_p
     assert info["batches"] == [{"batch": 0, "train": 2, "test": 1}, {"batch": 1, "train": 2, "test": 1}]
     with pytest.raises(ValueError, match="one of each per batch"):
         dataset.run(train=["x"], test=[], output=tmp_path / "e.jsonl", report=tmp_path / "r.json")
+
+
+def test_benchmark_table_beside_the_papers(tmp_path):
+    for model, suite, base, plus in (("base", "humaneval", 0.5, 0.25), ("student_1", "humaneval", 0.75, 0.5),
+                                     ("student_1", "mbpp", 1.0, 0.5)):  # fmt: skip
+        write(tmp_path / "benchmarks" / model / f"{suite}.json",
+              {"suite": suite, "n": 4, "base_pass@1": base, "plus_pass@1": plus, "limit": 4})  # fmt: skip
+    paths = sorted(str(p) for p in (tmp_path / "benchmarks").glob("*/*.json"))
+    table = summary.benchmark_table(paths)
+    assert table["base"] == {"humaneval": 50.0, "humaneval+": 25.0, "humaneval_tasks": 4}
+    assert table["student_1"]["mbpp+"] == 50.0 and table["student_1"]["humaneval"] == 75.0
+    write(tmp_path / "dedup.json", {"kept": 5})
+    write(tmp_path / "batches.json", {"batch_size": 5})
+    summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")], benchmarks=paths,
+                dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
+                output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
+    md = (tmp_path / "s.md").read_text()
+    assert "| student_1 | 75 | 50 | 100 | 50 |" in md and "| AutoCoder-33B (paper) | 90.9 | 78 | 82.5 | 70.6 |" in md
+    assert "subset" in md
