@@ -2,7 +2,7 @@
 # Checks, in seconds, the system packages a target needs, and installs the missing ones where it can:
 #   scripts/system-deps.sh test|demo
 #   both: python3 with venv, bubblewrap (the sandbox), util-linux's setpriv (the sandbox's root mode)
-#   test: graphviz (the DAG picture)
+#   test: graphviz (the DAG picture); node, g++, a JDK with javatuples, php (MultiPL-E)
 #   demo: a C/C++ compiler and cmake (pip builds llama-cpp-python from source)
 # As root on Debian/Ubuntu the missing ones are installed with apt-get (as CI does). Elsewhere, or with
 # AIEV_NO_INSTALL=1, they are named with the command that installs them; for `demo` that stops the run at once
@@ -16,7 +16,15 @@ need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 [ -x /usr/bin/setpriv ] || command -v setpriv >/dev/null || need+=(util-linux)
 case "$target" in
-  test) command -v dot >/dev/null || need+=(graphviz) ;;
+  test)
+    command -v dot >/dev/null || need+=(graphviz)
+    # MultiPL-E's toolchains (tests/evaluate/test_multiple.py): those a language lacks are skipped with the reason
+    command -v node >/dev/null || need+=(nodejs)
+    command -v g++ >/dev/null || need+=(g++)
+    command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+    [ -f /usr/share/java/javatuples.jar ] || need+=(libjavatuples-java)
+    command -v php >/dev/null || need+=(php-cli)
+    ;;
   demo)
     if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then need+=(build-essential); fi
     command -v cmake >/dev/null || need+=(cmake)

@@ -72,8 +72,11 @@ def read_tasks(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def prepare(tasks: list[dict[str, Any]], samples: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One sample per task of ``tasks``, in task order, and what was skipped or filled in."""
+def prepare_rows(
+    tasks: list[dict[str, Any]], samples: str | Path, fields: tuple[str, ...] = ("solution", "completion")
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One sample per task of ``tasks``, in task order, and what was skipped or filled in. A sample names its task
+    by ``task_id`` (or MultiPL-E's ``name``) and carries its code in the first of ``fields`` it has."""
     ids = [t["task_id"] for t in tasks]
     known = set(ids)
     skips = SkipLog()
@@ -81,18 +84,18 @@ def prepare(tasks: list[dict[str, Any]], samples: str | Path) -> tuple[list[dict
     unknown: list[str] = []
     duplicates: list[str] = []
     for line, row in read_jsonl(samples, skips):
-        tid = row.get("task_id")
-        code = row.get("solution", row.get("completion"))
-        if not isinstance(tid, str) or not isinstance(code, str):
-            skips.add("bad-sample: needs a task_id and a string solution or completion", file=str(samples), line=line)
+        tid = row.get("task_id", row.get("name"))
+        field = next((f for f in fields if f in row), None)
+        if not isinstance(tid, str) or field is None or not isinstance(row[field], str):
+            skips.add(f"bad-sample: needs a task_id and a string {' or '.join(fields)}", file=str(samples), line=line)
         elif tid not in known:
             unknown.append(tid)
         elif tid in chosen:
             duplicates.append(tid)  # greedy pass@1: one sample per task; the first is scored
         else:
-            chosen[tid] = {"task_id": tid, **({"solution": code} if "solution" in row else {"completion": code})}
+            chosen[tid] = {"task_id": tid, field: row[field]}
     missing = [t for t in ids if t not in chosen]
-    rows = [chosen.get(t, {"task_id": t, "solution": ""}) for t in ids]
+    rows = [chosen.get(t, {"task_id": t, fields[0]: ""}) for t in ids]
     return rows, {"missing": missing, "unknown": sorted(set(unknown)), "duplicates": duplicates,
                   "bad": len(skips), "bad_rows": skips.rows}  # fmt: skip
 
@@ -109,8 +112,13 @@ def score(
     """The ``benchmark score`` step: evalplus's verdicts on ``samples``, written to ``output``."""
     from aiev.sandbox import Limits, from_config
 
+    if suite.startswith("multipl-e-"):
+        from aiev.evaluate import multiple
+
+        lang = suite.removeprefix("multipl-e-")
+        return multiple.score(cfg, lang=lang, samples=samples, output=output, limit=limit, data=data)
     if suite not in SUITES:
-        raise BenchmarkError(f"suite must be one of {', '.join(SUITES)} (evalplus), not {suite!r}")
+        raise BenchmarkError(f"suite must be one of {', '.join(SUITES)} (evalplus) or multipl-e-LANG, not {suite!r}")
     section = cfg["benchmark"]
     start = time.monotonic()
     path = data_file(suite, data or section["data"][suite])
@@ -118,7 +126,7 @@ def score(
     limit = limit if limit is not None else section["limit"]
     if limit is not None:
         tasks = tasks[:limit]
-    rows, info = prepare(tasks, samples)
+    rows, info = prepare_rows(tasks, samples)
     if info["missing"]:
         log.warning("%d task(s) have no sample: scored as failures (%s...)", len(info["missing"]), info["missing"][:3])
     args = {

@@ -36,7 +36,9 @@ def _line(r: dict[str, Any]) -> str:
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     what = "generate: samples from a served model; score: evalplus's verdicts on a samples file"
     p.add_argument("action", choices=("generate", "score"), help=what)
-    p.add_argument("--suite", required=True, choices=("humaneval", "mbpp"))
+    suites = ("humaneval", "mbpp", "multipl-e-js", "multipl-e-cpp", "multipl-e-java", "multipl-e-php", "multipl-e-rs",
+              "multipl-e-swift")  # fmt: skip
+    p.add_argument("--suite", required=True, choices=suites)
     p.add_argument("--samples", required=True, help="evalplus samples JSONL (task_id + solution or completion)")
     p.add_argument("--output", help="score: the scores JSON; generate: a report JSON")
     p.add_argument("--role", choices=("teacher", "student"), default="student", help="generate: the model (llm.ROLE)")
@@ -61,6 +63,10 @@ def _benchmark(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _benchmark_line(r: dict[str, Any]) -> str:
+    if r.get("skipped"):
+        return f"{r['suite']}: skipped: {r['skipped']}"
+    if "pass@1" in r:
+        return f"{r['suite']}: n = {r['n']}, pass@1 {r['pass@1']}"
     if "base_pass@1" not in r:
         return f"{r['suite']}: {r['n']} samples from {r['model']} ({r['empty']} empty)"
     extra = f", {len(r['missing'])} without a sample" if r["missing"] else ""

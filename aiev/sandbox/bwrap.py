@@ -68,7 +68,9 @@ INNER_UID = 1000
 MAX_FILES = 512
 
 #: /etc is a fresh directory holding only these (each one is a mount: every entry costs ~0.2 ms per run).
-_ETC = ["alternatives", "ld.so.cache", "localtime", "ssl"]
+_ETC = ["alternatives", "ld.so.cache", "localtime", "ssl", "php"]
+#: Toolchains whose configuration lives in /etc (the MultiPL-E suites): the JDK's security and logging files.
+_ETC += sorted(p.name for p in Path("/etc").glob("java-*-openjdk"))
 _ETC_NET = ["ca-certificates", "resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf", "services"]
 _ROOT_LINKS = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 #: Where nothing else may be mounted.

@@ -1,0 +1,175 @@
+"""MultiPL-E (HumanEval translated to other languages): candidates compiled and run in the sandbox.
+
+A task of ``humaneval-LANG.jsonl`` has a ``prompt`` (imports, the doc comment, the function's first line) and
+``tests``; MultiPL-E's program is ``prompt + completion + tests`` (the completion ends the function body, cut at
+the task's ``stop_tokens``), and it passes when it compiles and exits 0 (the tests are asserts). Each program is
+built and run as one sandboxed job (network off, read-only host, memory and time caps) with the toolchain Debian
+installs under /usr (the sandbox sees /usr only):
+
+| language | Debian packages | build and run |
+|---|---|---|
+| js | nodejs | ``node main.js`` |
+| cpp | g++ (C++17) | ``g++ -std=c++17 -O1 main.cpp && ./main`` |
+| java | openjdk-17-jdk-headless, libjavatuples-java | ``javac`` and ``java -ea`` with javatuples on the class path |
+| php | php-cli | ``php main.php`` |
+| rs | rustc | ``rustc -O main.rs && ./main`` |
+| swift | none | skipped: Debian's ``swift`` package is OpenStack Swift, not the language |
+
+A language whose toolchain is missing is reported as skipped, with the reason, never scored as zero.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiev.evaluate.plus import BenchmarkError, prepare_rows
+from aiev.io import write_json
+
+JAVATUPLES = "/usr/share/java/javatuples.jar"
+
+
+@dataclass(frozen=True)
+class Lang:
+    file: str
+    command: str  # run by sh in the scratch directory
+    tools: tuple[str, ...]
+    needs_files: tuple[str, ...] = ()
+    skip: str | None = None
+
+
+LANGS = {
+    "js": Lang("main.js", "node main.js", ("node",)),
+    "cpp": Lang("main.cpp", "g++ -std=c++17 -O1 -o main main.cpp && ./main", ("g++",)),
+    "java": Lang(
+        "Problem.java",
+        f"javac -J-Xmx512m -cp {JAVATUPLES} Problem.java && java -Xmx512m -ea -cp .:{JAVATUPLES} Problem",
+        ("javac", "java"),
+        (JAVATUPLES,),
+    ),
+    "php": Lang("main.php", "php main.php", ("php",)),
+    "rs": Lang("main.rs", "rustc -O -o main main.rs && ./main", ("rustc",)),
+    "swift": Lang(
+        "main.swift",
+        "swiftc -o main main.swift && ./main",
+        ("swiftc",),
+        skip="no Swift toolchain: Debian's `swift` package is OpenStack Swift, not the language",
+    ),
+}
+SUITES = tuple(f"multipl-e-{lang}" for lang in LANGS)
+
+
+def toolchain_problem(lang: str) -> str | None:
+    """Why ``lang`` cannot run here (in the sandbox, which sees /usr only), or None."""
+    spec = LANGS[lang]
+    if spec.skip:
+        return spec.skip
+    for tool in spec.tools:
+        found = shutil.which(tool)
+        if found is None:
+            return f"{tool} is not installed (scripts/system-deps.sh test installs the MultiPL-E toolchains)"
+        real = os.path.realpath(found)
+        if not real.startswith("/usr/"):
+            return f"{tool} is at {real}, outside /usr: the sandbox cannot see it (install the distribution's package)"
+    for f in spec.needs_files:
+        if not Path(f).exists():
+            return f"{f} is missing (Debian: libjavatuples-java)"
+    return None
+
+
+def data_file(lang: str, directory: str | None) -> Path:
+    """``humaneval-LANG.jsonl[.gz]`` in the configured directory, or MultiPL-E from the Hugging Face hub."""
+    if directory:
+        for name in (f"humaneval-{lang}.jsonl", f"humaneval-{lang}.jsonl.gz"):
+            if (Path(directory) / name).is_file():
+                return Path(directory) / name
+        raise BenchmarkError(f"benchmark.data.multipl_e: no humaneval-{lang}.jsonl[.gz] in {directory}")
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset("nuprl/MultiPL-E", f"humaneval-{lang}", split="test")
+    except Exception as exc:  # offline, no such config: say what to do
+        raise BenchmarkError(
+            f"no MultiPL-E data for {lang}: set benchmark.data.multipl_e to a directory of humaneval-LANG.jsonl "
+            f"files, or run where the Hugging Face hub is reachable: {exc}"
+        ) from exc
+    out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aiev" / f"humaneval-{lang}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def read_tasks(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    for r in rows:
+        r.setdefault("task_id", r.get("name"))
+    return rows
+
+
+def truncate(completion: str, stops: list[str]) -> str:
+    """MultiPL-E's rule: the completion ends at the first stop token."""
+    cut = min((i for i in (completion.find(s) for s in stops) if i >= 0), default=len(completion))
+    return completion[:cut]
+
+
+def score(
+    cfg: dict[str, Any], *, lang: str, samples: str | Path, output: str | Path, limit: int | None = None,
+    data: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Score ``samples`` (``task_id`` or ``name`` with ``completion``) of one MultiPL-E language."""
+    from aiev.sandbox import Limits, from_config
+
+    if lang not in LANGS:
+        raise BenchmarkError(f"MultiPL-E language must be one of {', '.join(LANGS)}, not {lang!r}")
+    section = cfg["benchmark"]
+    start = time.monotonic()
+    problem = toolchain_problem(lang)
+    if problem is not None:
+        report = {"suite": f"multipl-e-{lang}", "language": lang, "skipped": problem, "n": 0, "pass@1": None}
+        write_json(output, report)
+        return report
+    path = data_file(lang, data or section["data"]["multipl_e"])
+    tasks = read_tasks(path)
+    limit = limit if limit is not None else section["limit"]
+    tasks = tasks[:limit] if limit is not None else tasks
+    rows, info = prepare_rows(tasks, samples, fields=("completion",))
+    spec = LANGS[lang]
+    sandbox, _, _ = from_config(cfg["sandbox"])
+    limits = Limits(section["multipl_e_timeout_s"], 2048, 256, 1 << 20)
+
+    def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
+        completion = truncate(row.get("completion", ""), task.get("stop_tokens") or [])
+        program = task["prompt"] + completion + "\n" + task["tests"]
+        res = sandbox.run({spec.file: program}, ["sh", "-c", spec.command], limits)
+        if res.exit_code == 0 and not res.timed_out:
+            return "pass", ""
+        return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
+
+    with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+        verdicts = list(pool.map(run, tasks, rows))
+    per_task = {t["task_id"]: v for t, (v, _) in zip(tasks, verdicts, strict=True)}
+    n = len(per_task)
+    report = {
+        "suite": f"multipl-e-{lang}",
+        "language": lang,
+        "n": n,
+        "pass@1": round(sum(v == "pass" for v in per_task.values()) / n, 6) if n else None,
+        "per_task": per_task,
+        "failures": {t["task_id"]: why for t, (v, why) in zip(tasks, verdicts, strict=True) if v != "pass"},
+        **info,
+        "samples": str(samples),
+        "data": str(path),
+        "limit": limit,
+        "seconds": round(time.monotonic() - start, 3),
+    }
+    write_json(output, report)
+    return report

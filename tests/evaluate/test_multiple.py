@@ -1,0 +1,127 @@
+"""MultiPL-E in the sandbox: reference completions of the committed 3-task excerpt pass in every language whose
+toolchain is here, a wrong one fails, and a language without a toolchain is reported skipped with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aiev.config import load_config
+from aiev.evaluate import multiple, plus
+from tests.conftest import write_jsonl
+from tests.generate.test_dialogue import bwrap_or_skip
+
+EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks" / "multipl-e"
+
+# Our reference completions (MultiPL-E ships none): the function body, and the closing brace where the tests do not
+# open with one.
+REFERENCE = {
+    "js": {
+        "HumanEval_23_strlen": "  return string.length;\n}\n",
+        "HumanEval_89_encrypt": (
+            "  return s.split('').map(c => String.fromCharCode((c.charCodeAt(0) - 97 + 4) % 26 + 97)).join('');\n}\n"
+        ),
+        "HumanEval_95_check_dict_case": (
+            "  const keys = Object.keys(dict);\n  if (keys.length === 0) return false;\n"
+            "  return keys.every(k => /^[a-z]+$/.test(k)) || keys.every(k => /^[A-Z]+$/.test(k));\n}\n"
+        ),
+    },
+    "cpp": {
+        "HumanEval_23_strlen": "    return string.size();\n",
+        "HumanEval_89_encrypt": (
+            "    std::string out;\n    for (char c : s) out += (char)((c - 'a' + 4) % 26 + 'a');\n    return out;\n"
+        ),
+        "HumanEval_95_check_dict_case": (
+            "    if (dict.empty()) return false;\n    bool lower = true, upper = true;\n"
+            "    for (auto& kv : dict) for (char c : kv.first) { if (!islower(c)) lower = false; "
+            "if (!isupper(c)) upper = false; }\n    return lower || upper;\n"
+        ),
+    },
+    "java": {
+        "HumanEval_23_strlen": "        return (long) string.length();\n",
+        "HumanEval_89_encrypt": (
+            "        StringBuilder out = new StringBuilder();\n"
+            "        for (char c : s.toCharArray()) out.append((char) ((c - 'a' + 4) % 26 + 'a'));\n"
+            "        return out.toString();\n"
+        ),
+        "HumanEval_95_check_dict_case": (
+            "        if (dict.isEmpty()) return false;\n        boolean lower = true, upper = true;\n"
+            "        for (String k : dict.keySet()) for (char c : k.toCharArray()) {\n"
+            "            if (!Character.isLowerCase(c)) lower = false;\n"
+            "            if (!Character.isUpperCase(c)) upper = false;\n        }\n"
+            "        return lower || upper;\n"
+        ),
+    },
+    "php": {
+        "HumanEval_23_strlen": "    return mb_strlen($string);\n}\n",
+        "HumanEval_89_encrypt": (
+            "    $out = '';\n    foreach (str_split($s) as $c) { $out .= chr((ord($c) - 97 + 4) % 26 + 97); }\n"
+            "    return $out;\n}\n"
+        ),
+        "HumanEval_95_check_dict_case": (
+            "    if (count($dict) == 0) return false;\n    $lower = true; $upper = true;\n"
+            "    foreach (array_keys($dict) as $k) {\n        $k = (string) $k;\n"
+            "        if (!ctype_lower($k)) $lower = false;\n        if (!ctype_upper($k)) $upper = false;\n    }\n"
+            "    return $lower || $upper;\n}\n"
+        ),
+    },
+}
+
+
+def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
+    write_jsonl(tmp_path / f"{lang}.jsonl", [{"name": k, "completion": v} for k, v in completions.items()])
+    cfg = load_config({"benchmark": {"data": {"multipl_e": str(EXCERPT)}, "workers": 2}})
+    return plus.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / f"{lang}.jsonl",
+                      output=tmp_path / f"{lang}.json")  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", sorted(REFERENCE))
+def test_reference_completions_pass(tmp_path, lang):
+    bwrap_or_skip()
+    problem = multiple.toolchain_problem(lang)
+    if problem:
+        pytest.skip(f"{lang}: {problem}")
+    report = run_suite(tmp_path, lang, REFERENCE[lang])
+    if lang == "php":
+        # a quirk of the data set, kept as it scores: its strlen task redeclares a PHP builtin, so every
+        # completion fails with a fatal error (docs/benchmarks.md)
+        assert "Cannot redeclare strlen()" in report["failures"].pop("HumanEval_23_strlen")
+        assert report["n"] == 3 and report["failures"] == {}
+        return
+    assert report["n"] == 3 and report["pass@1"] == 1.0, report["failures"]
+    assert json.loads((tmp_path / f"{lang}.json").read_text()) == report
+
+
+@pytest.mark.parametrize("lang", ["js", "cpp", "java"])
+def test_a_wrong_completion_fails_and_a_missing_one_is_counted(tmp_path, lang):
+    bwrap_or_skip()
+    problem = multiple.toolchain_problem(lang)
+    if problem:
+        pytest.skip(f"{lang}: {problem}")
+    refs = dict(REFERENCE[lang])
+    refs.pop("HumanEval_95_check_dict_case")
+    refs["HumanEval_89_encrypt"] = refs["HumanEval_89_encrypt"].replace("+ 4", "+ 3")
+    report = run_suite(tmp_path, lang, refs)
+    assert report["per_task"] == {"HumanEval_23_strlen": "pass", "HumanEval_89_encrypt": "fail",
+                                  "HumanEval_95_check_dict_case": "fail"}  # fmt: skip
+    assert report["missing"] == ["HumanEval_95_check_dict_case"] and report["pass@1"] == round(1 / 3, 6)
+
+
+def test_stop_tokens_cut_the_completion_as_multipl_e_does():
+    assert multiple.truncate("  return 1;\n}\n\nfunction extra() {}", ["\nfunction", "\n//"]) == "  return 1;\n}\n"
+
+
+def test_swift_is_reported_skipped_with_its_reason(tmp_path):
+    (tmp_path / "s.jsonl").write_text("")
+    report = plus.score(load_config({}), suite="multipl-e-swift", samples=tmp_path / "s.jsonl",
+                        output=tmp_path / "o.json")  # fmt: skip
+    assert report["n"] == 0 and report["pass@1"] is None and "OpenStack Swift" in report["skipped"]
+
+
+def test_a_toolchain_outside_usr_is_not_used(monkeypatch):
+    monkeypatch.setattr(multiple.shutil, "which", lambda tool: f"/root/.cargo/bin/{tool}")
+    assert "outside /usr" in multiple.toolchain_problem("rs")
+    monkeypatch.setattr(multiple.shutil, "which", lambda tool: None)
+    assert "not installed" in multiple.toolchain_problem("js")
