@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.plus import BenchmarkError, prepare_rows
+from aiev.evaluate.samplefile import BenchmarkError, prepare_rows
 from aiev.io import write_json
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"

@@ -34,16 +34,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.io import SkipLog, read_jsonl, write_json
+from aiev.evaluate.samplefile import BenchmarkError, prepare_rows
+from aiev.io import write_json
 
 log = logging.getLogger("aiev.benchmark")
 
 SUITES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
 EVALPLUS_VERSION = "0.3.1"
-
-
-class BenchmarkError(RuntimeError):
-    pass
 
 
 def data_file(suite: str, configured: str | None) -> Path:
@@ -70,34 +67,6 @@ def read_tasks(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-def prepare_rows(
-    tasks: list[dict[str, Any]], samples: str | Path, fields: tuple[str, ...] = ("solution", "completion")
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One sample per task of ``tasks``, in task order, and what was skipped or filled in. A sample names its task
-    by ``task_id`` (or MultiPL-E's ``name``) and carries its code in the first of ``fields`` it has."""
-    ids = [t["task_id"] for t in tasks]
-    known = set(ids)
-    skips = SkipLog()
-    chosen: dict[str, dict[str, Any]] = {}
-    unknown: list[str] = []
-    duplicates: list[str] = []
-    for line, row in read_jsonl(samples, skips):
-        tid = row.get("task_id", row.get("name"))
-        field = next((f for f in fields if f in row), None)
-        if not isinstance(tid, str) or field is None or not isinstance(row[field], str):
-            skips.add(f"bad-sample: needs a task_id and a string {' or '.join(fields)}", file=str(samples), line=line)
-        elif tid not in known:
-            unknown.append(tid)
-        elif tid in chosen:
-            duplicates.append(tid)  # greedy pass@1: one sample per task; the first is scored
-        else:
-            chosen[tid] = {"task_id": tid, field: row[field]}
-    missing = [t for t in ids if t not in chosen]
-    rows = [chosen.get(t, {"task_id": t, fields[0]: ""}) for t in ids]
-    return rows, {"missing": missing, "unknown": sorted(set(unknown)), "duplicates": duplicates,
-                  "bad": len(skips), "bad_rows": skips.rows}  # fmt: skip
 
 
 def score(

@@ -1,0 +1,40 @@
+"""What every benchmark scorer shares: its error, and reading a samples file against a task list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiev.io import SkipLog, read_jsonl
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+def prepare_rows(
+    tasks: list[dict[str, Any]], samples: str | Path, fields: tuple[str, ...] = ("solution", "completion")
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One sample per task of ``tasks``, in task order, and what was skipped or filled in. A sample names its task
+    by ``task_id`` (or MultiPL-E's ``name``) and carries its code in the first of ``fields`` it has."""
+    ids = [t["task_id"] for t in tasks]
+    known = set(ids)
+    skips = SkipLog()
+    chosen: dict[str, dict[str, Any]] = {}
+    unknown: list[str] = []
+    duplicates: list[str] = []
+    for line, row in read_jsonl(samples, skips):
+        tid = row.get("task_id", row.get("name"))
+        field = next((f for f in fields if f in row), None)
+        if not isinstance(tid, str) or field is None or not isinstance(row[field], str):
+            skips.add(f"bad-sample: needs a task_id and a string {' or '.join(fields)}", file=str(samples), line=line)
+        elif tid not in known:
+            unknown.append(tid)
+        elif tid in chosen:
+            duplicates.append(tid)  # greedy pass@1: one sample per task; the first is scored
+        else:
+            chosen[tid] = {"task_id": tid, field: row[field]}
+    missing = [t for t in ids if t not in chosen]
+    rows = [chosen.get(t, {"task_id": t, fields[0]: ""}) for t in ids]
+    return rows, {"missing": missing, "unknown": sorted(set(unknown)), "duplicates": duplicates,
+                  "bad": len(skips), "bad_rows": skips.rows}  # fmt: skip
