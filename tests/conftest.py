@@ -36,3 +36,15 @@ def which(name: str) -> str:
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a locally trained tokenizer (tests/train/test_train.py), saved once per session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("deepspeed")
+    from tests.train.test_train import make_tiny_model, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    make_tiny_model(folder, tiny_tokenizer(folder))
+    return folder

@@ -73,7 +73,7 @@ def test_real_run_then_nothing_stale_then_only_batching_reruns(repo, tmp_path, t
     assert max(sizes) == 5 and sum(sizes) == kept and len(sizes) == -(-kept // 5)
 
 
-def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
+def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, request):
     """seeds -> dedup -> batches -> generate (2 shards) -> merge -> decontaminate -> split -> format, for real:
     a scripted OpenAI-compatible server plays the teacher, programs run in the sandbox, and one dialogue whose
     solution is HumanEval/0 is removed by decontamination."""
@@ -113,11 +113,7 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env):
         }
         student = None
         if importlib.util.find_spec("deepspeed") is not None:  # the train rule too, on a tiny local model
-            from tests.train.test_train import make_tiny_model, tiny_tokenizer
-
-            student = tmp_path / "tiny-model"
-            student.mkdir()
-            make_tiny_model(student, tiny_tokenizer(student))
+            student = request.getfixturevalue("tiny_model")
             cfg["train"] = {"enabled": True, "base_model": str(student), "procs_per_node": 2, "micro_batch_size": 1,
                             "gradient_accumulation_steps": 1, "max_steps": 2, "max_seq_len": 512}  # fmt: skip
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -204,15 +200,11 @@ def loop_config(repo: Path, tmp_path: Path, teacher_url: str, student: Path, **s
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory) -> Path:
-    pytest.importorskip("deepspeed")
+@pytest.fixture
+def tiny_student(tiny_model) -> Path:
+    """The tiny model as the base of a student that `transformers serve` serves (it needs FastAPI)."""
     pytest.importorskip("fastapi")
-    from tests.train.test_train import make_tiny_model, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-student")
-    make_tiny_model(folder, tiny_tokenizer(folder))
-    return folder
+    return tiny_model
 
 
 def read_json(path: Path) -> dict:

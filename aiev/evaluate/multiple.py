@@ -20,7 +20,6 @@ A language whose toolchain is missing is reported as skipped, with the reason, n
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, prepare_rows
+from aiev.evaluate.samplefile import BenchmarkError, prepare_rows, read_tasks
 from aiev.io import write_json
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"
@@ -104,15 +103,6 @@ def data_file(lang: str, directory: str | None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
     return out
-
-
-def read_tasks(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    for r in rows:
-        r.setdefault("task_id", r.get("name"))
-    return rows
 
 
 def truncate(completion: str, stops: list[str]) -> str:

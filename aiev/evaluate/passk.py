@@ -17,6 +17,7 @@ asks nothing twice; per-task results are kept in ``STATE/results.jsonl`` as they
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -28,13 +29,12 @@ from typing import Any
 
 from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
 from aiev.io import SkipLog, read_jsonl, write_json, write_jsonl
-from aiev.llm.agents import ChatAgents, CompletionAgents, load_prompts, prompts_sha256
+from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
 
 log = logging.getLogger("aiev.evaluate")
 
 ROLES = ("teacher", "student")
-FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
 
 
 def solution_of(reply: str) -> tuple[str | None, str | None]:
@@ -119,7 +119,7 @@ async def _evaluate(
         prefix = None
         specs = install_specs(task)
         if specs:
-            prefix = prefixes / task["id"].replace("/", "_").replace(":", "_")
+            prefix = prefixes / hashlib.sha256(task["id"].encode()).hexdigest()[:16]
             prefix.mkdir(parents=True, exist_ok=True)
             inst = sandbox.install(specs, prefix, install_limits)
             if inst.exit_code != 0:
@@ -129,25 +129,12 @@ async def _evaluate(
         return {"exit_code": res.exit_code, "timed_out": res.timed_out, "stderr": res.stderr[-2000:]}
 
     async def one(task: dict[str, Any]) -> None:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-
-        async def ask_chat(history):
-            reply = await client.chat(history)
-            usage["prompt_tokens"] += reply.prompt_tokens
-            usage["completion_tokens"] += reply.completion_tokens
-            return reply.text
-
-        async def ask_complete(prompt, stop):
-            reply = await client.complete(prompt, stop)
-            usage["prompt_tokens"] += reply.prompt_tokens
-            usage["completion_tokens"] += reply.completion_tokens
-            return reply.text
-
-        agents = CompletionAgents(prompts, ask_complete) if mode == "completion" else ChatAgents(prompts, ask_chat)
+        usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        agents = agents_for(mode, prompts, client, usage)
         try:
             reply = await agents.answer(task["problem"])
         except LLMError as exc:
-            if exc.reason not in FINAL_LLM_REASONS:
+            if not exc.final:
                 raise  # transient: the task stays unscored, a re-run asks again (from the cache if it got there)
             reply, reason = "", f"llm_{exc.reason}"
             solution = None
@@ -159,9 +146,8 @@ async def _evaluate(
         else:
             execution = await loop.run_in_executor(pool, run_program, task, solution)
             passed = execution["exit_code"] == 0 and not execution["timed_out"]
-            reason = None if passed else execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
-            execution.pop("reason", None)
-            row.update(passed=passed, reason=reason, execution=execution)
+            failed = execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
+            row.update(passed=passed, reason=None if passed else failed, execution=execution)
         row["fingerprint"] = fp
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()

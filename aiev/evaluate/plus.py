@@ -24,7 +24,6 @@ and plus tests (evalplus's definition).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, prepare_rows
+from aiev.evaluate.samplefile import BenchmarkError, prepare_rows, read_tasks
 from aiev.io import write_json
 
 log = logging.getLogger("aiev.benchmark")
@@ -61,12 +60,6 @@ def data_file(suite: str, configured: str | None) -> Path:
             f"no {suite} data: set benchmark.data.{suite} to a local HumanEval+/MBPP+ file, or run where evalplus "
             f"can download it (a login node) once: {exc}"
         ) from exc
-
-
-def read_tasks(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def score(

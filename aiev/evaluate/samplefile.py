@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,13 @@ def prepare_rows(
     rows = [chosen.get(t, {"task_id": t, fields[0]: ""}) for t in ids]
     return rows, {"missing": missing, "unknown": sorted(set(unknown)), "duplicates": duplicates,
                   "bad": len(skips), "bad_rows": skips.rows}  # fmt: skip
+
+
+def read_tasks(path: Path) -> list[dict[str, Any]]:
+    """A benchmark's tasks (jsonl or jsonl.gz) in file order; a MultiPL-E task's ``name`` is its ``task_id``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    for r in rows:
+        r.setdefault("task_id", r.get("name"))
+    return rows

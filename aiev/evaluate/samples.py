@@ -83,7 +83,7 @@ async def _generate(tasks, suite, cfg, role, state) -> tuple[list[dict[str, Any]
             else:
                 reply = (await client.chat([{"role": "user", "content": chat_prompt(suite, task)}])).text
         except LLMError as exc:
-            if exc.reason not in ("empty_reply", "http_400", "http_413", "http_422"):
+            if not exc.final:
                 errors.append(f"{task['task_id']}: {exc}")
             reply = ""
         solution = sanitize(code_of(suite, task, reply, mode), task["entry_point"]) if reply else ""
@@ -112,7 +112,8 @@ def generate(
     data: str | None = None,
 ) -> dict[str, Any]:
     """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format."""
-    from aiev.evaluate.plus import data_file, read_tasks
+    from aiev.evaluate.plus import data_file
+    from aiev.evaluate.samplefile import read_tasks
 
     tasks = read_tasks(data_file(suite, data or cfg["benchmark"]["data"][suite]))
     limit = limit if limit is not None else cfg["benchmark"]["limit"]

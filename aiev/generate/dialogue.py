@@ -30,12 +30,8 @@ from typing import Any
 
 from aiev import __version__
 from aiev.codeblocks import CodeProblem, Program, extract_program, has_assertion
-from aiev.llm.agents import Agents, ChatAgents, CompletionAgents, load_prompts, prompts_sha256
-from aiev.llm.client import LLMClient, LLMError, Message, Reply
-
-# LLM failures that come from the request or the model itself, not from the transport: retried like the others,
-# then they reject the dialogue (reason llm_<reason>) instead of leaving it unfinished for a re-run.
-FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
+from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
+from aiev.llm.client import LLMClient, LLMError
 
 
 def _tail(text: str, limit: int = 4000) -> str:
@@ -92,26 +88,9 @@ class Dialogue:
         self.run_blocking = run_blocking or asyncio.to_thread
         self.on_round = on_round or (lambda seed_id, rounds: None)
 
-    def _agents(self, usage: dict[str, int]) -> Agents:
-        def count(reply: Reply) -> str:
-            usage["requests"] += 1
-            usage["prompt_tokens"] += reply.prompt_tokens
-            usage["completion_tokens"] += reply.completion_tokens
-            return reply.text
-
-        async def ask_chat(history: list[Message]) -> str:
-            return count(await self.llm.chat(history))
-
-        async def ask_complete(prompt: str, stop: list[str]) -> str:
-            return count(await self.llm.complete(prompt, stop))
-
-        if self.settings.mode == "completion":
-            return CompletionAgents(self.prompts, ask_complete)
-        return ChatAgents(self.prompts, ask_chat)
-
     async def run(self, seed: dict[str, Any]) -> dict[str, Any]:
         usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        agents = self._agents(usage)
+        agents = agents_for(self.settings.mode, self.prompts, self.llm, usage)
         messages: list[dict[str, Any]] = []
         problem = ""
         rounds = 0
@@ -167,7 +146,7 @@ class Dialogue:
                 next_answer = agents.fix(code_shown, result_text, diagnosis)
 
         except LLMError as exc:
-            if exc.reason not in FINAL_LLM_REASONS:
+            if not exc.final:
                 raise  # transient (rate limits, 5xx, timeouts): the dialogue stays unfinished, a re-run resumes it
             reason = f"llm_{exc.reason}"  # the model's own answer: retrying the same request cannot help
 

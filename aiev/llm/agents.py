@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Protocol
 
-from aiev.llm.client import Message
+from aiev.llm.client import Message, Reply
 
 CHAT_FILES = (
     "questioner_system.md",
@@ -146,3 +146,25 @@ class CompletionAgents:
             diagnosis=diagnosis.strip(),
         )
         return _code_reply(await self.ask(prompt, CODE_STOP))
+
+
+def agents_for(mode: str, prompts: dict[str, str], llm: Any, usage: dict[str, int]) -> Agents:
+    """One dialogue's (or one scored task's) agents on ``llm`` (an :class:`aiev.llm.client.LLMClient`), prompted
+    by model kind; every reply's tokens are added to ``usage`` (``requests``, ``prompt_tokens``,
+    ``completion_tokens``)."""
+
+    def count(reply: Reply) -> str:
+        usage["requests"] = usage.get("requests", 0) + 1
+        usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
+        usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
+        return reply.text
+
+    async def ask_chat(history: list[Message]) -> str:
+        return count(await llm.chat(history))
+
+    async def ask_complete(prompt: str, stop: list[str]) -> str:
+        return count(await llm.complete(prompt, stop))
+
+    if mode == "completion":
+        return CompletionAgents(prompts, ask_complete)
+    return ChatAgents(prompts, ask_chat)

@@ -36,6 +36,17 @@ class LLMError(RuntimeError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
+    @property
+    def final(self) -> bool:
+        """The request or the model itself failed, not the transport: retrying the same request cannot help (a
+        dialogue is rejected with reason ``llm_<reason>``, a scored task fails), where a transient failure leaves
+        the work unfinished for a re-run."""
+        return self.reason in FINAL_LLM_REASONS
+
+
+#: LLM failures that come from the request or the model's own answer (see :attr:`LLMError.final`).
+FINAL_LLM_REASONS = frozenset({"empty_reply", "http_400", "http_413", "http_422"})
+
 
 class EndpointUnreachable(RuntimeError):
     """The endpoint cannot be used at all: raised before anything is spent."""

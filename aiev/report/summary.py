@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +161,9 @@ def run(
     benchmarks: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``summary`` step, with the ``summary`` section (the projection's settings)."""
-    rows = [batch_row(i, Path(d)) for i, d in enumerate(batch_dirs)]
-    for r, d in zip(rows, batch_dirs, strict=True):
-        name = Path(d).name
-        if name.startswith("batch_") and name[6:].isdigit():
-            r["batch"] = int(name[6:])
+    # a batch's index is its directory's (results/batch_K), else its position
+    rows = [batch_row(int(Path(d).name[6:]) if re.fullmatch(r"batch_\d+", Path(d).name) else i, Path(d))
+            for i, d in enumerate(batch_dirs)]  # fmt: skip
     dedup = _load(Path(dedup_report)) or {}
     batches = _load(Path(batches_report)) or {}
     proj = section["projection"]

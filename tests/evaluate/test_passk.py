@@ -89,3 +89,29 @@ def test_an_empty_test_split_gives_an_undefined_score(tmp_path):
 def test_the_role_must_be_teacher_or_student(tmp_path):
     with pytest.raises(ValueError, match="role must be one of"):
         passk.run(load_config({}), role="judge", test="t", results="r", summary="s", state_dir=tmp_path)
+
+
+def test_the_packages_the_entry_installed_are_there_for_the_model_too(tmp_path):
+    """An entry whose passing round installed a package: its tests need it, and it is installed (offline, from a
+    local wheelhouse) before the model's solution runs; a package that cannot be installed fails the task."""
+    bwrap_or_skip()
+    from tests.generate.test_dialogue import tiny_wheel
+
+    tiny_wheel(tmp_path / "wheels")
+    tests = "import aievtinypkg\nassert add(2, 3) == aievtinypkg.plus(2, 3)\n"
+    executed = {"role": "execution", "content": "ok", "exit_code": 0, "stdout": "", "stderr": "",
+                "install": {"exit_code": 0, "specs": ["aievtinypkg"], "stdout": "", "stderr": ""}}  # fmt: skip
+    rows = [{"id": f"t:{k}", "problem": f"Write add(a, b). CASE=right {k}", "tests": tests, "passed": True,
+             "messages": [{"role": "user", "content": "p"}, executed if k == "pkg" else
+                          {**executed, "install": {**executed["install"], "specs": ["nosuchpkg-aiev"]}}]}
+            for k in ("pkg", "missing")]  # fmt: skip
+    write_jsonl(tmp_path / "test.jsonl", rows)
+    with ScriptedServer(model) as server:
+        cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}},
+                           "sandbox": {"install": {"find_links": str(tmp_path / "wheels")}}})  # fmt: skip
+        report = passk.run(cfg, role="teacher", test=tmp_path / "test.jsonl", results=tmp_path / "r.jsonl",
+                           summary=tmp_path / "s.json", state_dir=tmp_path / "state")  # fmt: skip
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert rows["t:pkg"]["passed"] is True
+    assert rows["t:missing"]["passed"] is False and rows["t:missing"]["reason"] == "install_failed"
+    assert report["failed_by_reason"] == {"install_failed": 1}

@@ -42,15 +42,6 @@ def tiny_tokenizer(folder: Path):
     return fast
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("deepspeed")
-    folder = tmp_path_factory.mktemp("tiny-model")
-    make_tiny_model(folder, tiny_tokenizer(folder))
-    return folder
-
-
 def make_tiny_model(folder: Path, tok) -> None:
     """A 2-layer Llama with the tokenizer's vocabulary, random weights (seeded), saved as safetensors."""
     import torch
