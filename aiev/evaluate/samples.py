@@ -112,8 +112,11 @@ def generate(
     data: str | None = None,
 ) -> dict[str, Any]:
     """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format."""
-    from aiev.evaluate.plus import data_file
-    from aiev.evaluate.samplefile import read_tasks
+    from aiev.evaluate.plus import SUITES, data_file
+    from aiev.evaluate.samplefile import BenchmarkError, read_tasks
+
+    if suite not in SUITES:
+        raise BenchmarkError(f"benchmark generate covers {', '.join(SUITES)}; samples for {suite} are not built yet")
 
     tasks = read_tasks(data_file(suite, data or cfg["benchmark"]["data"][suite]))
     limit = limit if limit is not None else cfg["benchmark"]["limit"]

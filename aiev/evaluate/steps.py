@@ -36,8 +36,10 @@ def _line(r: dict[str, Any]) -> str:
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     what = "generate: samples from a served model; score: evalplus's verdicts on a samples file"
     p.add_argument("action", choices=("generate", "score"), help=what)
-    suites = ("humaneval", "mbpp", "multipl-e-js", "multipl-e-cpp", "multipl-e-java", "multipl-e-php", "multipl-e-rs",
-              "multipl-e-swift")  # fmt: skip
+    from aiev.evaluate.multiple import SUITES as MULTIPLE
+    from aiev.evaluate.plus import SUITES as PLUS
+
+    suites = (*PLUS, *MULTIPLE)
     p.add_argument("--suite", required=True, choices=suites)
     p.add_argument("--samples", required=True, help="evalplus samples JSONL (task_id + solution or completion)")
     p.add_argument("--output", help="score: the scores JSON; generate: a report JSON")

@@ -100,6 +100,9 @@ def test_a_missing_data_file_is_a_clear_error(tmp_path):
                    data=str(tmp_path / "nope.jsonl"))  # fmt: skip
     with pytest.raises(plus.BenchmarkError, match="suite must be one of"):
         plus.score(load_config({}), suite="apps", samples=tmp_path / "s", output=tmp_path / "o")
+    with pytest.raises(plus.BenchmarkError, match="not built yet"):
+        samples.generate(load_config({}), suite="multipl-e-js", role="student", samples=tmp_path / "s",
+                         state_dir=tmp_path / "state")  # fmt: skip
 
 
 def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_path):
