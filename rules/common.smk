@@ -99,21 +99,21 @@ def evaluation_serve(wildcards):
     return serve_prefix("teacher")
 
 
+def benchmark_checkpoint(name):
+    """What a benchmark model name stands for: `base` (train.base_model) or `student_K` (batch K's student)."""
+    if name == "base":
+        return config["train"]["base_model"]
+    return student_dir(name.removeprefix("student_"))
+
+
 def benchmark_model(wildcards):
-    """The checkpoint a benchmark model name stands for: `base` (train.base_model, when it is a local path) or
-    `student_K` (batch K's student)."""
-    if wildcards.model == "base":
-        base = config["train"]["base_model"]
-        return base if os.path.exists(base) else []
-    return student_dir(wildcards.model.removeprefix("student_"))
+    """The checkpoint as an input, when it is a local path (a hub id is not a file)."""
+    path = benchmark_checkpoint(wildcards.model)
+    return path if wildcards.model != "base" or os.path.exists(path) else []
 
 
 def benchmark_serve(wildcards):
-    if wildcards.model == "base":
-        return serve_prefix("student", config["train"]["base_model"])
-    return serve_prefix(
-        "student", student_dir(wildcards.model.removeprefix("student_"))
-    )
+    return serve_prefix("student", benchmark_checkpoint(wildcards.model))
 
 
 def benchmark_models():
