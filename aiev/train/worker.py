@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"resumed from the checkpoint of step {step}/{total} in {state}")
 
     history: list[dict[str, Any]] = []
-    if rank == 0 and (state / "history.json").exists() and step:
-        history = [h for h in json.loads((state / "history.json").read_text()) if h["step"] <= step]
+    if rank == 0 and step:
+        kept = state / f"step{step}" / "history.json"
+        history = [h for h in json.loads(kept.read_text()) if h["step"] <= step] if kept.exists() else []
     engine.train()
     t_train = time.time()
     tokens_seen = 0
@@ -267,17 +268,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _checkpoint(engine: Any, state: Path, step: int, world: int, history: list, rank: int) -> None:
-    """A DeepSpeed checkpoint of every rank (rank 0 alone would hang); older ones are removed after it."""
+    """A DeepSpeed checkpoint of every rank (rank 0 alone would hang), committed only once it is whole.
+
+    DeepSpeed's own `latest` is written by rank 0 as soon as rank 0 has saved, before the other ranks' shards are
+    on disk, and the loss history would follow it: a kill between them resumes from a torn checkpoint or loses
+    steps of the history. So DeepSpeed saves without `latest`; after its closing barrier every shard is written,
+    rank 0 puts the history inside the checkpoint's folder and only then points `latest` at it (atomic rename).
+    Older checkpoints are removed after that.
+    """
     import torch.distributed as dist
 
     tag = f"step{step}"
-    engine.save_checkpoint(str(state), tag=tag, client_state={"step": step, "world": world})
+    engine.save_checkpoint(str(state), tag=tag, client_state={"step": step, "world": world}, save_latest=False)
     dist.barrier()
     if rank == 0:
-        (state / "history.json").write_text(json.dumps(history))
+        (state / tag / "history.json").write_text(json.dumps(history))
+        pending = state / ".latest.partial"
+        with open(pending, "w") as fh:
+            fh.write(tag)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(pending, state / "latest")
         for old in state.glob("step*"):
             if old.is_dir() and old.name != tag:
                 shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
 
 
 if __name__ == "__main__":
