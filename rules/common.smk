@@ -19,7 +19,7 @@ wildcard_constraints:
     s=r"\d+",
     who="teacher|student",
     model=r"base|student_\d+",
-    suite="humaneval|mbpp",
+    suite="humaneval|mbpp|ds1000|multipl-e-(java|js|cpp|php|rs|swift)",
 
 
 # The one place that names a batch file (aiev.seeds.batches writes the same pattern).
@@ -114,6 +114,23 @@ def benchmark_model(wildcards):
 
 def benchmark_serve(wildcards):
     return serve_prefix("student", benchmark_checkpoint(wildcards.model))
+
+
+def benchmark_mode(wildcards):
+    """The base model is prompted by completion unless benchmark.base_mode says chat; students as llm.student."""
+    if wildcards.model != "base":
+        return ""
+    return f"--mode {config['benchmark']['base_mode']}"
+
+
+def benchmark_image(wildcards):
+    """With Apptainer, the suite's image (benchmark.images) is an input: rebuilding it re-scores."""
+    if config["sandbox"]["backend"] != "apptainer":
+        return []
+    fam = {"humaneval": "evalplus", "mbpp": "evalplus", "ds1000": "ds1000"}.get(
+        wildcards.suite, "multipl-e"
+    )
+    return config["benchmark"]["images"].get(fam) or config["sandbox"]["image"]
 
 
 def benchmark_models():

@@ -42,15 +42,17 @@ rule benchmark_generate:
     params:
         config=sections("llm", "evaluate", "benchmark"),
         serve=benchmark_serve,
+        mode=benchmark_mode,
         state="results/.state/benchmarks/{model}/{suite}",
     shell:
         "{params.serve} aiev benchmark generate --config {params.config:q} --suite {wildcards.suite} --role student "
-        "--samples {output.samples} --state-dir {params.state} --output {output.report} 2> {log}"
+        "{params.mode} --samples {output.samples} --state-dir {params.state} --output {output.report} 2> {log}"
 
 
 rule benchmark_score:
     input:
-        "results/benchmarks/{model}/{suite}.samples.jsonl",
+        samples="results/benchmarks/{model}/{suite}.samples.jsonl",
+        image=benchmark_image,
     output:
         "results/benchmarks/{model}/{suite}.json",
     log:
@@ -61,5 +63,5 @@ rule benchmark_score:
     params:
         config=sections("benchmark", "sandbox"),
     shell:
-        "aiev benchmark score --config {params.config:q} --suite {wildcards.suite} --samples {input} "
+        "aiev benchmark score --config {params.config:q} --suite {wildcards.suite} --samples {input.samples} "
         "--output {output} 2> {log}"

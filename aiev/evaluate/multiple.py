@@ -13,9 +13,11 @@ installs under /usr (the sandbox sees /usr only):
 | java | openjdk-17-jdk-headless, libjavatuples-java | ``javac`` and ``java -ea`` with javatuples on the class path |
 | php | php-cli | ``php main.php`` |
 | rs | rustc | ``rustc -O main.rs && ./main`` |
-| swift | none | skipped: Debian's ``swift`` package is OpenStack Swift, not the language |
+| swift | none (Debian's ``swift`` is OpenStack Swift) | skipped under bubblewrap; in the image: swift.org's |
 
-A language whose toolchain is missing is reported as skipped, with the reason, never scored as zero.
+Under Apptainer the toolchains come from the suite's image (``benchmark.images.multipl-e``, built from
+containers/multipl-e.def, Swift included), and whether it has them is asked inside it. A language whose toolchain
+is missing is reported as skipped, with the reason, never scored as zero.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, prepare_rows, read_tasks
+from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.io import write_json
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"
@@ -41,7 +43,7 @@ class Lang:
     command: str  # run by sh in the scratch directory
     tools: tuple[str, ...]
     needs_files: tuple[str, ...] = ()
-    skip: str | None = None
+    hint: str = "scripts/system-deps.sh test installs the MultiPL-E toolchains"
 
 
 LANGS = {
@@ -59,21 +61,20 @@ LANGS = {
         "main.swift",
         "swiftc -o main main.swift && ./main",
         ("swiftc",),
-        skip="no Swift toolchain: Debian's `swift` package is OpenStack Swift, not the language",
+        hint="no Swift toolchain: Debian's `swift` package is OpenStack Swift, not the language (the Apptainer "
+        "image of containers/multipl-e.def has swift.org's)",
     ),
 }
 SUITES = tuple(f"multipl-e-{lang}" for lang in LANGS)
 
 
 def toolchain_problem(lang: str) -> str | None:
-    """Why ``lang`` cannot run here (in the sandbox, which sees /usr only), or None."""
+    """Why ``lang`` cannot run under bubblewrap here (the sandbox sees the host's /usr only), or None."""
     spec = LANGS[lang]
-    if spec.skip:
-        return spec.skip
     for tool in spec.tools:
         found = shutil.which(tool)
         if found is None:
-            return f"{tool} is not installed (scripts/system-deps.sh test installs the MultiPL-E toolchains)"
+            return f"{tool} is not installed ({spec.hint})"
         real = os.path.realpath(found)
         if not real.startswith("/usr/"):
             return f"{tool} is at {real}, outside /usr: the sandbox cannot see it (install the distribution's package)"
@@ -81,6 +82,19 @@ def toolchain_problem(lang: str) -> str | None:
         if not Path(f).exists():
             return f"{f} is missing (Debian: libjavatuples-java)"
     return None
+
+
+def image_toolchain_problem(sandbox: Any, lang: str) -> str | None:
+    """Why ``lang`` cannot run in the Apptainer image (asked inside it), or None."""
+    from aiev.sandbox import Limits
+
+    spec = LANGS[lang]
+    checks = [f"command -v {t} >/dev/null || {{ echo {t}; exit 1; }}" for t in spec.tools]
+    checks += [f"test -e {f} || {{ echo {f}; exit 1; }}" for f in spec.needs_files]
+    res = sandbox.run({}, ["sh", "-c", "; ".join(checks)], Limits(60, 512, 64, 4096))
+    if res.exit_code == 0:
+        return None
+    return f"{res.stdout.strip() or 'the toolchain'} is not in the sandbox image ({spec.hint})"
 
 
 def data_file(lang: str, directory: str | None) -> Path:
@@ -116,13 +130,15 @@ def score(
     data: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Score ``samples`` (``task_id`` or ``name`` with ``completion``) of one MultiPL-E language."""
-    from aiev.sandbox import Limits, from_config
+    from aiev.sandbox import Limits
 
     if lang not in LANGS:
         raise BenchmarkError(f"MultiPL-E language must be one of {', '.join(LANGS)}, not {lang!r}")
     section = cfg["benchmark"]
     start = time.monotonic()
-    problem = toolchain_problem(lang)
+    sandbox = sandbox_for(cfg, "multipl-e")
+    apptainer = cfg["sandbox"]["backend"] == "apptainer"
+    problem = image_toolchain_problem(sandbox, lang) if apptainer else toolchain_problem(lang)
     if problem is not None:
         report = {"suite": f"multipl-e-{lang}", "language": lang, "skipped": problem, "n": 0, "pass@1": None}
         write_json(output, report)
@@ -133,7 +149,6 @@ def score(
     tasks = tasks[:limit] if limit is not None else tasks
     rows, info = prepare_rows(tasks, samples, fields=("completion",))
     spec = LANGS[lang]
-    sandbox, _, _ = from_config(cfg["sandbox"])
     limits = Limits(section["multipl_e_timeout_s"], 2048, 256, 1 << 20)
 
     def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
@@ -147,6 +162,12 @@ def score(
     with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
         verdicts = list(pool.map(run, tasks, rows))
     per_task = {t["task_id"]: v for t, (v, _) in zip(tasks, verdicts, strict=True)}
+    failed = [i for i, t in enumerate(tasks) if per_task[t["task_id"]] == "fail" and rows[i]["completion"].strip()]
+    again = {}
+    if section["rescore_failures"] and failed:
+        with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+            second = list(pool.map(run, [tasks[i] for i in failed], [rows[i] for i in failed]))
+        again = {tasks[i]["task_id"]: v for i, (v, _) in zip(failed, second, strict=True)}
     n = len(per_task)
     report = {
         "suite": f"multipl-e-{lang}",
@@ -155,6 +176,8 @@ def score(
         "pass@1": round(sum(v == "pass" for v in per_task.values()) / n, 6) if n else None,
         "per_task": per_task,
         "failures": {t["task_id"]: why for t, (v, why) in zip(tasks, verdicts, strict=True) if v != "pass"},
+        "rescored": len(again),
+        "flaky": flaky(per_task, again),
         **info,
         "samples": str(samples),
         "data": str(path),

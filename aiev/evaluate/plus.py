@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, prepare_rows, read_tasks
+from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.io import write_json
 
 log = logging.getLogger("aiev.benchmark")
@@ -62,35 +62,12 @@ def data_file(suite: str, configured: str | None) -> Path:
         ) from exc
 
 
-def score(
-    cfg: dict[str, Any],
-    *,
-    suite: str,
-    samples: str | Path,
-    output: str | Path,
-    limit: int | None = None,
-    data: str | None = None,
-) -> dict[str, Any]:
-    """The ``benchmark score`` step: evalplus's verdicts on ``samples``, written to ``output``."""
-    from aiev.sandbox import Limits, from_config
+def _verdicts(cfg: dict[str, Any], suite: str, tasks: list[dict[str, Any]], rows: list[dict[str, Any]]):
+    """One sandboxed evalplus run on ``rows`` (one per task of ``tasks``): ``{task_id: {"base", "plus"}}`` and
+    evalplus's hash of the data."""
+    from aiev.sandbox import Limits
 
-    if suite.startswith("multipl-e-"):
-        from aiev.evaluate import multiple
-
-        lang = suite.removeprefix("multipl-e-")
-        return multiple.score(cfg, lang=lang, samples=samples, output=output, limit=limit, data=data)
-    if suite not in SUITES:
-        raise BenchmarkError(f"suite must be one of {', '.join(SUITES)} (evalplus) or multipl-e-LANG, not {suite!r}")
     section = cfg["benchmark"]
-    start = time.monotonic()
-    path = data_file(suite, data or section["data"][suite])
-    tasks = read_tasks(path)
-    limit = limit if limit is not None else section["limit"]
-    if limit is not None:
-        tasks = tasks[:limit]
-    rows, info = prepare_rows(tasks, samples)
-    if info["missing"]:
-        log.warning("%d task(s) have no sample: scored as failures (%s...)", len(info["missing"]), info["missing"][:3])
     args = {
         "suite": suite,
         "override_env": SUITES[suite],
@@ -106,7 +83,7 @@ def score(
         "data.jsonl": "".join(json.dumps(t) + "\n" for t in tasks),
         "samples.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
     }
-    sandbox, _, _ = from_config(cfg["sandbox"])
+    sandbox = sandbox_for(cfg, "evalplus")
     limits = Limits(section["timeout_s"], section["memory_mb"], section["max_procs"], 64 << 20)
     site = Path(sysconfig.get_paths()["purelib"])  # evalplus and its dependencies, read-only inside
     res = sandbox.run(files, ["python3", "run.py"], limits, prefix=site)
@@ -120,6 +97,40 @@ def score(
         base, plus = out["verdicts"][t["task_id"]][0]
         per_task[t["task_id"]] = {"base": "pass" if base == "pass" else "fail",
                                   "plus": "pass" if base == plus == "pass" else "fail"}  # fmt: skip
+    return per_task, out.get("hash"), args
+
+
+def score(
+    cfg: dict[str, Any],
+    *,
+    suite: str,
+    samples: str | Path,
+    output: str | Path,
+    limit: int | None = None,
+    data: str | None = None,
+) -> dict[str, Any]:
+    """The ``benchmark score`` step for humaneval / mbpp: evalplus's verdicts on ``samples``, written to ``output``.
+    With ``benchmark.rescore_failures``, the failed tasks are scored once more and disagreements reported as
+    ``flaky`` (the first verdicts are the ones counted)."""
+    if suite not in SUITES:
+        raise BenchmarkError(f"evalplus scores {', '.join(SUITES)}, not {suite!r}")
+    section = cfg["benchmark"]
+    start = time.monotonic()
+    path = data_file(suite, data or section["data"][suite])
+    tasks = read_tasks(path)
+    limit = limit if limit is not None else section["limit"]
+    if limit is not None:
+        tasks = tasks[:limit]
+    rows, info = prepare_rows(tasks, samples)
+    if info["missing"]:
+        log.warning("%d task(s) have no sample: scored as failures (%s...)", len(info["missing"]), info["missing"][:3])
+    per_task, evalplus_hash, args = _verdicts(cfg, suite, tasks, rows)
+    code = [(r.get("solution") or r.get("completion") or "").strip() for r in rows]
+    failed = [i for i, t in enumerate(tasks) if per_task[t["task_id"]]["plus"] == "fail" and code[i]]
+    again = {}
+    if section["rescore_failures"] and failed:
+        again, _, _ = _verdicts(cfg, suite, [tasks[i] for i in failed], [rows[i] for i in failed])
+        log.info("%s: %d failed task(s) scored again, %d changed", suite, len(failed), len(flaky(per_task, again)))
     n = len(per_task)
     report = {
         "suite": suite,
@@ -127,11 +138,13 @@ def score(
         "base_pass@1": round(sum(v["base"] == "pass" for v in per_task.values()) / n, 6) if n else None,
         "plus_pass@1": round(sum(v["plus"] == "pass" for v in per_task.values()) / n, 6) if n else None,
         "per_task": per_task,
+        "rescored": len(again),
+        "flaky": flaky(per_task, again),
         **info,
         "samples": str(samples),
         "data": str(path),
         "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "evalplus_hash": out.get("hash"),
+        "evalplus_hash": evalplus_hash,
         "limit": limit,
         "scorer": {
             "evalplus": EVALPLUS_VERSION,

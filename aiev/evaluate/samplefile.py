@@ -1,4 +1,5 @@
-"""What every benchmark scorer shares: its error, and reading a samples file against a task list."""
+"""What every benchmark scorer shares: its error, reading a samples file against a task list, the sandbox of a
+suite, and the second look at failures."""
 
 from __future__ import annotations
 
@@ -50,3 +51,21 @@ def read_tasks(path: Path) -> list[dict[str, Any]]:
     for r in rows:
         r.setdefault("task_id", r.get("name"))
     return rows
+
+
+def sandbox_for(cfg: dict[str, Any], family: str) -> Any:
+    """The sandbox a suite family's candidates run in: with Apptainer, ``benchmark.images[family]`` (the suite's
+    toolchains, containers/*.def) where set, else ``sandbox.image``; bubblewrap sees the host's /usr."""
+    from aiev.sandbox import from_config
+
+    section = dict(cfg["sandbox"])
+    image = cfg["benchmark"].get("images", {}).get(family)
+    if section.get("backend") == "apptainer" and image:
+        section["image"] = image
+    sandbox, _, _ = from_config(section)
+    return sandbox
+
+
+def flaky(first: dict[str, Any], again: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tasks scored twice whose verdicts differ: ``{task_id: {"first": v1, "second": v2}}``."""
+    return {t: {"first": first[t], "second": v} for t, v in again.items() if v != first[t]}

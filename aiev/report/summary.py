@@ -34,23 +34,43 @@ PAPER = {"seeds": 186_000, "entries": 169_000, "rounds": 241_000, "rounds_multi_
          "decontam_removed": 113}  # fmt: skip
 
 
-#: The paper's greedy pass@1 (%), Tables 1-3: HumanEval, HumanEval+, MBPP, MBPP+.
+#: The paper's greedy pass@1 (%): Table 1 (HumanEval(+), MBPP(+)), Table 2 (MultiPL-E), Table 3 (DS-1000 overall).
 PAPER_BENCHMARKS = {
-    "AutoCoder-33B": {"humaneval": 90.9, "humaneval+": 78.0, "mbpp": 82.5, "mbpp+": 70.6},
-    "AutoCoder-S-6.7B": {"humaneval": 78.7, "humaneval+": 72.0, "mbpp": 79.4, "mbpp+": 69.8},
-}
+    "AutoCoder-33B": {"humaneval": 90.9, "humaneval+": 78.0, "mbpp": 82.5, "mbpp+": 70.6, "multipl-e-java": 61.4,
+                      "multipl-e-js": 68.9, "multipl-e-cpp": 68.9, "multipl-e-php": 63.4, "multipl-e-swift": 53.8,
+                      "multipl-e-rs": 60.8, "ds1000": 47.2},
+    "AutoCoder-S-6.7B": {"humaneval": 78.7, "humaneval+": 72.0, "mbpp": 79.4, "mbpp+": 69.8, "ds1000": 37.1},
+}  # fmt: skip
+#: The summary's benchmark columns, in the paper's order.
+BENCHMARK_COLUMNS = ["humaneval", "humaneval+", "mbpp", "mbpp+", "multipl-e-java", "multipl-e-js", "multipl-e-cpp",
+                     "multipl-e-php", "multipl-e-swift", "multipl-e-rs", "ds1000"]  # fmt: skip
 
 
-def benchmark_table(paths: list[str]) -> dict[str, dict[str, float | None]]:
-    """MODEL -> {humaneval, humaneval+, mbpp, mbpp+} in percent, from results/benchmarks/MODEL/SUITE.json."""
-    table: dict[str, dict[str, float | None]] = {}
+def _pct(value: float | None) -> float | None:
+    return round(100 * value, 1) if value is not None else None
+
+
+def benchmark_table(paths: list[str]) -> dict[str, dict[str, Any]]:
+    """MODEL -> {column: pass@1 in percent}, from results/benchmarks/MODEL/SUITE.json; what was scored in part
+    (``benchmark.limit``, DS-1000 libraries that do not import) or skipped is noted beside it."""
+    table: dict[str, dict[str, Any]] = {}
     for p in paths:
         r = json.loads(Path(p).read_text(encoding="utf-8"))
         row = table.setdefault(Path(p).parent.name, {})
-        for key, name in ((r["suite"], "base_pass@1"), (r["suite"] + "+", "plus_pass@1")):
-            row[key] = round(100 * r[name], 1) if r.get(name) is not None else None
+        suite = r["suite"]
+        if "base_pass@1" in r:
+            row[suite], row[suite + "+"] = _pct(r["base_pass@1"]), _pct(r["plus_pass@1"])
+        else:
+            row[suite] = _pct(r.get("pass@1"))
+        if r.get("skipped"):
+            row.setdefault("notes", []).append(f"{suite} skipped: {r['skipped']}")
+        elif r.get("complete") is False:
+            left = ", ".join(r["skipped_libraries"])
+            row.setdefault("notes", []).append(f"{suite} on {r['scored']}/{r['n']} problems (no {left})")
+        if r.get("flaky"):
+            row.setdefault("notes", []).append(f"{suite}: {len(r['flaky'])} task(s) changed verdict when re-scored")
         if r.get("limit"):
-            row[f"{r['suite']}_tasks"] = r["n"]
+            row[f"{suite}_tasks"] = r["n"]
     return table
 
 
@@ -225,7 +245,8 @@ def render_markdown(info: dict[str, Any]) -> str:
                            ("decontam_removed", "decontam_removed")):  # fmt: skip
         lines.append(f"| {key} | {_fmt(t.get(key))} | {_fmt(p[paper_key])} |")
     if info.get("benchmarks"):
-        cols = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
+        scored = {c for r in info["benchmarks"].values() for c in r}
+        cols = [c for c in BENCHMARK_COLUMNS if c in scored]
         lines += ["", "## Benchmarks (greedy pass@1, %)", "", "| model | " + " | ".join(cols) + " |",
                   "|" + "---|" * (len(cols) + 1)]  # fmt: skip
         rows = list(info["benchmarks"].items()) + [(f"{k} (paper)", v) for k, v in info["paper_benchmarks"].items()]
@@ -234,6 +255,9 @@ def render_markdown(info: dict[str, Any]) -> str:
         subsets = {m: {k: v for k, v in r.items() if k.endswith("_tasks")} for m, r in info["benchmarks"].items()}
         if any(subsets.values()):
             lines += ["", f"Scored on a subset (benchmark.limit): {subsets}"]
+        notes = [f"- {m}: {n}" for m, r in info["benchmarks"].items() for n in r.get("notes", [])]
+        if notes:
+            lines += ["", *notes]
     pr = info["projection"]
     lines += ["", "## Projection to the whole seed set", ""]
     if "note" in pr:

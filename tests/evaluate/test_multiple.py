@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiev.config import load_config
-from aiev.evaluate import multiple, plus
+from aiev.evaluate import multiple, samples, suites
 from tests.conftest import write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
 
@@ -73,8 +73,8 @@ REFERENCE = {
 def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
     write_jsonl(tmp_path / f"{lang}.jsonl", [{"name": k, "completion": v} for k, v in completions.items()])
     cfg = load_config({"benchmark": {"data": {"multipl_e": str(EXCERPT)}, "workers": 2}})
-    return plus.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / f"{lang}.jsonl",
-                      output=tmp_path / f"{lang}.json")  # fmt: skip
+    return suites.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / f"{lang}.jsonl",
+                        output=tmp_path / f"{lang}.json")  # fmt: skip
 
 
 @pytest.mark.parametrize("lang", sorted(REFERENCE))
@@ -107,6 +107,7 @@ def test_a_wrong_completion_fails_and_a_missing_one_is_counted(tmp_path, lang):
     assert report["per_task"] == {"HumanEval_23_strlen": "pass", "HumanEval_89_encrypt": "fail",
                                   "HumanEval_95_check_dict_case": "fail"}  # fmt: skip
     assert report["missing"] == ["HumanEval_95_check_dict_case"] and report["pass@1"] == round(1 / 3, 6)
+    assert report["rescored"] == 1 and report["flaky"] == {}  # the wrong one again; the missing one is not re-run
 
 
 def test_stop_tokens_cut_the_completion_as_multipl_e_does():
@@ -115,7 +116,7 @@ def test_stop_tokens_cut_the_completion_as_multipl_e_does():
 
 def test_swift_is_reported_skipped_with_its_reason(tmp_path):
     (tmp_path / "s.jsonl").write_text("")
-    report = plus.score(load_config({}), suite="multipl-e-swift", samples=tmp_path / "s.jsonl",
+    report = suites.score(load_config({}), suite="multipl-e-swift", samples=tmp_path / "s.jsonl",
                         output=tmp_path / "o.json")  # fmt: skip
     assert report["n"] == 0 and report["pass@1"] is None and "OpenStack Swift" in report["skipped"]
 
@@ -125,3 +126,55 @@ def test_a_toolchain_outside_usr_is_not_used(monkeypatch):
     assert "outside /usr" in multiple.toolchain_problem("rs")
     monkeypatch.setattr(multiple.shutil, "which", lambda tool: None)
     assert "not installed" in multiple.toolchain_problem("js")
+
+
+@pytest.mark.parametrize("mode", ["chat", "completion"])
+def test_samples_from_a_served_model_then_scored(tmp_path, mode):
+    """A chat model answers with the whole function in a fence (a helper line before it, chatter after): the
+    completion is what follows the prompt's first line of the function, and it passes. A base model (completion)
+    continues the prompt and is stopped at the task's stop tokens."""
+    bwrap_or_skip()
+    from tests.scripted_server import ScriptedServer
+
+    lang = "js"
+    if multiple.toolchain_problem(lang):
+        pytest.skip(multiple.toolchain_problem(lang))
+    tasks = multiple.read_tasks(EXCERPT / f"humaneval-{lang}.jsonl")
+    by_prompt = {samples.chat_prompt(f"multipl-e-{lang}", t): t for t in tasks}
+    by_raw = {t["prompt"]: t for t in tasks}
+
+    def chat(messages):
+        t = by_prompt[messages[-1]["content"]]
+        code = "// helper\n" + t["prompt"] + REFERENCE[lang][t["task_id"]]
+        return f"Here it is.\n```javascript\n{code}```\nDone."
+
+    def complete(prompt):
+        return REFERENCE[lang][by_raw[prompt]["task_id"]] + "\nfunction unrelated() {}\n"
+
+    with ScriptedServer(chat, completion_script=complete) as server:
+        cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None,
+                                               "mode": mode}},
+                           "benchmark": {"data": {"multipl_e": str(EXCERPT)}}})  # fmt: skip
+        out = samples.generate(cfg, suite=f"multipl-e-{lang}", role="teacher", samples=tmp_path / "s.jsonl",
+                               state_dir=tmp_path / "state")  # fmt: skip
+        if mode == "chat":
+            asked = [r["messages"][-1]["content"] for r in server.requests]
+            assert all(a.startswith("Write a solution to the following problem in JavaScript:\n```javascript\n")
+                       for a in asked)  # fmt: skip
+    assert out["n"] == 3 and out["empty"] == 0 and out["mode"] == mode
+    rows = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    if mode == "chat":
+        assert all("helper" not in r["completion"] and "Done." not in r["completion"] for r in rows)
+    report = suites.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    assert report["pass@1"] == 1.0, report["failures"]
+
+
+def test_the_toolchain_is_asked_inside_the_sandbox_for_an_image():
+    """What the Apptainer path asks its image, asked here of the bubblewrap sandbox (which sees the host's /usr)."""
+    bwrap_or_skip()
+    from aiev.evaluate.samplefile import sandbox_for
+
+    sandbox = sandbox_for(load_config({}), "multipl-e")
+    assert multiple.image_toolchain_problem(sandbox, "swift").startswith("swiftc is not in the sandbox image")
+    if not multiple.toolchain_problem("js"):
+        assert multiple.image_toolchain_problem(sandbox, "js") is None

@@ -186,3 +186,19 @@ def test_chat_template_override_per_engine():
 
     spec = spec_from_config({"engine": "llama-cpp", "model": "m.gguf", "args": ["--n_ctx", "8"]}, "chatml")
     assert server_argv(spec, 9)[-4:] == ["--chat_format", "chatml", "--n_ctx", "8"]
+
+
+def test_a_gguf_file_is_served_by_llama_cpp_where_transformers_was_asked(tmp_path):
+    """`transformers serve` cannot load a GGUF file (the embedded default's base model, or an untrained batch's
+    student standing for it): such a file is served by llama-cpp instead, under the name the job asks for."""
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(b"GGUF")
+    server = Server(ServeSpec("transformers", str(gguf)), log_path=tmp_path / "log")
+    assert server.spec.engine == "llama-cpp" and server.argv[1:5] == ["-m", "llama_cpp.server", "--model", str(gguf)]
+    assert server.spec.served_name == str(gguf)
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "skipped.json").write_text(f'{{"base_model": "{gguf}"}}')
+    assert Server(ServeSpec("transformers", str(student))).spec.engine == "llama-cpp"
+    hf = Server(ServeSpec("transformers", str(student.parent / "hf")))
+    assert hf.spec.engine == "transformers"

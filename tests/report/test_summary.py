@@ -109,3 +109,29 @@ def test_benchmark_table_beside_the_papers(tmp_path):
     md = (tmp_path / "s.md").read_text()
     assert "| student_1 | 75 | 50 | 100 | 50 |" in md and "| AutoCoder-33B (paper) | 90.9 | 78 | 82.5 | 70.6 |" in md
     assert "subset" in md
+
+
+def test_benchmark_table_has_multipl_e_and_ds1000_with_what_was_left_out(tmp_path):
+    reports = {
+        "multipl-e-js": {"suite": "multipl-e-js", "n": 4, "pass@1": 0.5, "flaky": {"HumanEval_1": {}}},
+        "multipl-e-swift": {"suite": "multipl-e-swift", "n": 0, "pass@1": None, "skipped": "no Swift toolchain"},
+        "ds1000": {"suite": "ds1000", "n": 10, "scored": 8, "pass@1": 0.25, "complete": False,
+                   "skipped_libraries": {"Tensorflow": "ModuleNotFoundError"}},
+    }  # fmt: skip
+    for suite, r in reports.items():
+        write(tmp_path / "benchmarks" / "student_0" / f"{suite}.json", r)
+    paths = sorted(str(p) for p in (tmp_path / "benchmarks").glob("*/*.json"))
+    row = summary.benchmark_table(paths)["student_0"]
+    assert row["multipl-e-js"] == 50.0 and row["multipl-e-swift"] is None and row["ds1000"] == 25.0
+    assert row["notes"] == ["ds1000 on 8/10 problems (no Tensorflow)",
+                            "multipl-e-js: 1 task(s) changed verdict when re-scored",
+                            "multipl-e-swift skipped: no Swift toolchain"]  # fmt: skip
+    write(tmp_path / "dedup.json", {"kept": 5})
+    write(tmp_path / "batches.json", {"batch_size": 5})
+    summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")], benchmarks=paths,
+                dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
+                output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
+    md = (tmp_path / "s.md").read_text()
+    assert "| model | multipl-e-js | multipl-e-swift | ds1000 |" in md
+    assert "| student_0 | 50 | – | 25 |" in md or "| student_0 | 50 | - | 25 |" in md, md
+    assert "| AutoCoder-33B (paper) | 68.9 | 53.8 | 47.2 |" in md and "no Tensorflow" in md

@@ -1,0 +1,203 @@
+"""DS-1000 (1,000 data-science problems over seven libraries), each answer tested in the sandbox.
+
+A problem's ``prompt`` ends where the answer goes (``BEGIN SOLUTION`` / ``<code>``); its ``code_context`` defines
+``test_execution(solution)`` (and for some ``test_string(solution)``), which insert the answer into the problem's
+context, run it and compare the result. DS-1000's own scorer (``test_ds1000.py``) builds one program per problem:
+the context, ``code = <the answer>``, ``test_execution(code)``, and ``test_string(code)`` where defined; the
+problem passes when that program exits 0 within 120 s. Here that program is one sandboxed run (network off,
+read-only host, memory, process and time caps), with the answer cut the way DS-1000 cuts it (``</code>``,
+``END SOLUTION``, a closing fence).
+
+**The libraries.** The verdicts depend on the library versions (DS-1000 pins its environment; ``envs/ds1000.txt``
+lists the versions we install). Under bubblewrap the sandbox sees the packages of ``benchmark.ds1000_env`` (a
+directory made by ``pip install --target``, read-only inside), or this environment's own when it is unset; under
+Apptainer, those of the suite's image (``benchmark.images.ds1000``, containers/ds1000.def). Before scoring, a
+probe in the sandbox imports each library and records its version; the problems of a library that does not import
+are reported as skipped, with the reason, never scored as failures, and the overall figure says over how many
+problems it was taken. The report carries the versions, so a number is never read without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
+from aiev.io import write_json
+
+SUITE = "ds1000"
+#: DS-1000's library names and the module each imports.
+LIBRARIES = {
+    "Pandas": "pandas",
+    "Numpy": "numpy",
+    "Matplotlib": "matplotlib",
+    "Sklearn": "sklearn",
+    "Scipy": "scipy",
+    "Pytorch": "torch",
+    "Tensorflow": "tensorflow",
+}
+#: DS-1000's published check of its scorer: Codex-002's answers score this overall (test_ds1000.py's README).
+CODEX002_OVERALL = 0.388
+
+PROBE = """
+import importlib, json, sys
+out = {}
+for lib, module in json.loads(sys.argv[1]).items():
+    try:
+        out[lib] = {"version": importlib.import_module(module).__version__}
+    except BaseException as exc:
+        out[lib] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+print(json.dumps(out))
+"""
+
+
+def data_file(configured: str | None) -> Path:
+    """The DS-1000 file (``ds1000.jsonl[.gz]``, the simplified format): the configured one, or the Hugging Face
+    hub's ``xlangai/DS-1000`` (downloaded once, where the hub is reachable)."""
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise BenchmarkError(f"benchmark.data.ds1000: {path} does not exist")
+        return path
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset("xlangai/DS-1000", split="test")
+    except Exception as exc:  # offline: say what to do
+        raise BenchmarkError(
+            "no DS-1000 data: set benchmark.data.ds1000 to a local ds1000.jsonl[.gz], or run where the Hugging Face "
+            f"hub is reachable (a login node) once: {exc}"
+        ) from exc
+    out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "aiev" / "ds1000.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def tasks_of(path: Path) -> list[dict[str, Any]]:
+    """DS-1000's problems with ``task_id`` = ``ds1000/<problem_id>``."""
+    tasks = read_tasks(path)
+    for t in tasks:
+        t["task_id"] = f"ds1000/{t['metadata']['problem_id']}"
+    return tasks
+
+
+def postprocess(answer: str) -> str:
+    """DS-1000's cut of an answer: up to ``</code>``, a closing fence or ``END SOLUTION``, markers removed."""
+    code = answer.split("</code>")[0]
+    code = code.replace("```python", "")
+    code = code.split("```")[0]
+    code = code.split("\nEND SOLUTION")[0]
+    return code.replace("<code>", "")
+
+
+def program(task: dict[str, Any], answer: str) -> str:
+    """The program DS-1000 runs for one answer."""
+    context = task["code_context"]
+    tail = "test_string(code)\n" if "test_string(" in context else ""
+    return f"{context}\ncode = {postprocess(answer)!r}\ntest_execution(code)\n{tail}"
+
+
+def environment(configured: str | None) -> Path:
+    """The packages the sandbox sees (read-only): ``benchmark.ds1000_env``, or this environment's own."""
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise BenchmarkError(
+                f"benchmark.ds1000_env: {path} is not a directory (make it with "
+                f"`pip install --target {path} -r envs/ds1000.txt`)"
+            )
+        return path.resolve()
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def probe(sandbox: Any, env: Path | None, limits: Any) -> dict[str, dict[str, str]]:
+    """Each library's version as the sandboxed programs see it, or why it does not import."""
+    res = sandbox.run({"probe.py": PROBE}, ["python3", "probe.py", json.dumps(LIBRARIES)], limits, prefix=env)
+    if res.exit_code != 0 or res.timed_out:
+        raise BenchmarkError(f"the DS-1000 library probe failed in the sandbox: exit {res.exit_code}\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def score(
+    cfg: dict[str, Any], *, samples: str | Path, output: str | Path, limit: int | None = None, data: str | None = None
+) -> dict[str, Any]:
+    """Score ``samples`` (``task_id`` ``ds1000/N`` with ``completion``, the answer) on DS-1000."""
+    from aiev.sandbox import Limits
+
+    section = cfg["benchmark"]
+    start = time.monotonic()
+    path = data_file(data or section["data"]["ds1000"])
+    tasks = tasks_of(path)
+    limit = limit if limit is not None else section["limit"]
+    tasks = tasks[:limit] if limit is not None else tasks
+    rows, info = prepare_rows(tasks, samples, fields=("completion", "solution"))
+    sandbox = sandbox_for(cfg, "ds1000")
+    in_image = cfg["sandbox"]["backend"] == "apptainer" and section["images"].get("ds1000")
+    env = None if in_image else environment(section["ds1000_env"])  # the image has the libraries itself
+    limits = Limits(section["ds1000_timeout_s"], section["ds1000_memory_mb"], section["max_procs"], 1 << 20)
+    versions = probe(sandbox, env, Limits(120, section["ds1000_memory_mb"], section["max_procs"], 1 << 20))
+    missing = {lib: v["error"] for lib, v in versions.items() if "error" in v}
+
+    def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
+        lib = task["metadata"]["library"]
+        if lib in missing:
+            return "skipped", f"{LIBRARIES.get(lib, lib)} does not import: {missing[lib]}"
+        answer = row.get("completion", row.get("solution", ""))
+        res = sandbox.run({"main.py": program(task, answer)}, ["python3", "main.py"], limits, prefix=env)
+        if res.exit_code == 0 and not res.timed_out:
+            return "pass", ""
+        return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
+
+    with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+        verdicts = list(pool.map(run, tasks, rows))
+    per_task = {t["task_id"]: v for t, (v, _) in zip(tasks, verdicts, strict=True)}
+    failed = [i for i, t in enumerate(tasks) if per_task[t["task_id"]] == "fail" and postprocess(
+              rows[i].get("completion", rows[i].get("solution", ""))).strip()]  # fmt: skip
+    again = {}
+    if section["rescore_failures"] and failed:
+        with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+            second = list(pool.map(run, [tasks[i] for i in failed], [rows[i] for i in failed]))
+        again = {tasks[i]["task_id"]: v for i, (v, _) in zip(failed, second, strict=True)}
+    by_lib: dict[str, dict[str, Any]] = {}
+    for t, (v, _) in zip(tasks, verdicts, strict=True):
+        lib = by_lib.setdefault(t["metadata"]["library"], {"n": 0, "passed": 0, "skipped": 0})
+        lib["n"] += 1
+        lib["passed"] += v == "pass"
+        lib["skipped"] += v == "skipped"
+    for name, lib in by_lib.items():
+        scored = lib["n"] - lib["skipped"]
+        lib["pass@1"] = round(lib["passed"] / scored, 6) if scored else None
+        lib["version"] = versions.get(name, {}).get("version")
+        if lib["skipped"]:
+            lib["skipped_because"] = missing[name]
+    scored = sum(v != "skipped" for v in per_task.values())
+    report = {
+        "suite": SUITE,
+        "n": len(per_task),
+        "scored": scored,
+        "pass@1": round(sum(v == "pass" for v in per_task.values()) / scored, 6) if scored else None,
+        "complete": scored == len(per_task),
+        "per_library": dict(sorted(by_lib.items())),
+        "per_task": per_task,
+        "failures": {t["task_id"]: why for t, (v, why) in zip(tasks, verdicts, strict=True) if v == "fail"},
+        "rescored": len(again),
+        "flaky": flaky(per_task, again),
+        "skipped_libraries": missing,
+        "versions": versions,
+        **info,
+        "samples": str(samples),
+        "data": str(path),
+        "data_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "environment": str(env) if env else f"image {section['images']['ds1000']}",
+        "limit": limit,
+        "seconds": round(time.monotonic() - start, 3),
+    }
+    write_json(output, report)
+    return report
