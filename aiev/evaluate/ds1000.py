@@ -15,6 +15,11 @@ Apptainer, those of the suite's image (``benchmark.images.ds1000``, containers/d
 probe in the sandbox imports each library and records its version; the problems of a library that does not import
 are reported as skipped, with the reason, never scored as failures, and the overall figure says over how many
 problems it was taken. The report carries the versions, so a number is never read without them.
+
+**The network.** 15 problems load a data set (seaborn's ``load_dataset``, scikit-learn's
+``fetch_california_housing``), which downloads it; the sandbox has no network, so they fail unless
+``benchmark.ds1000_data_home`` holds those files (fetched once on a login node, docs/benchmarks.md). The report
+lists the failures that tried the network (``network_failures``).
 """
 
 from __future__ import annotations
@@ -104,6 +109,27 @@ def program(task: dict[str, Any], answer: str) -> str:
     return f"{context}\ncode = {postprocess(answer)!r}\ntest_execution(code)\n{tail}"
 
 
+#: What a program that tried the network prints (the sandbox has none): seaborn's and scikit-learn's downloads.
+NETWORK_ERRORS = ("URLError", "Temporary failure in name resolution", "Name or service not known")
+
+
+def tried_network(verdict: str, why: str) -> bool:
+    return verdict == "fail" and any(e in why for e in NETWORK_ERRORS)
+
+
+def data_home_files(configured: str | None) -> dict[str, bytes]:
+    """The files of ``benchmark.ds1000_data_home``, a directory laid out like a home directory (seaborn 0.13's
+    cache ``.cache/seaborn/NAME.csv``, scikit-learn's ``scikit_learn_data/``; scripts/ds1000-data-home.py fills it
+    where there is internet), shipped into the home of each program that loads a data set: there
+    ``seaborn.load_dataset`` and ``sklearn.datasets.fetch_*`` find their files instead of downloading them."""
+    if not configured:
+        return {}
+    root = Path(configured)
+    if not root.is_dir():
+        raise BenchmarkError(f"benchmark.ds1000_data_home: {root} is not a directory")
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
 def environment(configured: str | None) -> Path:
     """The packages the sandbox sees (read-only): ``benchmark.ds1000_env``, or this environment's own."""
     if configured:
@@ -144,13 +170,16 @@ def score(
     limits = Limits(section["ds1000_timeout_s"], section["ds1000_memory_mb"], section["max_procs"], 1 << 20)
     versions = probe(sandbox, env, Limits(120, section["ds1000_memory_mb"], section["max_procs"], 1 << 20))
     missing = {lib: v["error"] for lib, v in versions.items() if "error" in v}
+    home = data_home_files(section["ds1000_data_home"])
 
     def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
         lib = task["metadata"]["library"]
         if lib in missing:
             return "skipped", f"{LIBRARIES.get(lib, lib)} does not import: {missing[lib]}"
         answer = row.get("completion", row.get("solution", ""))
-        res = sandbox.run({"main.py": program(task, answer)}, ["python3", "main.py"], limits, prefix=env)
+        needs_data = "load_dataset(" in task["code_context"] or "fetch_" in task["code_context"]
+        files = {**(home if needs_data else {}), "main.py": program(task, answer)}
+        res = sandbox.run(files, ["python3", "main.py"], limits, prefix=env)
         if res.exit_code == 0 and not res.timed_out:
             return "pass", ""
         return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
@@ -190,6 +219,7 @@ def score(
         "rescored": len(again),
         "flaky": flaky(per_task, again),
         "skipped_libraries": missing,
+        "network_failures": [t for t, (v, why) in zip(per_task, verdicts, strict=True) if tried_network(v, why)],
         "versions": versions,
         **info,
         "samples": str(samples),

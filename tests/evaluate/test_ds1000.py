@@ -116,3 +116,30 @@ def test_samples_from_a_served_model_then_scored(tmp_path):
     assert all(a.endswith("in a python fence.") and "BEGIN SOLUTION" in a for a in asked)
     report = suites.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert report["pass@1"] == 1.0, report["failures"]
+
+
+def test_the_data_home_reaches_the_programs_that_load_data_and_network_failures_are_listed(tmp_path):
+    """The sandbox has no network: a program that downloads fails and is listed; with the data home the library
+    finds its cached file in the program's home."""
+    bwrap_or_skip()
+    context = (
+        "import os, urllib.request\n"
+        "def test_execution(code):  # like seaborn's load_dataset(: the cache first, else the download\n"
+        "    path = os.path.expanduser('~/.cache/seaborn/tips.csv')\n"
+        "    if not os.path.exists(path):\n"
+        "        urllib.request.urlretrieve('https://example.org/tips.csv', path)\n"
+        "    assert open(path).read() == 'a,b\\n'\n"
+    )
+    data = tmp_path / "ds.jsonl"
+    write_jsonl(data, [{"prompt": "", "reference_code": "", "code_context": context,
+                        "metadata": {"problem_id": 7, "library": "Numpy"}}])  # fmt: skip
+    write_jsonl(tmp_path / "s.jsonl", [{"task_id": "ds1000/7", "completion": "x = 1"}])
+    cfg = load_config({"benchmark": {"data": {"ds1000": str(data)}, "rescore_failures": False}})
+    offline = suites.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    assert offline["per_task"] == {"ds1000/7": "fail"} and offline["network_failures"] == ["ds1000/7"]
+    home = tmp_path / "home" / ".cache" / "seaborn"
+    home.mkdir(parents=True)
+    (home / "tips.csv").write_text("a,b\n")
+    cfg["benchmark"]["ds1000_data_home"] = str(tmp_path / "home")
+    cached = suites.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    assert cached["per_task"] == {"ds1000/7": "pass"} and cached["network_failures"] == []
