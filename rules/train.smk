@@ -13,6 +13,11 @@ rule train:
     conda:
         "../envs/aiev.yaml"
     threads: config["train"]["procs_per_node"]
+    resources:
+        # on SLURM: one allocation of train.nodes nodes, one task (a torchrun agent) per node; the slurm profile
+        # adds `mpi`, so the launcher runs once, without srun, on the first node (scripts/launch_train.sh)
+        nodes=config["train"]["nodes"],
+        tasks=config["train"]["nodes"],
     params:
         config=sections("train", "format"),
         args=train_args,

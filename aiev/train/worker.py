@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import shutil
+import socket
 import sys
 import time
 from datetime import timedelta
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=section["dist_timeout_s"])
     )
     rank, world = dist.get_rank(), dist.get_world_size()
+    log(f"joined: rank {rank} of {world} on {socket.gethostname()}, rendezvous "
+        f"{os.environ.get('TORCHELASTIC_RUN_ID', '-')}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}")  # fmt: skip
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(section["seed"])
