@@ -244,6 +244,78 @@ def _cuda() -> bool:
         return False
 
 
+def _run_tool(argv: list[str], timeout: float = 10.0) -> tuple[int, str]:
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def _profile(dirs: list[str]) -> dict[str, Any]:
+    """The profiles' settings, later ones over earlier ones (``--profile`` then ``--workflow-profile``)."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for d in dirs:
+        merged.update(yaml.safe_load((Path(d) / "config.yaml").read_text(encoding="utf-8")) or {})
+    return merged
+
+
+def check_slurm(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
+    """With ``--slurm PROFILE...``: what `snakemake --profile profiles/slurm` needs on this (login) node."""
+    if not opts.slurm:
+        return []
+    out: list[Finding] = []
+    for tool in ("sbatch", "squeue", "sacct", "sacctmgr", "sinfo"):
+        if shutil.which(tool) is None:
+            out.append(Finding(f"slurm {tool}", FAIL, f"{tool} is not on PATH",
+                               "run on the cluster's login node (or `module load slurm`)"))  # fmt: skip
+    if out:
+        return out
+    rc, text = _run_tool(["sacct", "-n", "-X", "-S", "now-1minutes", "-o", "JobID"])
+    if rc != 0:
+        out.append(Finding("slurm accounting", FAIL, f"sacct fails: {text[-300:]}",
+                           "the executor plugin polls job states with sacct: without slurmdbd every check fails "
+                           "and the run waits forever; ask the admins for accounting"))  # fmt: skip
+    else:
+        out.append(Finding("slurm accounting", OK, "sacct answers"))
+    for pip in ("snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"):
+        if not _module(pip.replace("-", "_")):
+            out.append(Finding(f"slurm plugin {pip}", FAIL, "not installed", f"pip install {pip} (requirements.lock)"))
+    missing = [d for d in opts.slurm if not (Path(d) / "config.yaml").is_file()]
+    if missing:
+        return [*out, Finding("slurm profile", FAIL, f"no config.yaml in {missing}", "give the profile directories")]
+    profile = _profile(opts.slurm)
+    defaults = profile.get("default-resources") or {}
+    account = defaults.get("slurm_account")
+    if not account or account == "my_account":
+        out.append(Finding("slurm account", FAIL, f"default-resources.slurm_account is {account!r}",
+                           "set your account in the profile (the plugin's guess of one is unreliable)"))  # fmt: skip
+    else:
+        rc, text = _run_tool(["sacctmgr", "-n", "-P", "show", "assoc", f"account={account}", "format=account"])
+        if rc == 0 and account in text.split():
+            out.append(Finding("slurm account", OK, f"{account} (sacctmgr)"))
+        else:
+            out.append(Finding("slurm account", WARN, f"sacctmgr does not list {account}: {text[-200:]}",
+                               "check the account name (sshare -U shows yours)"))  # fmt: skip
+    partitions = {defaults.get("slurm_partition")} | {
+        r.get("slurm_partition") for r in (profile.get("set-resources") or {}).values()}  # fmt: skip
+    for part in sorted(p for p in partitions if p):
+        rc, text = _run_tool(["sinfo", "-h", "-p", str(part), "-o", "%P"])
+        if rc != 0 or not text:
+            out.append(Finding(f"slurm partition {part}", FAIL, "sinfo does not know it", "set your partitions"))
+        else:
+            out.append(Finding(f"slurm partition {part}", OK, "known to sinfo"))
+    train = (profile.get("set-resources") or {}).get("train") or {}
+    if "mpi" in train and cfg["train"]["nodes"] < 2:
+        out.append(Finding("slurm training", FAIL, "the profile gives train `mpi` but train.nodes is 1",
+                           "delete `mpi` from set-resources.train (the plugin wants tasks > 1 with it)"))  # fmt: skip
+    return out
+
+
 #: Every check, in the order they are shown. Later stages append theirs (training: torch, DeepSpeed, GPUs; ...).
 #: What each student-serving engine needs installed (its Python modules).
 ENGINE_MODULES = {"transformers": ("transformers", "fastapi", "uvicorn"), "vllm": ("vllm",),
@@ -293,6 +365,7 @@ CHECKS: list[Check] = [
     check_training,
     check_student,
     check_benchmark,
+    check_slurm,
 ]
 
 
@@ -312,6 +385,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an endpoint")
     p.add_argument("--offline", action="store_true", help="do not contact LLM endpoints")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--slurm", nargs="+", metavar="PROFILE", default=[],
+                   help="also check what `snakemake --profile PROFILE` on SLURM needs (profile directories, later "
+                   "ones over earlier: e.g. profiles/slurm)")  # fmt: skip
 
 
 def _run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

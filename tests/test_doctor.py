@@ -167,3 +167,9 @@ def test_benchmark_scoring_needs_evalplus_and_names_missing_data(monkeypatch, tm
     (f,) = doc.check_benchmark(load_config(on), None)
     assert f.status == "FAIL" and "requirements-nodeps.txt" in f.fix
     assert doc.check_benchmark(load_config({}), None) == []
+
+
+def test_slurm_without_its_tools_is_named(repo, tmp_path):
+    rc, report, _ = doctor(repo, {"generate": {"enabled": False}}, f"{BIN}:{tmp_path}", "--slurm", "profiles/slurm")
+    assert rc == 1
+    assert by_check(report)["slurm sbatch"][0]["fix"].startswith("run on the cluster's login node")

@@ -327,3 +327,21 @@ def test_a_node_set_down_under_a_running_job_gets_it_requeued(tmp_path, tool_env
     states = [ln.split("|")[1] for ln in out.splitlines() if ln.strip()]
     assert states == ["NODE_FAIL", "COMPLETED"], states
     assert (tmp_path / "results" / "batch_0" / "sft.jsonl").exists()
+
+
+def test_doctor_checks_the_slurm_prerequisites(tool_env):
+    """`aiev doctor --slurm`: on this cluster with CI's overrides everything is found; with the profile as
+    shipped, the placeholder account and partitions are named with their fix."""
+    import sys
+
+    def doctor(*profiles: str) -> dict[str, dict]:
+        cmd = [sys.executable, "-m", "aiev", "doctor", "--config", '{"generate": {"enabled": false}}', "--json"]
+        out = subprocess.run([*cmd, "--slurm", *profiles], cwd=REPO, env=tool_env, capture_output=True, text=True)
+        return {f["check"]: f for f in json.loads(out.stdout)["findings"] if f["check"].startswith("slurm")}
+
+    ci = doctor("profiles/slurm", "tests/slurm/profile")
+    assert {f["status"] for f in ci.values()} == {"ok"}, ci
+    assert {"slurm accounting", "slurm account", "slurm partition debug"} <= set(ci)
+    shipped = doctor("profiles/slurm")
+    assert shipped["slurm account"]["status"] == "FAIL" and "my_account" in shipped["slurm account"]["detail"]
+    assert shipped["slurm partition gpu"]["status"] == "FAIL"
