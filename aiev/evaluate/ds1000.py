@@ -29,11 +29,18 @@ import json
 import os
 import sysconfig
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
+from aiev.evaluate.samplefile import (
+    BenchmarkError,
+    flaky,
+    prepare_rows,
+    read_tasks,
+    run_all,
+    sandbox_for,
+    verdict,
+)
 from aiev.io import write_json
 
 SUITE = "ds1000"
@@ -179,21 +186,13 @@ def score(
         answer = row.get("completion", row.get("solution", ""))
         needs_data = "load_dataset(" in task["code_context"] or "fetch_" in task["code_context"]
         files = {**(home if needs_data else {}), "main.py": program(task, answer)}
-        res = sandbox.run(files, ["python3", "main.py"], limits, prefix=env)
-        if res.exit_code == 0 and not res.timed_out:
-            return "pass", ""
-        return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
+        return verdict(sandbox.run(files, ["python3", "main.py"], limits, prefix=env))
 
-    with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-        verdicts = list(pool.map(run, tasks, rows))
+    def has_code(row: dict[str, Any]) -> bool:
+        return bool(postprocess(row.get("completion", row.get("solution", ""))).strip())
+
+    verdicts, again = run_all(run, tasks, rows, section["workers"], section["rescore_failures"], has_code)
     per_task = {t["task_id"]: v for t, (v, _) in zip(tasks, verdicts, strict=True)}
-    failed = [i for i, t in enumerate(tasks) if per_task[t["task_id"]] == "fail" and postprocess(
-              rows[i].get("completion", rows[i].get("solution", ""))).strip()]  # fmt: skip
-    again = {}
-    if section["rescore_failures"] and failed:
-        with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-            second = list(pool.map(run, [tasks[i] for i in failed], [rows[i] for i in failed]))
-        again = {tasks[i]["task_id"]: v for i, (v, _) in zip(failed, second, strict=True)}
     by_lib: dict[str, dict[str, Any]] = {}
     for t, (v, _) in zip(tasks, verdicts, strict=True):
         lib = by_lib.setdefault(t["metadata"]["library"], {"n": 0, "passed": 0, "skipped": 0})

@@ -26,12 +26,11 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
+from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.io import write_json
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"
@@ -154,20 +153,11 @@ def score(
     def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
         completion = truncate(row.get("completion", ""), task.get("stop_tokens") or [])
         program = task["prompt"] + completion + "\n" + task["tests"]
-        res = sandbox.run({spec.file: program}, ["sh", "-c", spec.command], limits)
-        if res.exit_code == 0 and not res.timed_out:
-            return "pass", ""
-        return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
+        return verdict(sandbox.run({spec.file: program}, ["sh", "-c", spec.command], limits))
 
-    with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-        verdicts = list(pool.map(run, tasks, rows))
+    verdicts, again = run_all(run, tasks, rows, section["workers"], section["rescore_failures"],
+                              lambda row: bool(row["completion"].strip()))  # fmt: skip
     per_task = {t["task_id"]: v for t, (v, _) in zip(tasks, verdicts, strict=True)}
-    failed = [i for i, t in enumerate(tasks) if per_task[t["task_id"]] == "fail" and rows[i]["completion"].strip()]
-    again = {}
-    if section["rescore_failures"] and failed:
-        with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-            second = list(pool.map(run, [tasks[i] for i in failed], [rows[i] for i in failed]))
-        again = {tasks[i]["task_id"]: v for i, (v, _) in zip(failed, second, strict=True)}
     n = len(per_task)
     report = {
         "suite": f"multipl-e-{lang}",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,27 @@ def sandbox_for(cfg: dict[str, Any], family: str) -> Any:
 def flaky(first: dict[str, Any], again: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The tasks scored twice whose verdicts differ: ``{task_id: {"first": v1, "second": v2}}``."""
     return {t: {"first": first[t], "second": v} for t, v in again.items() if v != first[t]}
+
+
+def verdict(res: Any) -> tuple[str, str]:
+    """A sandboxed program's verdict: ``pass`` when it exited 0 in time, else ``fail`` and why."""
+    if res.exit_code == 0 and not res.timed_out:
+        return "pass", ""
+    return "fail", ("timed out" if res.timed_out else f"exit {res.exit_code}: {res.stderr[-400:]}")
+
+
+def run_all(
+    run: Callable[[dict[str, Any], dict[str, Any]], tuple[str, str]], tasks: list[dict[str, Any]],
+    rows: list[dict[str, Any]], workers: int, rescore: bool, has_code: Callable[[dict[str, Any]], bool],
+) -> tuple[list[tuple[str, str]], dict[str, str]]:  # fmt: skip
+    """Every task's (verdict, why), ``workers`` at once; with ``rescore``, the failed ones whose sample has code
+    are run a second time: their second verdicts, by task id (for :func:`flaky`)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = list(pool.map(run, tasks, rows))
+    failed = [i for i, (v, _) in enumerate(verdicts) if v == "fail" and has_code(rows[i])]
+    again: dict[str, str] = {}
+    if rescore and failed:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            second = list(pool.map(run, [tasks[i] for i in failed], [rows[i] for i in failed]))
+        again = {tasks[i]["task_id"]: v for i, (v, _) in zip(failed, second, strict=True)}
+    return verdicts, again

@@ -92,6 +92,16 @@ def test_dataset_holds_every_kept_entry_with_its_split_and_counts_bad_rows(tmp_p
         dataset.run(train=["x"], test=[], output=tmp_path / "e.jsonl", report=tmp_path / "r.json")
 
 
+def summary_markdown(tmp_path, benchmarks: list[str]) -> str:
+    """results/summary.md of a run with no batch but these benchmark reports."""
+    write(tmp_path / "dedup.json", {"kept": 5})
+    write(tmp_path / "batches.json", {"batch_size": 5})
+    summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")], benchmarks=benchmarks,
+                dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
+                output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
+    return (tmp_path / "s.md").read_text()
+
+
 def test_benchmark_table_beside_the_papers(tmp_path):
     for model, suite, base, plus in (("base", "humaneval", 0.5, 0.25), ("student_1", "humaneval", 0.75, 0.5),
                                      ("student_1", "mbpp", 1.0, 0.5)):  # fmt: skip
@@ -101,12 +111,7 @@ def test_benchmark_table_beside_the_papers(tmp_path):
     table = summary.benchmark_table(paths)
     assert table["base"] == {"humaneval": 50.0, "humaneval+": 25.0, "humaneval_tasks": 4}
     assert table["student_1"]["mbpp+"] == 50.0 and table["student_1"]["humaneval"] == 75.0
-    write(tmp_path / "dedup.json", {"kept": 5})
-    write(tmp_path / "batches.json", {"batch_size": 5})
-    summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")], benchmarks=paths,
-                dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
-                output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
-    md = (tmp_path / "s.md").read_text()
+    md = summary_markdown(tmp_path, paths)
     assert "| student_1 | 75 | 50 | 100 | 50 |" in md and "| AutoCoder-33B (paper) | 90.9 | 78 | 82.5 | 70.6 |" in md
     assert "subset" in md
 
@@ -126,12 +131,7 @@ def test_benchmark_table_has_multipl_e_and_ds1000_with_what_was_left_out(tmp_pat
     assert row["notes"] == ["ds1000 on 8/10 problems (no Tensorflow)",
                             "multipl-e-js: 1 task(s) changed verdict when re-scored",
                             "multipl-e-swift skipped: no Swift toolchain"]  # fmt: skip
-    write(tmp_path / "dedup.json", {"kept": 5})
-    write(tmp_path / "batches.json", {"batch_size": 5})
-    summary.run(load_config({})["summary"], batch_dirs=[str(tmp_path / "batch_0")], benchmarks=paths,
-                dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
-                output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
-    md = (tmp_path / "s.md").read_text()
+    md = summary_markdown(tmp_path, paths)
     assert "| model | multipl-e-js | multipl-e-swift | ds1000 |" in md
     assert "| student_0 | 50 | – | 25 |" in md or "| student_0 | 50 | - | 25 |" in md, md
     assert "| AutoCoder-33B (paper) | 68.9 | 53.8 | 47.2 |" in md and "no Tensorflow" in md
