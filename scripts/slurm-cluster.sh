@@ -178,9 +178,24 @@ EOF
 
   alive slurmctld || slurmctld
   wait_for 30 slurmctld scontrol ping
-  alive slurmd || slurmd
+  alive slurmd || { sweep_job_cgroups; slurmd; }
   wait_for 60 "node $host" sh -c "sinfo -h -n $host -o %t | grep -qE '^(idle|mix|alloc)'"
   log "up: cluster $cluster, partition debug, account $account, node $host ($(nproc) CPUs)"
+}
+
+sweep_job_cgroups() {
+  # Processes a dead job left behind: a job killed with its node (NODE_FAIL) can leave its batch script's children
+  # running under proctrack/linuxproc, inside the job's cgroup. They are killed, and the job cgroups removed, so
+  # that a later cluster's job of the same id can set up its cgroup (else slurmd fails the job and drains the node).
+  local dir pid
+  for dir in /sys/fs/cgroup/*/slurm_"$host"; do
+    [ -d "$dir" ] || continue
+    for pid in $(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u); do
+      kill -9 "$pid" 2>/dev/null || true
+    done
+    sleep 0.5
+    find "$dir" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
 }
 
 stop() {
@@ -197,8 +212,9 @@ stop() {
       rm -f "$(pidfile $name)"
     fi
   done
-  # job steps the daemons left behind (slurmstepd), if any
+  # job steps the daemons left behind (slurmstepd), and what dead jobs left in their cgroups
   pkill -9 -x slurmstepd 2>/dev/null || true
+  sweep_job_cgroups
   log "stopped"
 }
 
