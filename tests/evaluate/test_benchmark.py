@@ -81,6 +81,8 @@ def test_a_broken_set_scores_what_evalplus_says_and_bad_rows_are_counted(tmp_pat
     assert report["per_task"][t0["task_id"]] == {"base": "pass", "plus": "pass"}
     assert report["per_task"][t2["task_id"]]["base"] == "fail" and report["n"] == 3
     assert report["duplicates"] == [t0["task_id"]] and report["unknown"] == ["HumanEval/999"] and report["bad"] == 2
+    # the two wrong samples were scored a second time (benchmark.rescore_failures) and evalplus agreed with itself
+    assert report["rescored"] == 2 and report["flaky"] == {}
 
 
 def test_limit_scores_the_first_tasks_and_a_task_without_a_sample_fails(tmp_path):
