@@ -19,20 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.codeblocks import fenced_blocks
+from aiev.interpreter import DEFAULT_TOKENS, TOKEN_KEYS, executable_blocks, install_text, token_kind, wrap_answer
 from aiev.io import SkipLog, read_jsonl, write_json, write_jsonl
 from aiev.records import record_errors
 
 log = logging.getLogger("aiev.format")
 
-TOKEN_KEYS = ("bash_start", "bash_end", "code_start", "code_end")
-DEFAULT_TOKENS = {
-    "bash_start": "<|bash_start|>",
-    "bash_end": "<|bash_end|>",
-    "code_start": "<|code_start|>",
-    "code_end": "<|code_end|>",
-}
-_PIP_TAIL_LINES = 3
+__all__ = ["DEFAULT_TOKENS", "TOKEN_KEYS", "assistant_turn", "format_entry", "format_file", "run"]
 
 
 class FormatError(ValueError):
@@ -60,45 +53,27 @@ class Turn:
         }
 
 
-def _install_text(install: dict[str, Any]) -> str:
-    specs = " ".join(install.get("specs") or [])
-    head = f"pip install {specs}".rstrip() + f": exit code {install.get('exit_code')}"
-    if install.get("exit_code") == 0:
-        tail = (install.get("stdout") or "").strip().splitlines()[-_PIP_TAIL_LINES:]
-    else:
-        tail = (install.get("stderr") or "").strip().splitlines()[-20:]
-    return "\n".join([head, *tail])
-
-
 def assistant_turn(
     answer: str, execution: dict[str, Any] | None, tokens: dict[str, str], counts: dict[str, int] | None = None
 ) -> Turn:
     """One programmer answer with its blocks wrapped, and its execution result (masked) inserted."""
-    blocks = [b for b in fenced_blocks(answer) if b.kind is not None and b.code.strip()]  # what ran, nothing else
-    kinds = ["bash" if b.kind == "bash" else "code" for b in blocks]
+    kinds = [token_kind(b) for b in executable_blocks(answer)]  # what ran, nothing else
     last = {kind: max((i for i, k in enumerate(kinds) if k == kind), default=None) for kind in ("bash", "code")}
     outputs: dict[int | None, list[str]] = {}
     if execution is not None:
         install = execution.get("install")
         ran = install is None or install.get("exit_code") == 0
         if install is not None:
-            text = _install_text(install) if ran else execution["content"]
+            text = install_text(install) if ran else execution["content"]
             outputs.setdefault(last["bash"], []).append(text)
         if ran:
             outputs.setdefault(last["code"], []).append(execution["content"])
     turn = Turn("assistant", [])
-    pos = 0
-    for i, (block, kind) in enumerate(zip(blocks, kinds, strict=True)):
-        turn.add(answer[pos : block.start], True)
-        turn.add(tokens[f"{kind}_start"] + answer[block.start : block.end] + tokens[f"{kind}_end"], True)
-        for text in outputs.get(i, []):
-            turn.add("\n" + text, False)
-        pos = block.end
-        if counts is not None:
+    for text, train in wrap_answer(answer, tokens, outputs):
+        turn.add(text, train)
+    if counts is not None:
+        for kind in kinds:
             counts[kind] += 1
-    turn.add(answer[pos:], True)
-    for text in outputs.get(None, []):  # no block of that kind: the result closes the turn
-        turn.add("\n" + text, False)
     return turn
 
 

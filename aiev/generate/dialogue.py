@@ -30,33 +30,9 @@ from typing import Any
 
 from aiev import __version__
 from aiev.codeblocks import CodeProblem, Program, extract_program, has_assertion
+from aiev.interpreter import describe_result, install_specs, run_install, run_program
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError
-
-
-def _tail(text: str, limit: int = 4000) -> str:
-    return text if len(text) <= limit else "...\n" + text[-limit:]
-
-
-def describe_result(execution: dict[str, Any]) -> str:
-    """The text of an execution message: what the programmer and questioner are shown."""
-    parts = []
-    inst = execution.get("install")
-    if inst is not None and inst.get("exit_code") != 0:
-        parts.append(f"pip install failed (exit code {inst.get('exit_code')}):\n{_tail(inst.get('stderr', ''))}")
-    if execution.get("timed_out"):
-        parts.append("The program was stopped: it ran past the time limit.")
-    if execution.get("oom_killed"):
-        parts.append("The program was killed: it used more memory than the sandbox allows.")
-    if execution.get("exit_code") is not None:
-        parts.append(f"exit code {execution['exit_code']}")
-    if execution.get("stdout"):
-        parts.append(f"stdout:\n{_tail(execution['stdout'])}")
-    if execution.get("stderr"):
-        parts.append(f"stderr:\n{_tail(execution['stderr'])}")
-    if execution.get("note"):
-        parts.append(execution["note"])
-    return "\n".join(parts) if parts else "exit code 0 (no output)"
 
 
 @dataclass
@@ -190,20 +166,13 @@ def prefix_for(root: Path, dialogue_id: str) -> Path:
 
 def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: Path, install_enabled: bool = True):
     """An Executor over the sandbox interface: install turns into a per-dialogue prefix, then the program."""
-    from aiev.sandbox import PipInstallError, parse_pip_install
 
     def execute(program: Program, dialogue_id: str) -> dict[str, Any]:
         prefix = prefix_for(prefix_root, dialogue_id)
         install: dict[str, Any] | None = None
         if program.installs:
-            specs: list[str] = []
-            error = None
-            for block in program.installs:
-                for line in (ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")):
-                    try:
-                        specs.extend(parse_pip_install(line))
-                    except PipInstallError as exc:
-                        error = f"refused: {exc}"
+            specs, refused = install_specs(program.installs)
+            error = f"refused: {refused[-1][1]}" if refused else None
             if error is None and not install_enabled:
                 error = "refused: package installs are disabled (sandbox.install.enabled: false)"
             if error is not None:
@@ -215,16 +184,10 @@ def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: P
                     "specs": specs,
                 }
             else:
-                prefix.mkdir(parents=True, exist_ok=True)
-                res = sandbox.install(specs, prefix, install_limits).to_dict()
-                install = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")} | {"specs": specs}
+                install = run_install(sandbox, specs, prefix, install_limits)
             if install["exit_code"] != 0:
                 return {"exit_code": None, "stdout": "", "stderr": "", "timed_out": False, "install": install}
-        files = {"main.py": program.source}
-        res = sandbox.run(files, ["python3", "main.py"], limits, prefix=prefix if prefix.exists() else None).to_dict()
-        out = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
-        if res.get("oom_killed"):
-            out["oom_killed"] = True
+        out = run_program(sandbox, program.source, limits, prefix)
         out["install"] = install
         return out
 

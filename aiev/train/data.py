@@ -18,36 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aiev.interpreter import Template
+
+__all__ = ["IGNORE", "Example", "Template", "add_special_tokens", "collate", "encode"]
+
 IGNORE = -100
-
-
-@dataclass(frozen=True)
-class Template:
-    user_prefix: str = "### Instruction:\n"
-    assistant_prefix: str = "### Response:\n"
-    turn_end: str = "\n\n"
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> Template:
-        t = section.get("template") or {}
-        return cls(**{k: t[k] for k in ("user_prefix", "assistant_prefix", "turn_end") if k in t})
-
-    def chat_template(self) -> str:
-        """The same layout as a Jinja chat template (for ``tokenizer.chat_template``: serving engines use it)."""
-
-        def lit(s: str) -> str:
-            return "'" + s.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
-
-        return (
-            "{% if bos_token %}{{ bos_token }}{% endif %}"  # training starts every example with it
-            "{% for message in messages %}"
-            "{% if message['role'] == 'user' %}"
-            f"{{{{ {lit(self.user_prefix)} + message['content'] + {lit(self.turn_end)} }}}}"
-            "{% elif message['role'] == 'assistant' %}"
-            f"{{{{ {lit(self.assistant_prefix)} + message['content'] + eos_token + {lit(self.turn_end)} }}}}"
-            "{% endif %}{% endfor %}"
-            f"{{% if add_generation_prompt %}}{{{{ {lit(self.assistant_prefix)} }}}}{{% endif %}}"
-        )
 
 
 @dataclass

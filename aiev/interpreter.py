@@ -1,0 +1,194 @@
+"""The code-interpreter format: the one text shape in which a programmer answer, its executable blocks and their
+results are written, shared by the SFT records (:mod:`aiev.curate.format`), the trainer (:mod:`aiev.train.data`),
+the dialogue (:mod:`aiev.generate.dialogue`) and the interactive interpreter (:mod:`aiev.chat`).
+
+- The four special tokens (config ``format.tokens``): bash blocks (``pip install``) are wrapped in
+  ``<|bash_start|>...<|bash_end|>``, Python blocks in ``<|code_start|>...<|code_end|>``, the fence kept inside
+  (:func:`wrap_answer`). Which blocks are executable is the shared parser's rule (:mod:`aiev.codeblocks`).
+- A result is inserted right after a block as ``"\\n" + text`` (context, never trained): an install's text is
+  :func:`install_text`, a failed or refused install's and a program's is :func:`describe_result`.
+- :class:`Template`: the text around turns (config ``train.template``), also written as the trained tokenizer's
+  chat template, and :meth:`Template.render` for a completion prompt that continues an assistant turn.
+- :func:`install_specs`, :func:`run_install`, :func:`run_program`: the sandbox calls of an install turn and of a
+  program, as the dialogue makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiev.codeblocks import Fence, fenced_blocks
+
+TOKEN_KEYS = ("bash_start", "bash_end", "code_start", "code_end")
+DEFAULT_TOKENS = {
+    "bash_start": "<|bash_start|>",
+    "bash_end": "<|bash_end|>",
+    "code_start": "<|code_start|>",
+    "code_end": "<|code_end|>",
+}
+_PIP_TAIL_LINES = 3
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def tail(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def describe_result(execution: dict[str, Any]) -> str:
+    """The text of an execution message: what the programmer and questioner are shown."""
+    parts = []
+    inst = execution.get("install")
+    if inst is not None and inst.get("exit_code") != 0:
+        parts.append(f"pip install failed (exit code {inst.get('exit_code')}):\n{tail(inst.get('stderr', ''))}")
+    if execution.get("timed_out"):
+        parts.append("The program was stopped: it ran past the time limit.")
+    if execution.get("oom_killed"):
+        parts.append("The program was killed: it used more memory than the sandbox allows.")
+    if execution.get("exit_code") is not None:
+        parts.append(f"exit code {execution['exit_code']}")
+    if execution.get("stdout"):
+        parts.append(f"stdout:\n{tail(execution['stdout'])}")
+    if execution.get("stderr"):
+        parts.append(f"stderr:\n{tail(execution['stderr'])}")
+    if execution.get("note"):
+        parts.append(execution["note"])
+    return "\n".join(parts) if parts else "exit code 0 (no output)"
+
+
+def install_text(install: dict[str, Any]) -> str:
+    """A successful install's result as the record shows it: the command, its exit code, pip's last lines."""
+    specs = " ".join(install.get("specs") or [])
+    head = f"pip install {specs}".rstrip() + f": exit code {install.get('exit_code')}"
+    if install.get("exit_code") == 0:
+        lines = (install.get("stdout") or "").strip().splitlines()[-_PIP_TAIL_LINES:]
+    else:
+        lines = (install.get("stderr") or "").strip().splitlines()[-20:]
+    return "\n".join([head, *lines])
+
+
+def install_result_text(install: dict[str, Any]) -> str:
+    """What follows an install turn's (last) bash block: :func:`install_text` when it succeeded, else the
+    execution message of a dialogue whose install failed or was refused (the program did not run)."""
+    if install.get("exit_code") == 0:
+        return install_text(install)
+    return describe_result({"exit_code": None, "stdout": "", "stderr": "", "timed_out": False, "install": install})
+
+
+# ------------------------------------------------------------------------------------------------ wrapping
+
+
+def executable_blocks(answer: str) -> list[Fence]:
+    """The blocks that run (bash install turns and Python), nothing else."""
+    return [b for b in fenced_blocks(answer) if b.kind is not None and b.code.strip()]
+
+
+def token_kind(block: Fence) -> str:
+    """``bash`` or ``code``: which pair of special tokens wraps the block."""
+    return "bash" if block.kind == "bash" else "code"
+
+
+def wrap_answer(answer: str, tokens: dict[str, str], outputs: dict[int | None, list[str]]) -> list[tuple[str, bool]]:
+    """An answer with its executable blocks wrapped in the special tokens, as (text, trained) pieces, with the
+    results ``outputs[i]`` inserted (``"\\n" + text``, not trained) right after block ``i``; ``outputs[None]``
+    closes the answer."""
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for i, block in enumerate(executable_blocks(answer)):
+        kind = token_kind(block)
+        pieces.append((answer[pos : block.start], True))
+        pieces.append((tokens[f"{kind}_start"] + answer[block.start : block.end] + tokens[f"{kind}_end"], True))
+        pieces.extend(("\n" + text, False) for text in outputs.get(i, []))
+        pos = block.end
+    pieces.append((answer[pos:], True))
+    pieces.extend(("\n" + text, False) for text in outputs.get(None, []))
+    return pieces
+
+
+def strip_tokens(text: str, tokens: dict[str, str]) -> str:
+    """A reply without the special tokens (engines that do not skip special tokens return them)."""
+    for key in TOKEN_KEYS:
+        text = text.replace(tokens[key], "")
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ template
+
+
+@dataclass(frozen=True)
+class Template:
+    user_prefix: str = "### Instruction:\n"
+    assistant_prefix: str = "### Response:\n"
+    turn_end: str = "\n\n"
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> Template:
+        t = section.get("template") or {}
+        return cls(**{k: t[k] for k in ("user_prefix", "assistant_prefix", "turn_end") if k in t})
+
+    def chat_template(self) -> str:
+        """The same layout as a Jinja chat template (for ``tokenizer.chat_template``: serving engines use it)."""
+
+        def lit(s: str) -> str:
+            return "'" + s.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
+
+        return (
+            "{% if bos_token %}{{ bos_token }}{% endif %}"  # training starts every example with it
+            "{% for message in messages %}"
+            "{% if message['role'] == 'user' %}"
+            f"{{{{ {lit(self.user_prefix)} + message['content'] + {lit(self.turn_end)} }}}}"
+            "{% elif message['role'] == 'assistant' %}"
+            f"{{{{ {lit(self.assistant_prefix)} + message['content'] + eos_token + {lit(self.turn_end)} }}}}"
+            "{% endif %}{% endfor %}"
+            f"{{% if add_generation_prompt %}}{{{{ {lit(self.assistant_prefix)} }}}}{{% endif %}}"
+        )
+
+    def render(self, messages: list[dict[str, str]], partial: str, *, bos: str = "", eos: str = "") -> str:
+        """A completion prompt: finished turns as the trainer lays them out (``bos``, each user turn, each
+        assistant turn closed by ``eos``), then the assistant turn in progress, ``partial``, left open."""
+        out = [bos]
+        for msg in messages:
+            if msg["role"] == "user":
+                out.append(self.user_prefix + msg["content"] + self.turn_end)
+            else:
+                out.append(self.assistant_prefix + msg["content"] + eos + self.turn_end)
+        return "".join([*out, self.assistant_prefix, partial])
+
+
+# ------------------------------------------------------------------------------------------------ sandbox calls
+
+
+def install_specs(blocks: list[str]) -> tuple[list[str], list[tuple[str, Exception]]]:
+    """The requirement specifiers of install-turn bash blocks, and each refused line with its reason (blank and
+    comment lines are skipped; every other line must be a plain ``pip install``, :mod:`aiev.sandbox.install`)."""
+    from aiev.sandbox import PipInstallError, parse_pip_install
+
+    specs: list[str] = []
+    refused: list[tuple[str, Exception]] = []
+    for block in blocks:
+        for line in (ln for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")):
+            try:
+                specs.extend(parse_pip_install(line))
+            except PipInstallError as exc:
+                refused.append((line, exc))
+    return specs, refused
+
+
+def run_install(sandbox: Any, specs: list[str], prefix: Path, limits: Any) -> dict[str, Any]:
+    """Install ``specs`` into ``prefix`` in the sandbox: the install dict the records keep."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    res = sandbox.install(specs, prefix, limits).to_dict()
+    return {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")} | {"specs": specs}
+
+
+def run_program(sandbox: Any, source: str, limits: Any, prefix: Path | None) -> dict[str, Any]:
+    """Run ``source`` as ``main.py`` in the sandbox, with the packages of ``prefix`` (where it exists)."""
+    use = prefix if prefix is not None and prefix.exists() else None
+    res = sandbox.run({"main.py": source}, ["python3", "main.py"], limits, prefix=use).to_dict()
+    out = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
+    if res.get("oom_killed"):
+        out["oom_killed"] = True
+    return out
