@@ -73,13 +73,20 @@ def read_jsonl(path: str | Path, skips: SkipLog | None = None) -> Iterator[tuple
             yield lineno, obj
 
 
+#: The process's umask (read once: os.umask can only be read by setting it).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside ``path`` and move it into place only on success."""
+    """Write to a temporary file beside ``path`` and move it into place only on success. The file gets the
+    permissions a plain ``open`` would give it (the umask's), not the temporary file's owner-only ones."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
             fh.flush()

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiev.io import read_records, write_json, write_jsonl
+from aiev.io import UMASK, read_records, write_json, write_jsonl
 
 #: A batch's file name (rules/common.smk's BATCH_FILE ends with the same pattern: a test checks it).
 BATCH_FILE = "batch_{k}.jsonl"
@@ -48,6 +48,7 @@ def run(section: dict[str, Any], *, input: str | Path, outdir: str | Path, repor
     # Build the directory beside the target and swap it in, so a crash never leaves half a set of batches.
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
+        tmp.chmod(0o777 & ~UMASK)  # mkdtemp's owner-only 0700 would outlive the rename
         for k, batch in enumerate(batches):
             write_jsonl(tmp / batch_name(k), batch)
         if outdir.exists():

@@ -42,3 +42,20 @@ def test_run_replaces_directory_atomically(tmp_path):
     assert batches.list_batches(out) == [0, 1]  # stale batch_2 gone
     assert json.loads((tmp_path / "r.json").read_text())["sizes"] == [20, 5]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".batches")]
+
+
+def test_outputs_are_readable_by_the_group_like_plain_files(tmp_path):
+    """Atomic writes go through owner-only temporary files; what lands must carry the umask's permissions (a
+    shared project directory on a cluster)."""
+    import os
+    import stat
+
+    from aiev.io import atomic_open
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "f.json") as fh:
+            fh.write("{}")
+        assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
