@@ -143,8 +143,12 @@ def test_the_tiny_loop_through_slurm_equals_a_local_run(tmp_path, tool_env, tiny
         local, remote = (json.loads((runs[r] / f"batch_{k}" / "stage.json").read_text()) for r in ("local", "slurm"))
         assert (remote["stage"], remote["next"], remote["teacher"]["passed"], remote["teacher"]["n"]) == (
             local["stage"], local["next"], local["teacher"]["passed"], local["teacher"]["n"])  # fmt: skip
-    ids = [json.loads(x)["id"] for x in (runs["slurm"] / "dataset" / "entries.jsonl").read_text().splitlines()]
-    assert ids == [json.loads(x)["id"] for x in (runs["local"] / "dataset" / "entries.jsonl").read_text().splitlines()]
+
+    def released(run: Path) -> list[str]:
+        shards = sorted((run / "dataset" / "jsonl").glob("*.jsonl"))
+        return [json.loads(x)["id"] for f in shards for x in f.read_text().splitlines()]
+
+    assert released(runs["slurm"]) == released(runs["local"]) and released(runs["local"])
 
 
 def twice(server) -> list[str]:

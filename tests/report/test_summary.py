@@ -1,15 +1,13 @@
-"""The released data set and the run summary: counts carried from the batch reports, totals beside the paper's,
-and the projection's arithmetic checked by hand."""
+"""The run summary: counts carried from the batch reports, totals beside the paper's, and the projection's
+arithmetic checked by hand."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from aiev.config import load_config
-from aiev.report import dataset, summary
+from aiev.report import summary
 
 
 def write(path: Path, obj) -> None:
@@ -74,22 +72,6 @@ def test_summary_with_no_batch_generated_says_so(tmp_path):
                        dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
                        output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
     assert "nothing to project" in info["projection"]["note"] and info["batches"][0]["passed"] is None
-
-
-def test_dataset_holds_every_kept_entry_with_its_split_and_counts_bad_rows(tmp_path):
-    for k in range(2):
-        (tmp_path / f"train_{k}.jsonl").write_text(f'{{"id": "a{k}"}}\n{{"id": "b{k}"}}\nnot json\n')
-        (tmp_path / f"test_{k}.jsonl").write_text(f'{{"id": "t{k}"}}\n')
-    info = dataset.run(train=[str(tmp_path / f"train_{k}.jsonl") for k in range(2)],
-                       test=[str(tmp_path / f"test_{k}.jsonl") for k in range(2)], batches=[0, 1],
-                       output=tmp_path / "entries.jsonl", report=tmp_path / "report.json")  # fmt: skip
-    rows = [json.loads(x) for x in (tmp_path / "entries.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["split"]) for r in rows] == [("a0", "train"), ("b0", "train"), ("t0", "test"),
-                                                     ("a1", "train"), ("b1", "train"), ("t1", "test")]  # fmt: skip
-    assert info["entries"] == 6 and info["train"] == 4 and info["test"] == 2 and info["bad"] == 2
-    assert info["batches"] == [{"batch": 0, "train": 2, "test": 1}, {"batch": 1, "train": 2, "test": 1}]
-    with pytest.raises(ValueError, match="one of each per batch"):
-        dataset.run(train=["x"], test=[], output=tmp_path / "e.jsonl", report=tmp_path / "r.json")
 
 
 def summary_markdown(tmp_path, benchmarks: list[str]) -> str:
