@@ -34,8 +34,10 @@ demo:
 	$(BIN)/aiev doctor --config config.yaml
 	$(MAKE) $(DEMO_STAMP)
 	snakemake --cores $(CORES)
+	snakemake --report results/report.html
 	@for f in results/batch_*/stage.json; do echo "== $$f"; cat $$f; done
-	@echo "== the run summary: results/summary.md (and summary.json); the data set: results/dataset/entries.jsonl"
+	@echo "== the report: results/report.html (open it in a browser); the run summary: results/summary.md"
+	@echo "== the data set: results/dataset/ (its card: results/dataset/README.md; datasets.load_dataset loads the folder)"
 
 doctor: setup
 	$(BIN)/aiev doctor --config config.yaml
@@ -55,8 +57,9 @@ format: setup
 	ruff format .
 	ruff check --fix .
 
+# The README picture (docs/dag.svg) and its sources (docs/dag.dot, docs/dag.mmd); the tests check they are current.
 dag: setup
-	snakemake --rulegraph | dot -Tsvg > docs/dag.svg
+	$(BIN)/python scripts/dag.py
 
 clean:
 	rm -rf results .snakemake

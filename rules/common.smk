@@ -248,19 +248,51 @@ def summary_args(wildcards, input):
     return " ".join(args)
 
 
-def dataset_inputs(wildcards):
+def plots_inputs(wildcards):
+    """What the plots read beside the summary: each batch's decontamination report and, trained, its student."""
     ks = batch_ids()
+    files = expand("results/batch_{k}/decontam_report.json", k=ks)
+    if config["train"]["enabled"]:
+        files += [student_dir(k) for k in ks]
+    return files
+
+
+def plots_args(wildcards):
+    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
+
+
+# The config sections that decide the data set's entries (their hash goes into its card), and its own.
+DATASET_SECTIONS = (
+    "seeds",
+    "dedup",
+    "batches",
+    "sandbox",
+    "llm",
+    "generate",
+    "decontam",
+    "split",
+    "train",
+    "evaluate",
+    "stage",
+    "dataset",
+)
+
+
+def dataset_inputs(wildcards):
+    """What the data set and its card are made of: each batch's splits and reports (stage records when the loop
+    runs) and, with Apptainer, the sandbox image (its hash is in the card)."""
+    ks = batch_ids()
+    files = ["train.jsonl", "test.jsonl", "generate_report.json"]
+    files += ["decontam_report.json", "split_report.json"]
     return {
-        "train": expand("results/batch_{k}/train.jsonl", k=ks),
-        "test": expand("results/batch_{k}/test.jsonl", k=ks),
+        "batches": expand("results/batch_{k}/{f}", k=ks, f=files),
+        "stages": decided_stages() if loop_enabled() else [],
+        "image": sandbox_image(wildcards),
     }
 
 
 def dataset_args(wildcards, input):
-    return " ".join(
-        f"--split {k} {shlex.quote(tr)} {shlex.quote(te)}"
-        for k, tr, te in zip(batch_ids(), input.train, input.test)
-    )
+    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
 
 
 def all_outputs(wildcards):
@@ -284,5 +316,6 @@ def all_outputs(wildcards):
             out += expand("results/batch_{k}/student", k=ks)
         if loop_enabled():
             out += decided_stages()
-        out += ["results/dataset/entries.jsonl", "results/summary.json"]
+        out += ["results/dataset/README.md", "results/summary.json"]
+        out += ["results/report/plots.json"]
     return out

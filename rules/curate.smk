@@ -12,6 +12,7 @@ rule decontaminate:
             "results/batch_{k}/decontam_report.json",
             category="Curation",
             caption="../docs/report/decontam.rst",
+            labels={"batch": "{k}", "what": "removed entries, closest matches"},
         ),
     log:
         "results/logs/curate/batch_{k}.decontaminate.log",

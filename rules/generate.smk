@@ -43,6 +43,7 @@ rule merge_dialogues:
             "results/batch_{k}/generate_report.json",
             category="Generation",
             caption="../docs/report/generate.rst",
+            labels={"batch": "{k}", "what": "dialogues, rounds, rejections, usage"},
         ),
     log:
         "results/logs/generate/batch_{k}.merge.log",

@@ -13,6 +13,7 @@ rule seeds:
             "results/seeds/seeds_report.json",
             category="Seeds",
             caption="../docs/report/seeds.rst",
+            labels={"what": "seeds per source, skipped rows"},
         ),
     log:
         "results/logs/seeds.log",
@@ -33,6 +34,7 @@ rule dedup:
             "results/seeds/dedup_report.json",
             category="Seeds",
             caption="../docs/report/dedup.rst",
+            labels={"what": "duplicates dropped"},
         ),
     log:
         "results/logs/dedup.log",

@@ -12,6 +12,7 @@ checkpoint decide_stage:
             "results/batch_{k}/stage.json",
             category="Loop",
             caption="../docs/report/stage.rst",
+            labels={"batch": "{k}", "what": "teacher vs student, next stage"},
         ),
     log:
         "results/logs/evaluate/batch_{k}.decide_stage.log",

@@ -2,7 +2,8 @@
 # Checks, in seconds, the system packages a target needs, and installs the missing ones where it can:
 #   scripts/system-deps.sh test|demo
 #   both: python3 with venv, bubblewrap (the sandbox), util-linux's setpriv (the sandbox's root mode)
-#   test: graphviz (the DAG picture); node, g++, a JDK with javatuples, php (MultiPL-E)
+#   test: graphviz (the DAG picture); chromium (the report opened headless); node, g++, a JDK with javatuples,
+#         php (MultiPL-E)
 #   demo: a C/C++ compiler and cmake (pip builds llama-cpp-python from source)
 # As root on Debian/Ubuntu the missing ones are installed with apt-get (as CI does). Elsewhere, or with
 # AIEV_NO_INSTALL=1, they are named with the command that installs them; for `demo` that stops the run at once
@@ -18,6 +19,7 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 case "$target" in
   test)
     command -v dot >/dev/null || need+=(graphviz)
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
     # MultiPL-E's toolchains (tests/evaluate/test_multiple.py): those a language lacks are skipped with the reason
     command -v node >/dev/null || need+=(nodejs)
     command -v g++ >/dev/null || need+=(g++)

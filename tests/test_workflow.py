@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -302,8 +303,16 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
     assert [b["next"] for b in summary["batches"]] == [s["next"] for s in stages]
     assert summary["totals"]["seeds"] == 18 and summary["paper"]["entries"] == 169000
     assert summary["projection"]["seeds"] == 186000 and summary["projection"]["batches"] == 31000
-    dataset = [json.loads(x) for x in (res / "dataset" / "entries.jsonl").read_text().splitlines()]
-    assert len(dataset) == summary["totals"]["kept"] and {d["split"] for d in dataset} <= {"train", "test"}
+    # the released data set loads with `datasets` (its card's configs), and its counts are the summary's
+    from datasets import load_dataset
+
+    released = load_dataset(str(res / "dataset"), cache_dir=str(tmp_path / "hf-cache"))
+    counts = {split: len(released[split]) for split in released}
+    assert sum(counts.values()) == summary["totals"]["kept"] == summary["dataset_entries"]
+    assert counts.get("train", 0) == summary["totals"]["train"] and counts.get("test", 0) == summary["totals"]["test"]
+    assert {row["split"] for split in released for row in released[split]} <= {"train", "test"}
+    card = (res / "dataset" / "README.md").read_text()
+    assert card.startswith("---\n") and f"num_examples: {counts['train']}" in card
     assert "Run summary" in (res / "summary.md").read_text()
     if yaml.safe_load(cfg.read_text()).get("benchmark", {}).get("enabled"):
         for suite in ("humaneval", "mbpp", "multipl-e-js", "ds1000"):
@@ -319,11 +328,15 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
         assert set(summary["benchmarks"]) == {"base", "student_2"} and "AutoCoder-33B (paper)" in md
         assert "| model | humaneval | humaneval+ | mbpp | mbpp+ | multipl-e-js | ds1000 |" in md
 
-    # only the summary's settings changed: only the summary re-runs
+    if branch == "teacher-stays":
+        check_report(repo, tmp_path, tool_env, cfg, summary)
+
+    # only the summary's settings changed: only the summary (and the plots drawn from it) re-run
     data = yaml.safe_load(cfg.read_text())
     data["summary"]["projection"]["generation_jobs"] = 20
     cfg.write_text(yaml.safe_dump(data))
-    assert planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "-n")) == {"summary": 1, "all": 1}
+    plan = planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "-n"))
+    assert plan == {"summary": 1, "plots": 1, "all": 1}, plan
 
     # the teacher's model changed: generation re-runs, and everything after it. The dry run plans batch 0's
     # chain up to its decision (the later batches are planned once that checkpoint has run again)
@@ -332,6 +345,45 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
     plan = planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "-n"))
     assert plan == {"generate": 1, "merge_dialogues": 1, "decontaminate": 1, "split": 1, "format": 1, "train": 1,
                     "evaluate": 2, "decide_stage": 1, "all": 1}, plan  # fmt: skip
+
+
+def check_report(repo: Path, workdir: Path, env: dict, cfg: Path, summary: dict) -> None:
+    """`snakemake --report` on the finished tiny run: every plot and table is in it with the captions' numbers of
+    this run; headless Chromium opens it without a JavaScript error, and each plot, shown as a click shows it,
+    is decoded and paints the page (screenshots)."""
+    from tests.report.browser import chromium, open_report
+
+    report = workdir / "results" / "report.html"
+    smk(repo, workdir, env, "--configfile", str(cfg), "--report", str(report))
+    html = report.read_text()
+    names = ["rounds", "rejections", "usage", "decontam", "stages", "loss", "benchmarks"]
+    for name in names:
+        assert f"results/report/{name}.svg" in html, name
+    for name in ("results/report/batches.html", "results/report/benchmarks.html", "results/summary.md"):
+        assert name in html
+    t = summary["totals"]
+    # the captions state this run's numbers (rendered from results/report/*.rst into the report)
+    assert f"{t['passed']} of {t['seeds']} dialogues passed" in html
+    assert f"{t['rejected']} dialogues rejected" in html
+    assert f"{t['requests']:,} requests" in html and "The teacher generated every batch" in html
+    assert "AIEV-INSTRUCT with aiev" in html and "batches of 6" in html  # the workflow description, with its config
+    if chromium() is None:  # (the rest of the loop test goes on)
+        warnings.warn("no chromium (scripts/system-deps.sh test installs it): the report was not opened", stacklevel=1)
+        return
+    from PIL import Image
+
+    seen = open_report(report, workdir / "shots")
+    assert seen["errors"] == [], seen["errors"]
+    shown = {Path(p).stem: v for p, v in seen["shown"].items()}
+    assert set(shown) == set(names)
+    pictures = set()
+    for name, v in shown.items():
+        assert v["size"][0] > 300 and v["size"][1] > 100, (name, v["size"])  # the SVG decoded to its size
+        pane = Image.open(v["screenshot"]).convert("L").crop((300, 0, 1400, 1000))
+        dark = sum(1 for px in pane.getdata() if px < 128)
+        assert dark > 2000, (name, dark)  # axes, bars, lines and labels drawn
+        pictures.add(pane.tobytes())
+    assert len(pictures) == len(names)  # each click showed a different plot
 
 
 def test_rulegraph_shows_the_loop(repo, tmp_path, tool_env):

@@ -9,19 +9,17 @@ from aiev.steps import Step
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", nargs=3, action="append", required=True, metavar=("BATCH", "TRAIN", "TEST"),
-                   help="one batch's index and split files; repeat in batch order")  # fmt: skip
-    p.add_argument("--output", required=True, help="the data set JSONL to write")
-    p.add_argument("--report", required=True)
+    p.add_argument("--batch-dir", dest="batch_dirs", action="append", required=True,
+                   help="a batch's results directory (results/batch_K: train.jsonl, test.jsonl and its reports); "
+                        "repeat in batch order")  # fmt: skip
+    p.add_argument("--output", required=True, help="the data set's directory (Hugging Face datasets layout)")
+    p.add_argument("--report", help="dataset_report.json (default: OUTPUT/dataset_report.json)")
 
 
 def _dataset(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import dataset
 
-    return dataset.run(
-        batches=[int(b) for b, _, _ in args.split], train=[t for _, t, _ in args.split],
-        test=[t for _, _, t in args.split], output=args.output, report=args.report,
-    )  # fmt: skip
+    return dataset.run(cfg, batch_dirs=args.batch_dirs, output=args.output, report=args.report)
 
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +44,19 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def _plots_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary", required=True, help="the run summary (summary.json)")
+    p.add_argument("--batch-dir", dest="batch_dirs", action="append", default=[],
+                   help="a batch directory (decontamination report, student metrics); repeat in order")  # fmt: skip
+    p.add_argument("--outdir", required=True, help="where the plots, their numbers and the tables go")
+
+
+def _plots(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from aiev.report import plots
+
+    return plots.run(summary=args.summary, batch_dirs=args.batch_dirs, outdir=args.outdir)
+
+
 def _summary_line(r: dict[str, Any]) -> str:
     p = r["projection"]
     stages = ", ".join(f"{b['batch']}: {b['stage']}->{b['next']}" for b in r["batches"])
@@ -58,8 +69,11 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 
 STEPS = [
-    Step("dataset", "the released data set: every kept entry of every batch, one JSONL", _dataset_args, _dataset,
-         lambda r: f"{r['entries']} entries ({r['train']} train, {r['test']} test)"),
+    Step("dataset", "the released data set: every kept entry, parquet and JSONL shards per split, and its card",
+         _dataset_args, _dataset,
+         lambda r: f"{r['entries']} entries ({r['train']} train, {r['test']} test), {r['bad']} row(s) skipped"),
     Step("summary", "the run summary (per batch, totals beside the paper's) and its projection", _summary_args,
          _summary, _summary_line),
+    Step("plots", "the report's plots (SVG), the numbers their captions state, and the tables", _plots_args, _plots,
+         lambda r: f"{len(r['plots'])} plots and {len(r['tables'])} tables in {r['outdir']}"),
 ]  # fmt: skip
