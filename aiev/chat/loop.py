@@ -216,20 +216,19 @@ class ChatSession:
                 shown = f"[would refuse] {why}" if why else f"[would run] pip install {' '.join(specs)}"
                 record("install", code=block.code, specs=specs, ran=False, reason="--no-exec", refused=why)
                 self.say(shown)
-            elif why is not None:
-                install = {"exit_code": None, "stdout": "", "stderr": why, "timed_out": False, "specs": specs}
+            else:  # refused (the reason is fed back as a failed install's result) or run in the sandbox
+                if why is not None:
+                    install = {"exit_code": None, "stdout": "", "stderr": why, "timed_out": False, "specs": specs}
+                    facts: dict[str, Any] = {"ran": False, "refused": why}
+                else:
+                    self.say(f"[running] pip install {' '.join(specs)}")
+                    assert self.sandboxed is not None
+                    install = self.sandboxed.install(specs)
+                    facts = {"ran": True, "result": install}
                 text = install_result_text(install)
                 outputs.setdefault(index, []).append(text)
-                record("install", code=block.code, specs=specs, ran=False, refused=why, fed_back=text)
-                self.say(f"[refused] {why}")
-            else:
-                self.say(f"[running] pip install {' '.join(specs)}")
-                assert self.sandboxed is not None
-                install = self.sandboxed.install(specs)
-                text = install_result_text(install)
-                outputs.setdefault(index, []).append(text)
-                record("install", code=block.code, specs=specs, ran=True, result=install, fed_back=text)
-                self.say(f"[result]\n{text}")
+                record("install", code=block.code, specs=specs, fed_back=text, **facts)
+                self.say(f"[refused] {why}" if why is not None else f"[result]\n{text}")
         else:
             self.say(f"[stopped] {MAX_REQUESTS} model requests in one turn")
             stopped = "requests"
