@@ -5,12 +5,15 @@ The output directory (``results/dataset/``)::
     README.md                                   the dataset card (YAML header + Markdown; aiev/report/card.py)
     data/train-00000-of-0000N.parquet ...       config "default": parquet shards of the train split
     data/test-00000-of-0000M.parquet ...        ... and of the test split
-    jsonl/train-00000-of-0000N.jsonl ...        config "jsonl": the same rows, as JSON Lines
+    jsonl/train-00000-of-0000N.jsonl ...        the same rows, as JSON Lines
     jsonl/test-00000-of-0000M.jsonl ...
     dataset_report.json                         counts, files, skipped rows (the run summary reads it)
 
-``datasets.load_dataset(DIR)`` loads the parquet shards (splits train and test), ``load_dataset(DIR, "jsonl")``
-the JSONL shards; both give the same rows. A row is an entry (``aiev/schemas/entry.schema.yaml``) plus ``split``.
+``datasets.load_dataset(DIR)`` loads the parquet shards (splits train and test, the card's only config:
+``datasets`` reads every config of a folder with the builder of its first one, so a JSON Lines config beside the
+parquet one would not load); ``load_dataset("json", data_files=..., features=...)`` loads the JSONL shards with the
+same features (the card shows how), and both give the same rows. A row is an entry
+(``aiev/schemas/entry.schema.yaml``) plus ``split``.
 Every shard has one schema, the :func:`features` derived from the entry schema (pyarrow's inference per shard
 would differ wherever a field is null in one shard): objects with declared properties are structs, arrays are
 lists, and the fields whose shape the schema leaves free (``provenance``, ``messages[].install``) are JSON
@@ -43,7 +46,7 @@ from typing import Any
 
 from aiev import __version__
 from aiev.config import load_schema
-from aiev.io import SkipLog, dumps, read_jsonl, write_json
+from aiev.io import UMASK, SkipLog, dumps, read_jsonl, write_json
 from aiev.records import record_errors
 
 SPLITS = ("train", "test")
@@ -424,9 +427,7 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
             "stage_record": _load(folder / "stage.json") or {},
         })  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+    tmp.chmod(0o777 & ~UMASK)  # mkdtemp's 0700 would outlive the rename
     try:
         (tmp / "data").mkdir()
         (tmp / "jsonl").mkdir()
