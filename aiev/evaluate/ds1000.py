@@ -12,7 +12,8 @@ read-only host, memory, process and time caps), with the answer cut the way DS-1
 lists the versions we install). Under bubblewrap the sandbox sees the packages of ``benchmark.ds1000_env`` (a
 directory made by ``pip install --target``, read-only inside), or this environment's own when it is unset; under
 Apptainer, those of the suite's image (``benchmark.images.ds1000``, containers/ds1000.def). Before scoring, a
-probe in the sandbox imports each library and records its version; the problems of a library that does not import
+probe in the sandbox imports each library (and what its problems need besides: seaborn for Matplotlib) and records
+its version; the problems of a library that does not import
 are reported as skipped, with the reason, never scored as failures, and the overall figure says over how many
 problems it was taken. The report carries the versions, so a number is never read without them.
 
@@ -54,15 +55,25 @@ LIBRARIES = {
     "Pytorch": "torch",
     "Tensorflow": "tensorflow",
 }
+#: What a library's problems import besides the library itself: DS-1000's Matplotlib problems use seaborn. A
+#: library counts as available only when these import too (else its problems would fail, not be skipped).
+ALSO_NEEDS = {"Matplotlib": ["seaborn"]}
+
+
+def modules(lib: str) -> list[str]:
+    """The modules the problems of ``lib`` need, the library's own first."""
+    return [LIBRARIES[lib], *ALSO_NEEDS.get(lib, [])]
+
+
 #: DS-1000's published check of its scorer: Codex-002's answers score this overall (test_ds1000.py's README).
 CODEX002_OVERALL = 0.388
 
 PROBE = """
 import importlib, json, sys
 out = {}
-for lib, module in json.loads(sys.argv[1]).items():
+for lib, modules in json.loads(sys.argv[1]).items():
     try:
-        out[lib] = {"version": importlib.import_module(module).__version__}
+        out[lib] = {"version": [importlib.import_module(m) for m in modules][0].__version__}
     except BaseException as exc:
         out[lib] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
 print(json.dumps(out))
@@ -152,7 +163,8 @@ def environment(configured: str | None) -> Path:
 
 def probe(sandbox: Any, env: Path | None, limits: Any) -> dict[str, dict[str, str]]:
     """Each library's version as the sandboxed programs see it, or why it does not import."""
-    res = sandbox.run({"probe.py": PROBE}, ["python3", "probe.py", json.dumps(LIBRARIES)], limits, prefix=env)
+    needs = json.dumps({lib: modules(lib) for lib in LIBRARIES})
+    res = sandbox.run({"probe.py": PROBE}, ["python3", "probe.py", needs], limits, prefix=env)
     if res.exit_code != 0 or res.timed_out:
         raise BenchmarkError(f"the DS-1000 library probe failed in the sandbox: exit {res.exit_code}\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -182,7 +194,7 @@ def score(
     def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
         lib = task["metadata"]["library"]
         if lib in missing:
-            return "skipped", f"{LIBRARIES.get(lib, lib)} does not import: {missing[lib]}"
+            return "skipped", f"needs {', '.join(modules(lib))}, which do not all import: {missing[lib]}"
         answer = row.get("completion", row.get("solution", ""))
         needs_data = "load_dataset(" in task["code_context"] or "fetch_" in task["code_context"]
         files = {**(home if needs_data else {}), "main.py": program(task, answer)}
