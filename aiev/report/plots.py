@@ -206,9 +206,10 @@ def usage(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
     twin = ax.twinx()
     twin.plot(ks, cost, color="#e6550d", marker="o", label="cost (USD)")
     twin.set_ylabel("cost (USD)")
+    twin.spines["right"].set_visible(True)
     twin.set_ylim(0, max([*cost, 0.01]) * 1.3)
     lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles=lines, fontsize=7, loc="upper left")
+    ax.legend(handles=lines, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     _save(fig, path)
     tokens = sum(prompt) + sum(completion)
     requests = sum(b["requests"] for b in rows)
