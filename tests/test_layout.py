@@ -116,6 +116,15 @@ def test_the_batch_file_pattern_is_the_same_in_rules_and_package():
     assert common.count("batch_{k}.jsonl") == 1  # named once, used through BATCH_FILE
 
 
+def test_the_data_sets_config_sections_are_the_same_in_rules_and_package():
+    """The dataset rule passes these sections (a change re-runs it); the card hashes them: one list."""
+    from aiev.report.dataset import PROVENANCE_SECTIONS
+
+    common = (REPO / "rules" / "common.smk").read_text(encoding="utf-8")
+    block = re.search(r"^DATASET_SECTIONS = \((.*?)\)", common, re.M | re.S).group(1)
+    assert tuple(re.findall(r'"(\w+)"', block)) == (*PROVENANCE_SECTIONS, "dataset")
+
+
 def test_the_serve_command_is_built_only_by_aiev():
     """The rules pass the config to `aiev serve --role`; no engine flag is spelled out in a rule file."""
     for smk in (REPO / "rules").glob("*.smk"):

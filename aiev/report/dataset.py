@@ -46,7 +46,7 @@ from typing import Any
 
 from aiev import __version__
 from aiev.config import load_schema
-from aiev.io import UMASK, SkipLog, dumps, read_jsonl, write_json
+from aiev.io import UMASK, SkipLog, dumps, read_json_if_exists, read_jsonl, write_json
 from aiev.records import record_errors
 
 SPLITS = ("train", "test")
@@ -207,10 +207,6 @@ def _order(x: Any) -> tuple[int, Any]:
     if isinstance(x, int | float) and not isinstance(x, bool):
         return (0, x)
     return (1, str(x)) if x is not None else (2, "")
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _sha256_file(path: Path) -> str:
@@ -421,10 +417,10 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
         folder = Path(d)
         batches.append({
             "batch": _batch_index(folder, i), "dir": str(d),
-            "generate": _load(folder / "generate_report.json") or {},
-            "decontam": _load(folder / "decontam_report.json") or {},
-            "split_report": _load(folder / "split_report.json") or {},
-            "stage_record": _load(folder / "stage.json") or {},
+            "generate": read_json_if_exists(folder / "generate_report.json") or {},
+            "decontam": read_json_if_exists(folder / "decontam_report.json") or {},
+            "split_report": read_json_if_exists(folder / "split_report.json") or {},
+            "stage_record": read_json_if_exists(folder / "stage.json") or {},
         })  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     tmp.chmod(0o777 & ~UMASK)  # mkdtemp's 0700 would outlive the rename

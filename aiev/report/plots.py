@@ -19,15 +19,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aiev.io import atomic_open, write_json
+from aiev.io import atomic_open, read_json_if_exists, write_json
 
 PLOTS = ("rounds", "rejections", "stages", "decontam", "usage", "loss", "benchmarks")
 TABLES = ("batches", "benchmarks")
 STAGE_COLOURS = {"teaching": "#dbe9f6", "self-learning": "#fde3c8"}
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def _plt() -> Any:
@@ -140,8 +136,12 @@ def stages(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
     ks = [b["batch"] for b in scored]
     teacher = [b.get("teacher_pass_at_1") for b in scored]
     student = [b.get("student_pass_at_1") for b in scored]
-    ax.plot(ks, [100 * (v or 0) for v in teacher], marker="s", label="teacher", color="#1f77b4")
-    ax.plot(ks, [100 * (v or 0) for v in student], marker="o", label="student", color="#d62728")
+
+    def pct(vals: list[float | None]) -> list[float]:  # a model not scored on a batch leaves a gap, not a zero
+        return [float("nan") if v is None else 100 * v for v in vals]
+
+    ax.plot(ks, pct(teacher), marker="s", label="teacher", color="#1f77b4")
+    ax.plot(ks, pct(student), marker="o", label="student", color="#d62728")
     from matplotlib.patches import Patch
 
     handles, _ = ax.get_legend_handles_labels()
@@ -165,7 +165,7 @@ def decontam(plt: Any, batch_dirs: list[Path], path: Path) -> str:
     per: dict[str, dict[str, int]] = {}
     threshold = None
     for d in batch_dirs:
-        rep = _load(d / "decontam_report.json") or {}
+        rep = read_json_if_exists(d / "decontam_report.json") or {}
         threshold = rep.get("threshold", threshold)
         for name, b in (rep.get("benchmarks") or {}).items():
             row = per.setdefault(name, {"removed": 0, "snippets": 0})
@@ -221,7 +221,7 @@ def loss(plt: Any, batch_dirs: list[Path], path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     curves = []
     for d in batch_dirs:
-        metrics = _load(d / "student" / "metrics.json")
+        metrics = read_json_if_exists(d / "student" / "metrics.json")
         points = (metrics or {}).get("loss") or []
         if points:
             curves.append((d.name.removeprefix("batch_"), points, metrics))

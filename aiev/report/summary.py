@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aiev.io import atomic_open, write_json
+from aiev.io import atomic_open, read_json_if_exists, write_json
 
 #: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
 #: entries, entries removed by decontamination.
@@ -74,19 +74,15 @@ def benchmark_table(paths: list[str]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 def batch_row(k: int, folder: Path) -> dict[str, Any]:
-    gen = _load(folder / "generate_report.json") or {}
-    usage = _load(folder / "usage.json") or {}
-    dec = _load(folder / "decontam_report.json") or {}
-    split = _load(folder / "split_report.json") or {}
-    train = _load(folder / "train_report.json") or {}
-    teacher = _load(folder / "eval" / "teacher.json") or {}
-    student = _load(folder / "eval" / "student.json") or {}
-    stage = _load(folder / "stage.json") or {}
+    gen = read_json_if_exists(folder / "generate_report.json") or {}
+    usage = read_json_if_exists(folder / "usage.json") or {}
+    dec = read_json_if_exists(folder / "decontam_report.json") or {}
+    split = read_json_if_exists(folder / "split_report.json") or {}
+    train = read_json_if_exists(folder / "train_report.json") or {}
+    teacher = read_json_if_exists(folder / "eval" / "teacher.json") or {}
+    student = read_json_if_exists(folder / "eval" / "student.json") or {}
+    stage = read_json_if_exists(folder / "stage.json") or {}
     runs = gen.get("shard_runs") or []
     return {
         "batch": k,
@@ -184,8 +180,8 @@ def run(
     # a batch's index is its directory's (results/batch_K), else its position
     rows = [batch_row(int(Path(d).name[6:]) if re.fullmatch(r"batch_\d+", Path(d).name) else i, Path(d))
             for i, d in enumerate(batch_dirs)]  # fmt: skip
-    dedup = _load(Path(dedup_report)) or {}
-    batches = _load(Path(batches_report)) or {}
+    dedup = read_json_if_exists(Path(dedup_report)) or {}
+    batches = read_json_if_exists(Path(batches_report)) or {}
     proj = section["projection"]
     seeds_total = proj["seeds"] or dedup.get("kept") or 0
     totals = {
@@ -193,7 +189,7 @@ def run(
         for k in ("seeds", "passed", "rejected", "rounds", "rounds_multi_round_entries", "decontam_removed", "kept",
                   "train", "test", "requests", "prompt_tokens", "completion_tokens", "cost_usd")
     }  # fmt: skip
-    dataset = _load(Path(dataset_report)) if dataset_report else None
+    dataset = read_json_if_exists(Path(dataset_report)) if dataset_report else None
     info = {
         "seeds_after_dedup": dedup.get("kept"),
         "batch_size": batches.get("batch_size"),
