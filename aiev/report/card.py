@@ -1,5 +1,5 @@
 """The dataset card (``README.md`` of the released data set): a YAML header that the Hugging Face hub and
-``datasets`` read (licence, task, size, the two configs and their files, features and split sizes) and a Markdown
+``datasets`` read (licence, task, size, the one config and its files, features and split sizes) and a Markdown
 body. Every number in it comes from the ``info`` the ``dataset`` step computed from the rows it wrote and from
 the batch reports (aiev/report/dataset.py); nothing here is typed in.
 """

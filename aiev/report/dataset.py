@@ -37,8 +37,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +44,7 @@ from typing import Any
 
 from aiev import __version__
 from aiev.config import load_schema
-from aiev.io import UMASK, SkipLog, dumps, read_json_if_exists, read_jsonl, write_json
+from aiev.io import SkipLog, atomic_dir, dumps, read_json_if_exists, read_jsonl, write_json
 from aiev.records import record_errors
 
 SPLITS = ("train", "test")
@@ -232,12 +230,17 @@ KNOWN_LICENSES = {
 
 
 def seed_licenses(sources: list[dict[str, Any]], configured: dict[str, str]) -> list[dict[str, Any]]:
-    """Each configured seed source with its licence: ``dataset.seed_licenses``, else a known one, else unknown."""
+    """Each configured seed source with its licence: ``dataset.seed_licenses``, else a known one, else unknown.
+    A hub set pinned to a ``revision`` gets no known default: a set's licence can change between revisions
+    (Magicoder-Evol-Instruct-110K was CC-BY-NC-4.0 before 28 Dec 2023), so the pinned one must be stated."""
     out = []
     for src in sources:
         known = KNOWN_LICENSES.get(src.get("dataset") or "") or KNOWN_LICENSES.get(src["type"])
         if configured.get(src["name"]):
             lic, origin = configured[src["name"]], "config"
+        elif known and src.get("revision"):
+            pinned = f"revision {src['revision']} pinned"
+            lic, origin = f"unknown ({pinned}: set dataset.seed_licenses.{src['name']})", "unknown"
         elif known:
             lic, origin = known, "known default"
         else:
@@ -375,29 +378,6 @@ def _read_entries(path: Path, skips: SkipLog) -> Iterator[tuple[int, dict[str, A
     yield from read_jsonl(path, skips)
 
 
-def _clean_leftovers(dest: Path) -> None:
-    """Temporary trees of earlier steps that were killed before they finished."""
-    for p in dest.parent.glob(f".{dest.name}.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
-    for p in dest.parent.glob(f".{dest.name}.old-*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, old / dest.name)
-        os.rename(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path,
         report: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """The ``dataset`` step: the data set of the batches in ``batch_dirs`` (``results/batch_K``: their
@@ -408,8 +388,6 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
     dest = Path(output).resolve()
     report_path = Path(report).resolve() if report else dest / "dataset_report.json"
     shard_rows = cfg["dataset"]["shard_rows"]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(dest)
     schema, feats = entry_schema(), features()
     skips, stats = SkipLog(), Stats()
     batches = []
@@ -419,12 +397,9 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
             "batch": _batch_index(folder, i), "dir": str(d),
             "generate": read_json_if_exists(folder / "generate_report.json") or {},
             "decontam": read_json_if_exists(folder / "decontam_report.json") or {},
-            "split_report": read_json_if_exists(folder / "split_report.json") or {},
             "stage_record": read_json_if_exists(folder / "stage.json") or {},
         })  # fmt: skip
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    tmp.chmod(0o777 & ~UMASK)  # mkdtemp's 0700 would outlive the rename
-    try:
+    with atomic_dir(dest) as tmp:
         (tmp / "data").mkdir()
         (tmp / "jsonl").mkdir()
         per_batch = {b["batch"]: {"batch": b["batch"], "train": 0, "test": 0} for b in batches}
@@ -478,10 +453,6 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
             fh.write(card.render(info, schema, feats))
         if report_path.parent == dest:
             write_json(tmp / report_path.name, info)
-        _swap_in(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if report_path.parent != dest:
         write_json(report_path, info)
     return info

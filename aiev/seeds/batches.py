@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiev.io import UMASK, read_records, write_json, write_jsonl
+from aiev.io import atomic_dir, read_records, write_json, write_jsonl
 
 #: A batch's file name (rules/common.smk's BATCH_FILE ends with the same pattern: a test checks it).
 BATCH_FILE = "batch_{k}.jsonl"
@@ -45,18 +43,9 @@ def run(section: dict[str, Any], *, input: str | Path, outdir: str | Path, repor
     batches = partition(records, section["batch_size"], section["shuffle"], section["seed"], section.get("max_batches"))
     outdir = Path(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    # Build the directory beside the target and swap it in, so a crash never leaves half a set of batches.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    try:
-        tmp.chmod(0o777 & ~UMASK)  # mkdtemp's owner-only 0700 would outlive the rename
+    with atomic_dir(outdir) as tmp:  # a crash never leaves half a set of batches
         for k, batch in enumerate(batches):
             write_jsonl(tmp / batch_name(k), batch)
-        if outdir.exists():
-            shutil.rmtree(outdir)
-        tmp.rename(outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     info = {
         "seeds": len(records),
         "batch_size": section["batch_size"],

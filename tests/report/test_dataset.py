@@ -261,6 +261,12 @@ def card_numbers_match_the_rows(out: Path, tmp_path: Path, dirs: list[Path]) -> 
     assert {(num(r["batch"]), r["model"]): num(r["entries"]) for r in models} == Counter(
         (x["batch"], x["model"]) for x in every)  # fmt: skip
     assert f"config hash `{dataset.config_sha256(cfg())}`" in body
+    # the hash follows the sections that shape the entries, and only those
+    shaping = cfg()
+    shaping["generate"]["max_rounds"] += 1
+    elsewhere = cfg()
+    elsewhere["summary"]["projection"]["seeds"] = 1
+    assert dataset.config_sha256(shaping) != dataset.config_sha256(cfg()) == dataset.config_sha256(elsewhere)
     fields = [r["field"] for r in md_table(body, "field", "type", "null", "description")]
     assert fields[:2] == ["`id`", "`seed_id`"] and "`messages[].install`" in fields and fields[-1] == "`split`"
 
@@ -384,8 +390,11 @@ def test_seed_licences_known_configured_and_unknown():
     sources = [{"name": "oss", "type": "hf", "dataset": "ise-uiuc/Magicoder-OSS-Instruct-75K"},
                {"name": "evol", "type": "hf", "dataset": "ise-uiuc/Magicoder-Evol-Instruct-110K"},
                {"name": "mine", "type": "jsonl", "path": "x.jsonl"},
-               {"name": "theirs", "type": "jsonl", "path": "y.jsonl"}]  # fmt: skip
+               {"name": "theirs", "type": "jsonl", "path": "y.jsonl"},
+               {"name": "old", "type": "hf", "dataset": "ise-uiuc/Magicoder-Evol-Instruct-110K",
+                "revision": "abc1"}]  # fmt: skip
     got = dataset.seed_licenses(sources, {"theirs": "cc-by-4.0"})
     assert [(r["license"], r["license_from"]) for r in got] == [
         ("mit", "known default"), ("apache-2.0", "known default"),
-        ("unknown (set dataset.seed_licenses.mine)", "unknown"), ("cc-by-4.0", "config")]  # fmt: skip
+        ("unknown (set dataset.seed_licenses.mine)", "unknown"), ("cc-by-4.0", "config"),
+        ("unknown (revision abc1 pinned: set dataset.seed_licenses.old)", "unknown")]  # fmt: skip
