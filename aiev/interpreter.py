@@ -9,8 +9,8 @@ the dialogue (:mod:`aiev.generate.dialogue`) and the interactive interpreter (:m
   :func:`install_text`, a failed or refused install's and a program's is :func:`describe_result`.
 - :class:`Template`: the text around turns (config ``train.template``), also written as the trained tokenizer's
   chat template, and :meth:`Template.render` for a completion prompt that continues an assistant turn.
-- :func:`install_specs`, :func:`run_install`, :func:`run_program`: the sandbox calls of an install turn and of a
-  program, as the dialogue makes them.
+- :func:`install_refusal` (may an install turn run, and if not why, in one wording), :func:`refused_install`,
+  :func:`run_install`, :func:`run_program`: an install turn and a program, as the dialogue and the chat run them.
 """
 
 from __future__ import annotations
@@ -175,6 +175,26 @@ def install_specs(blocks: list[str]) -> tuple[list[str], list[tuple[str, Excepti
             except PipInstallError as exc:
                 refused.append((line, exc))
     return specs, refused
+
+
+def install_refusal(blocks: list[str], enabled: bool) -> tuple[list[str], str | None]:
+    """The specifiers of an install turn's bash blocks and, when the turn may not run, why: the text the records
+    keep and the chat feeds back (one wording for generation and chat alike)."""
+    specs, refused = install_specs(blocks)
+    if refused:
+        line, exc = refused[0]
+        why = str(exc).removeprefix("refused: ")
+        return specs, f"refused: only `pip install` runs in bash: found `{line.strip()}` ({why})"
+    if not specs:
+        return specs, "refused: the bash block holds no `pip install` line"
+    if not enabled:
+        return specs, "refused: package installs are disabled (sandbox.install.enabled: false)"
+    return specs, None
+
+
+def refused_install(specs: list[str], why: str) -> dict[str, Any]:
+    """The install dict of a turn that did not run (the shape :func:`run_install` returns)."""
+    return {"exit_code": None, "stdout": "", "stderr": why, "timed_out": False, "specs": specs}
 
 
 def run_install(sandbox: Any, specs: list[str], prefix: Path, limits: Any) -> dict[str, Any]:

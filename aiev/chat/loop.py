@@ -48,8 +48,9 @@ from aiev.interpreter import (
     Template,
     describe_result,
     executable_blocks,
+    install_refusal,
     install_result_text,
-    install_specs,
+    refused_install,
     run_install,
     run_program,
     strip_tokens,
@@ -93,20 +94,6 @@ class Sandboxed:
 
     def run(self, source: str) -> dict[str, Any]:
         return run_program(self.sandbox, source, self.limits, self.prefix)
-
-
-def refusal(code: str, install_enabled: bool) -> tuple[list[str], str | None]:
-    """The specifiers of a bash block, and why it is refused (None: it may run)."""
-    specs, refused = install_specs([code])
-    if refused:
-        line, exc = refused[0]
-        why = str(exc).removeprefix("refused: ")
-        return specs, f"refused: only `pip install` runs in bash: found `{line.strip()}` ({why})"
-    if not specs:
-        return specs, "refused: the bash block holds no `pip install` line"
-    if not install_enabled:
-        return specs, "refused: package installs are disabled (sandbox.install.enabled: false)"
-    return specs, None
 
 
 def first_block(text: str) -> Fence | None:
@@ -204,7 +191,7 @@ class ChatSession:
                     break
                 continue
             # a bash block: an install turn
-            specs, why = refusal(block.code, s.install_enabled)
+            specs, why = install_refusal([block.code], s.install_enabled)
             if rounds >= s.rounds:
                 self.say(f"[stopped] round limit reached: {rounds} executions in this turn (--rounds {s.rounds}); "
                          "the model's next install was not run")  # fmt: skip
@@ -218,7 +205,7 @@ class ChatSession:
                 self.say(shown)
             else:  # refused (the reason is fed back as a failed install's result) or run in the sandbox
                 if why is not None:
-                    install = {"exit_code": None, "stdout": "", "stderr": why, "timed_out": False, "specs": specs}
+                    install = refused_install(specs, why)
                     facts: dict[str, Any] = {"ran": False, "refused": why}
                 else:
                     self.say(f"[running] pip install {' '.join(specs)}")

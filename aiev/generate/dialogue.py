@@ -30,7 +30,7 @@ from typing import Any
 
 from aiev import __version__
 from aiev.codeblocks import CodeProblem, Program, extract_program, has_assertion
-from aiev.interpreter import describe_result, install_specs, run_install, run_program
+from aiev.interpreter import describe_result, install_refusal, refused_install, run_install, run_program
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError
 
@@ -171,18 +171,9 @@ def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: P
         prefix = prefix_for(prefix_root, dialogue_id)
         install: dict[str, Any] | None = None
         if program.installs:
-            specs, refused = install_specs(program.installs)
-            error = f"refused: {refused[-1][1]}" if refused else None
-            if error is None and not install_enabled:
-                error = "refused: package installs are disabled (sandbox.install.enabled: false)"
-            if error is not None:
-                install = {
-                    "exit_code": None,
-                    "stdout": "",
-                    "stderr": error,
-                    "timed_out": False,
-                    "specs": specs,
-                }
+            specs, why = install_refusal(program.installs, install_enabled)
+            if why is not None:
+                install = refused_install(specs, why)
             else:
                 install = run_install(sandbox, specs, prefix, install_limits)
             if install["exit_code"] != 0:

@@ -138,6 +138,38 @@ def test_non_pip_bash_is_refused_not_run_and_the_reason_is_fed_back(tmp_path, ca
     assert refused["ran"] is False and refused["refused"].startswith(reason)
 
 
+def test_an_engine_that_drops_the_tokens_and_does_not_stop_is_cut_and_blocks_join_one_program(
+    tmp_path, capsys, fake_sandbox
+):
+    """vLLM and transformers return no special tokens and vLLM does not stop on their text: the chat itself cuts
+    each reply after its first closed block, and a Python block written in the lookahead (the tests after the
+    solution) joins the same program, whose result follows the last block."""
+    solution = "def add(a, b):\n    return a + b\n"
+    tests = "assert add(2, 3) == 5\nprint('ok')\n"
+
+    def script(prompt: str) -> str:
+        turn = current_turn(prompt)
+        if turn == "":
+            return f"The solution:\n```python\n{solution}```\nnever seen\n```python\nprint('never run')\n```\n"
+        if turn.count("```python") == 1:
+            return f"\nIts tests:\n```python\n{tests}```\nnever seen either"
+        return "\nDone." if "exit code" not in turn else "\nIt passed."
+
+    with ScriptedServer(lambda m: "unused", completion_script=script) as server:
+        rc, t = chat(server, tmp_path)
+    out = capsys.readouterr().out
+    assert rc == 0
+    (run,) = fake_sandbox.calls  # one program: both blocks, nothing after them
+    assert run[0] == "run" and solution in run[1] and tests in run[1] and run[1].index(solution) < run[1].index(tests)
+    assert "never" not in run[1]
+    prompts = [r["prompt"] for r in server.requests]
+    assert all("never" not in p for p in prompts) and "never" not in out
+    # re-wrapped in the tokens as the records wrap them; the result after the last block only
+    assert f"{CS}```python\n{solution}```{CE}\nIts tests:\n{CS}```python\n{tests}```{CE}\nexit code 0" in prompts[-1]
+    assert prompts[-1].count("exit code 0") == 1
+    assert [e["kind"] for e in t["executions"]] == ["program"]
+
+
 def test_the_round_limit_stops_a_model_that_always_writes_code(tmp_path, capsys, fake_sandbox):
     def script(prompt: str) -> str:
         if current_turn(prompt).endswith(CE):
