@@ -290,7 +290,7 @@ async def session(
     import dataclasses
     import tempfile
 
-    from aiev.llm.client import LLMClient, LLMError, LLMSettings
+    from aiev.llm.client import LLMClient, LLMSettings
 
     student = cfg["llm"]["student"]
     endpoint = {"base_url": base_url, "model": model, "api_key_env": None if args.model else student["api_key_env"]}
@@ -299,12 +299,7 @@ async def session(
     client = LLMClient(settings)
 
     async def complete(prompt: str, stop: list[str]) -> str:
-        try:
-            return (await client.complete(prompt, stop)).text
-        except LLMError as exc:
-            if exc.reason == "empty_reply":
-                return ""  # the model ended its turn at once
-            raise
+        return (await client.complete(prompt, stop, allow_empty=True)).text  # "": the model ended its turn
 
     chat = ChatSettings(
         rounds=args.rounds if args.rounds is not None else cfg["generate"]["max_rounds"],

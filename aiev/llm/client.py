@@ -257,9 +257,9 @@ class ResponseCache:
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-def parse_reply(body: bytes) -> Reply | str:
+def parse_reply(body: bytes, allow_empty: bool = False) -> Reply | str:
     """A chat-completion or completion body as a Reply, or the reason it is none (``empty_reply``,
-    ``malformed_reply``)."""
+    ``malformed_reply``). ``allow_empty``: an empty text is an answer (a continuation the model ends at once)."""
     try:
         data = json.loads(body)
         choices = data.get("choices") or []
@@ -273,7 +273,7 @@ def parse_reply(body: bytes) -> Reply | str:
         return "malformed_reply"
     if not isinstance(text, str):
         return "malformed_reply" if choices else "empty_reply"
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         return "empty_reply"
     return Reply(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
@@ -356,13 +356,17 @@ class LLMClient:
         key = ResponseCache.key(self.settings.cache_model, messages, sampling)
         return await self._call("/chat/completions", {"messages": messages}, sampling, key)
 
-    async def complete(self, prompt: str, stop: list[str]) -> Reply:
-        """A plain completion (``/completions``): base models, prompted with few-shot templates."""
+    async def complete(self, prompt: str, stop: list[str], *, allow_empty: bool = False) -> Reply:
+        """A plain completion (``/completions``): base models, prompted with few-shot templates. With
+        ``allow_empty`` an empty text is a reply, not a failure to retry (a model continuing its own turn may end
+        it at once)."""
         sampling = self.settings.sampling()
         key = ResponseCache.key(self.settings.cache_model, {"prompt": prompt, "stop": stop}, sampling)
-        return await self._call("/completions", {"prompt": prompt, "stop": stop}, sampling, key)
+        return await self._call("/completions", {"prompt": prompt, "stop": stop}, sampling, key, allow_empty)
 
-    async def _call(self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str) -> Reply:
+    async def _call(
+        self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str, allow_empty: bool = False
+    ) -> Reply:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -376,7 +380,7 @@ class LLMClient:
         self._inflight[key] = future
         try:
             async with self._sem:
-                reply = await self._request(path, payload, sampling, key)
+                reply = await self._request(path, payload, sampling, key, allow_empty)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -393,7 +397,9 @@ class LLMClient:
         self.usage.cost_usd += self.settings.cost(reply.prompt_tokens, reply.completion_tokens)
         return reply
 
-    async def _request(self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str) -> Reply:
+    async def _request(
+        self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str, allow_empty: bool = False
+    ) -> Reply:
         import httpx2
         import openai
 
@@ -410,7 +416,7 @@ class LLMClient:
                 body = resp.content
                 if self.cache is not None:
                     self.cache.put_raw(key, body)
-                reply = parse_reply(body)
+                reply = parse_reply(body, allow_empty)
                 if isinstance(reply, Reply):
                     return reply
                 last = reply

@@ -357,13 +357,13 @@ KILL_AT_ARRIVAL = """
 import os, signal, sys
 from aiev.llm import client
 real, calls = client.parse_reply, []
-def parse_then_die(body):
+def parse_then_die(body, *rest):
     calls.append(body)
     with open(os.environ["AIEV_TEST_ARRIVED"], "a") as fh:  # the replies that reached the client
         fh.write(__import__("json").loads(body)["id"] + "\\n")
     if len(calls) == int(os.environ["AIEV_TEST_KILL_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)  # kill -9 the moment the reply arrived, before anything reads it
-    return real(body)
+    return real(body, *rest)
 client.parse_reply = parse_then_die
 from aiev.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -45,6 +45,24 @@ def test_gives_up_with_a_reason_after_max_retries():
         assert exc.value.reason == "http_429"
 
 
+def test_an_empty_completion_is_retried_unless_an_empty_text_is_an_answer():
+    """Generation treats an empty reply as a failure worth retrying; a model continuing its own turn (the chat)
+    may end it at once, so there it is the answer, asked for once."""
+
+    async def ask(client: LLMClient, **kw) -> str:
+        try:
+            return (await client.complete("go on", ["<|code_end|>"], **kw)).text
+        finally:
+            await client.close()
+
+    with ScriptedServer(echo_script, completion_script=lambda prompt: "") as server:
+        assert asyncio.run(ask(LLMClient(settings(server.url, max_retries=2)), allow_empty=True)) == ""
+        assert server.paths["completion"] == 1
+        with pytest.raises(LLMError) as exc:
+            asyncio.run(ask(LLMClient(settings(server.url, max_retries=2))))
+        assert exc.value.reason == "empty_reply" and server.paths["completion"] == 4
+
+
 def test_cache_means_no_second_request(tmp_path):
     with ScriptedServer(echo_script) as server:
         cache = ResponseCache(tmp_path / "c.sqlite")
