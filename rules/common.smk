@@ -282,7 +282,12 @@ def dataset_inputs(wildcards):
     """What the data set and its card are made of: each batch's splits and reports (stage records when the loop
     runs) and, with Apptainer, the sandbox image (its hash is in the card)."""
     ks = batch_ids()
-    files = ["train.jsonl", "test.jsonl", "generate_report.json", "decontam_report.json"]
+    files = [
+        "train.jsonl",
+        "test.jsonl",
+        "generate_report.json",
+        "decontam_report.json",
+    ]
     return {
         "batches": expand("results/batch_{k}/{f}", k=ks, f=files),
         "stages": decided_stages() if loop_enabled() else [],
