@@ -1,9 +1,16 @@
-"""A stand-in inference engine for `aiev serve` tests: the scripted server on a given port."""
+"""A stand-in inference engine for `aiev serve` tests: the scripted server on a given port.
+
+``--crash``: exit with code 3 before serving. ``--segv-on-completion``: die by SIGSEGV at the first
+``/completions`` request, as llama.cpp's faulting AMX kernel does. ``--pidfile``: write the engine's pid there.
+``--child``: start a grandchild (``sleep``) that an engine's helper would be, to check that none outlives it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -16,11 +23,30 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--name", required=True)
 ap.add_argument("--crash", action="store_true")
+ap.add_argument("--segv-on-completion", dest="segv", action="store_true")
+ap.add_argument("--pidfile")
+ap.add_argument("--child", help="a marker for a grandchild process to start")
 args = ap.parse_args()
+print(f"fake engine: starting {args.name} on port {args.port}", flush=True)
 if args.crash:
+    print("fake engine: cannot load the model", flush=True)
     sys.exit(3)
-server = ScriptedServer(echo_script, model=args.name, port=args.port)
+if args.pidfile:
+    Path(args.pidfile).write_text(str(os.getpid()))
+if args.child:
+    subprocess.Popen(["sleep", "300", args.child])
+
+
+def completion(prompt: str) -> str:
+    if args.segv:
+        print("fake engine: entering the matmul kernel", flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return " return a + b"
+
+
+server = ScriptedServer(echo_script, model=args.name, port=args.port, completion_script=completion)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
 with server:
+    print("fake engine: ready", flush=True)
     stop.wait()

