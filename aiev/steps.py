@@ -32,6 +32,9 @@ class Step:
     summary: Callable[[Report], str] = field(default=lambda report: "")
     #: Steps whose failures are reported by the step itself (exit status in the report): the CLI returns it.
     exit_code: Callable[[Report], int] = field(default=lambda report: 0)
+    #: Without ``--config``, in a checkout (a Snakefile beside it), read ``config.yaml`` as snakemake does,
+    #: instead of the schema's defaults (``aiev doctor``: check the run that ``snakemake`` would start).
+    checkout_config: bool = False
 
 
 def override(parser: argparse.ArgumentParser, *flags: str, key: str, **kwargs: Any) -> None:

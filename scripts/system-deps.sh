@@ -3,11 +3,12 @@
 #   scripts/system-deps.sh test|demo
 #   both: python3 with venv, bubblewrap (the sandbox), util-linux's setpriv (the sandbox's root mode)
 #   test: graphviz (the DAG picture); chromium (the report opened headless); node, g++, a JDK with javatuples,
-#         php (MultiPL-E)
-#   demo: a C/C++ compiler and cmake (pip builds llama-cpp-python from source)
+#         php (MultiPL-E); and the demo's (the real-engine tests build and run its engine)
+#   demo: a C/C++ compiler and cmake (scripts/install-engine.sh builds llama-cpp-python from source)
 # As root on Debian/Ubuntu the missing ones are installed with apt-get (as CI does). Elsewhere, or with
 # AIEV_NO_INSTALL=1, they are named with the command that installs them; for `demo` that stops the run at once
-# (exit 1) instead of minutes into the setup, for `test` the tests that need them report themselves skipped.
+# (exit 1) instead of minutes into the setup, for `test` the tests that need them report themselves skipped
+# (under CI=true a missing package is an error: CI's skips must all be on tests/skip-allowlist.txt).
 set -euo pipefail
 target=${1:-test}
 python=${PY:-python3}
@@ -26,6 +27,8 @@ case "$target" in
     command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
     [ -f /usr/share/java/javatuples.jar ] || need+=(libjavatuples-java)
     command -v php >/dev/null || need+=(php-cli)
+    if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then need+=(build-essential); fi
+    command -v cmake >/dev/null || need+=(cmake)
     ;;
   demo)
     if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then need+=(build-essential); fi
@@ -46,6 +49,6 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null && [ -z "${AIEV_NO_INST
 fi
 echo "missing system packages: ${need[*]}" >&2
 echo "fix: sudo apt-get install ${need[*]}   (Debian/Ubuntu; dnf/zypper/pacman have packages of the same names)" >&2
-if [ "$target" = demo ]; then
+if [ "$target" = demo ] || [ "${CI:-}" = true ]; then
   exit 1
 fi

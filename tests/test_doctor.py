@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -173,3 +174,71 @@ def test_slurm_without_its_tools_is_named(repo, tmp_path):
     rc, report, _ = doctor(repo, {"generate": {"enabled": False}}, f"{BIN}:{tmp_path}", "--slurm", "profiles/slurm")
     assert rc == 1
     assert by_check(report)["slurm sbatch"][0]["fix"].startswith("run on the cluster's login node")
+
+
+FAKE_ENGINE = f"{sys.executable} tests/fake_engine.py --port {{port}} --name {{name}}"
+
+
+def served_teacher(command: str) -> dict:
+    return {
+        "generate": {"enabled": False},
+        "llm": {
+            "teacher": {
+                "model": "teacher",
+                "serve": {
+                    "engine": "command",
+                    "model": "m",
+                    "name": "teacher",
+                    "command": command,
+                    "startup_timeout_s": 30,
+                },
+            }
+        },
+    }
+
+
+def test_the_served_teacher_is_tried_with_a_real_completion(repo):
+    from aiev import doctor as doc
+    from aiev.config import load_config
+
+    cfg = load_config(served_teacher(FAKE_ENGINE))
+    opts = type("Opts", (), {"no_trial": False, "offline": False, "timeout": 5.0})()
+    cwd = Path.cwd()
+    try:
+        os.chdir(repo)
+        (f,) = doc._served("teacher", cfg["llm"]["teacher"]["serve"], trial=True)
+        assert f.status == "ok" and "completed" in f.detail and "(trial)" in f.detail
+        crash = cfg["llm"]["teacher"]["serve"] | {"command": FAKE_ENGINE + " --segv-on-completion"}
+        t0 = time.monotonic()
+        (f,) = doc._served("teacher", crash, trial=True)
+        assert time.monotonic() - t0 < 20
+        assert f.status == "FAIL" and "killed by signal 11 (SIGSEGV)" in f.detail
+        assert "fake engine: entering the matmul kernel" in f.detail and "install-engine.sh" in f.fix
+        dead = cfg["llm"]["teacher"]["serve"] | {"command": FAKE_ENGINE + " --crash"}
+        (f,) = doc._served("teacher", dead, trial=True)
+        assert f.status == "FAIL" and "exited with code 3" in f.detail and "cannot load the model" in f.detail
+        assert doc.check_teacher(cfg, opts) == []  # generation off: no teacher needed
+        assert doc._served("teacher", cfg["llm"]["teacher"]["serve"], trial=False)[0].detail.endswith(
+            "started inside each job"
+        )
+    finally:
+        os.chdir(cwd)
+
+
+def test_bare_doctor_in_a_checkout_checks_config_yaml(repo, tmp_path):
+    """No --config: in a checkout the doctor checks the run `snakemake` would start (config.yaml: a served
+    llama.cpp teacher, the sandbox), not the schema's defaults (no generation)."""
+    proc = subprocess.run(
+        [str(BIN / "aiev"), "doctor", "--json", "--no-trial"],
+        cwd=repo, env={"PATH": f"{BIN}:{tmp_path}", "HOME": str(Path.home())}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    checks = by_check(json.loads(proc.stdout))
+    assert "teacher server" in checks and "teacher endpoint" not in checks
+    assert "using config.yaml" in proc.stderr
+    elsewhere = subprocess.run(
+        [str(BIN / "aiev"), "doctor", "--json", "--no-trial"],
+        cwd=tmp_path, env={"PATH": f"{BIN}:{tmp_path}", "HOME": str(Path.home())}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert {"teacher server", "sandbox"}.isdisjoint(by_check(json.loads(elsewhere.stdout)))  # the schema's defaults
