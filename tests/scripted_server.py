@@ -64,6 +64,7 @@ class ScriptedServer:
         self._resume = threading.Event()
         self._resume.set()
         self.paused = threading.Event()
+        self.dead = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,6 +92,9 @@ class ScriptedServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if server.dead:  # die(): drop the connection unanswered, as a crashed process's socket is
+                    self.close_connection = True
+                    return
                 path = self.path.rstrip("/")
                 if path.endswith("/chat/completions"):
                     server._handle(self, raw, "chat")
@@ -197,6 +201,12 @@ class ScriptedServer:
 
     def hold(self) -> None:
         self._resume.clear()
+
+    def die(self) -> None:
+        """Go away as a crashed server does: new connections are refused, open ones are dropped unanswered."""
+        self.dead = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
     def __enter__(self) -> ScriptedServer:
         if self.pause_after is not None:

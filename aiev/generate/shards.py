@@ -30,6 +30,7 @@ from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, pr
 from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
 from aiev.llm.agents import load_prompts, prompts_sha256
 from aiev.llm.client import (
+    EndpointDown,
     EndpointUnreachable,
     LLMClient,
     LLMError,
@@ -264,8 +265,14 @@ async def _run_shard(
             store.add(entry)
             bar.update(seed["id"], entry)
 
+        tasks = [asyncio.ensure_future(one(s)) for s in todo]
         try:
-            await asyncio.gather(*(one(s) for s in todo))
+            await asyncio.gather(*tasks)
+        except EndpointDown as exc:  # stop every dialogue now; the finished ones are in the store
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            run_info["endpoint_down"] = str(exc)
         finally:
             bar.close()
             pool.shutdown(wait=True)
@@ -298,6 +305,7 @@ def run(
     store, errors, client_usage, run_info = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
     order = [s["id"] for s in part if s["id"] in store.done]
     entries = [store.done[i] for i in order]
+    down = run_info.pop("endpoint_down", None)
     info = {
         "batch": batch_index,
         "shard": shard,
@@ -316,6 +324,13 @@ def run(
         },
         **run_info,
     }
+    if down:
+        info["endpoint_down"] = down
+        write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
+        raise EndpointDown(
+            f"{down}. {len(entries)} of {len(part)} dialogue(s) of this shard are finished and kept in {state}: "
+            "re-run to resume once the endpoint is back"
+        )
     if errors:
         write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
         raise LLMError(

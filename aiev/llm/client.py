@@ -52,6 +52,12 @@ class EndpointUnreachable(RuntimeError):
     """The endpoint cannot be used at all: raised before anything is spent."""
 
 
+class EndpointDown(EndpointUnreachable):
+    """The endpoint stopped taking connections while the job ran (``llm.down_after`` refusals in a row, across
+    every request of the client): retrying for minutes cannot help, so the job stops at once, keeping what it
+    finished."""
+
+
 @dataclass
 class Usage:
     requests: int = 0
@@ -102,6 +108,8 @@ class LLMSettings:
     max_retries: int = 6
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
+    #: Connections refused or reset in a row, over all requests, after which the endpoint counts as down.
+    down_after: int = 8
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     #: What the model is, beyond its name: set by ``aiev serve`` for a local model (its path and content hash).
     identity: dict[str, Any] | None = None
@@ -122,6 +130,7 @@ class LLMSettings:
             max_retries=llm["max_retries"],
             backoff_s=llm["backoff_s"],
             backoff_max_s=llm["backoff_max_s"],
+            down_after=llm["down_after"],
             prices=llm.get("prices") or {},
             identity=endpoint.get("identity"),
         )
@@ -254,6 +263,9 @@ class ResponseCache:
             self._db.close()
 
 
+#: The longest wait before retrying a refused connection (a down endpoint is declared after ``down_after`` of them).
+REFUSED_BACKOFF_S = 1.0
+
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -303,6 +315,8 @@ class LLMClient:
         self.usage = Usage()
         self._sem = asyncio.Semaphore(settings.concurrency)
         self._inflight: dict[str, asyncio.Future[Reply]] = {}
+        self._refused = 0  # connection attempts refused or reset in a row, over all requests
+        self._down: EndpointDown | None = None
         import httpx2
         from openai import DefaultAsyncHttpxClient
 
@@ -405,6 +419,8 @@ class LLMClient:
 
         last = "unknown"
         for attempt in range(self.settings.max_retries + 1):
+            if self._down is not None:
+                raise self._down
             exc: Exception | None = None
             try:
                 # The SDK's low-level post (same auth and errors as chat.completions.create) returning the raw
@@ -414,6 +430,7 @@ class LLMClient:
                     path, body={"model": self.settings.model, **payload, **sampling}, cast_to=httpx2.Response
                 )
                 body = resp.content
+                self._refused = 0
                 if self.cache is not None:
                     self.cache.put_raw(key, body)
                 reply = parse_reply(body, allow_empty)
@@ -423,15 +440,29 @@ class LLMClient:
                 if self.cache is not None:
                     self.cache.drop(key)
             except openai.APIStatusError as e:
+                self._refused = 0  # it answered
                 if e.status_code not in _RETRY_STATUS:
                     raise LLMError(f"http_{e.status_code}", str(e.message)[:500]) from e
                 exc, last = e, f"http_{e.status_code}"
-            except (openai.APITimeoutError, openai.APIConnectionError) as e:
+            except openai.APITimeoutError as e:  # slow, not gone (a subclass of APIConnectionError)
                 exc, last = e, type(e).__name__
+            except openai.APIConnectionError as e:
+                exc, last = e, type(e).__name__
+                self._refused += 1
+                if self._refused >= self.settings.down_after:
+                    cause = e.__cause__ or e
+                    self._down = EndpointDown(
+                        f"the LLM endpoint {self.settings.base_url} refused or dropped {self._refused} connections "
+                        f"in a row ({type(cause).__name__}: {cause}): it is down, so the job stops instead of "
+                        "retrying every request for minutes"
+                    )
+                    raise self._down from e
             except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, TypeError) as e:
                 exc, last = e, "malformed_reply"
             if attempt < self.settings.max_retries:
                 delay = self._backoff(attempt, exc)
+                if self._refused:  # nothing listens there now: look again soon, so that "down" comes in seconds
+                    delay = min(delay, REFUSED_BACKOFF_S)
                 self.usage.retries += 1
                 log.debug("LLM request failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
                 await asyncio.sleep(delay)

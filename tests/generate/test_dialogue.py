@@ -20,6 +20,7 @@ from aiev.config import load_config
 from aiev.generate import shards as generate
 from aiev.llm.client import EndpointUnreachable
 from aiev.records import record_errors
+from tests.conftest import tool_or_skip
 from tests.scripted_server import ScriptedServer, dialogue_script
 
 SCENARIOS = ["pass1", "fix", "never", "pip", "nocode", "fix", "pass1"]
@@ -30,8 +31,8 @@ def bwrap_or_skip():
 
     try:
         get_sandbox("auto")
-    except SandboxError as exc:
-        pytest.skip(f"no sandbox backend: {exc}")
+    except SandboxError as exc:  # bwrap installed and failing is a failure, not a skip
+        tool_or_skip("bwrap", str(exc))
 
 
 def tiny_wheel(folder: Path) -> Path:
@@ -458,3 +459,39 @@ def test_code_rules(reply, expected):
         assert got.reason == expected
     else:
         assert got.solution.startswith(expected[0]) and got.tests.startswith(expected[1])
+
+
+def test_an_endpoint_that_dies_mid_run_stops_the_shard_in_seconds_keeping_what_finished(tmp_path, wheelhouse):
+    """The server goes away after some dialogues: the shard ends with EndpointDown within seconds (the demo's
+    backoff, not the test's short one), its finished dialogues stay in the progress store, and a re-run against
+    a server that is back finishes only the rest."""
+    import threading
+
+    from aiev.llm.client import EndpointDown
+
+    batch = write_batch(tmp_path / "b.jsonl", ["pass1"] * 8)
+    state = tmp_path / "state"
+    progress = state / "progress.jsonl"
+    stopped: list[float] = []
+    with ScriptedServer(dialogue_script, latency_s=0.3) as server:
+        cfg = make_config(server.url, wheelhouse, concurrent_dialogues=1)
+        cfg["llm"].update(backoff_s=1.0, backoff_max_s=60.0, concurrency=1)
+
+        def stop_after_three() -> None:
+            while not progress.exists() or len(progress.read_text().splitlines()) < 3:
+                time.sleep(0.05)
+            server.die()
+            stopped.append(time.monotonic())
+
+        threading.Thread(target=stop_after_three, daemon=True).start()
+        with pytest.raises(EndpointDown, match=r"refused or dropped 8 connections in a row") as exc:
+            run_shard(tmp_path, "x", batch, cfg, state=state)
+    assert time.monotonic() - stopped[0] < 15
+    kept = len(progress.read_text().splitlines())
+    assert kept >= 3 and f"{kept} of 8 dialogue(s) of this shard are finished and kept in {state}" in str(exc.value)
+    report = json.loads((tmp_path / "x" / "report.json").read_text())
+    assert "refused" in report["endpoint_down"]
+    with ScriptedServer(dialogue_script) as back:
+        cfg["llm"]["teacher"]["base_url"] = back.url
+        _, info = run_shard(tmp_path, "y", batch, cfg, state=state)
+        assert info["this_run"]["dialogues"] == 8 - kept and info["passed"] == 8

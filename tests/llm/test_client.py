@@ -122,3 +122,29 @@ def test_identical_requests_in_flight_are_sent_once():
         replies = asyncio.run(go())
         assert len({r.text for r in replies}) == 1
         assert server.received == 1 and client.usage.requests == 1 and client.usage.cached == 7
+
+
+def test_an_endpoint_that_refuses_connections_is_declared_down_in_seconds():
+    """Connections refused, over every request in flight, `down_after` times in a row: EndpointDown, with the
+    demo's backoff (1 s, up to 60 s; 6 retries), in seconds rather than the ~20 s a request would retry."""
+    import socket
+    import time
+
+    from aiev.llm.client import EndpointDown
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    client = LLMClient(settings(f"http://127.0.0.1:{port}/v1", backoff_s=1.0, backoff_max_s=60.0, concurrency=2))
+    t0 = time.monotonic()
+    with pytest.raises(EndpointDown, match=rf"127.0.0.1:{port}/v1 refused or dropped 8 connections in a row") as exc:
+        ask_many(client, 6)
+    assert time.monotonic() - t0 < 10
+    assert "ConnectError" in str(exc.value)
+
+
+def test_timeouts_and_http_errors_never_count_as_down():
+    """A slow or failing server is not a dead one: only refused connections count, and any answer resets them."""
+    with ScriptedServer(echo_script, faults=True, slow_s=1.5) as server:
+        client = LLMClient(settings(server.url, down_after=1))
+        assert len(ask_many(client, 10)) == 10
