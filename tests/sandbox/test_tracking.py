@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from aiev.sandbox import Limits, get_sandbox
+from aiev.sandbox import Limits, SandboxError, get_sandbox
 from aiev.sandbox.tracking import CgroupRoot, JobTracker, alive, children, runtime_dir, start_time
+from tests.conftest import tool_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,8 +35,8 @@ JOB = textwrap.dedent(
 def need_bwrap():
     try:
         get_sandbox("bwrap")
-    except Exception as exc:  # SandboxError: not installed here
-        pytest.skip(f"bwrap unusable: {exc}")
+    except SandboxError as exc:
+        tool_or_skip("bwrap", str(exc))
 
 
 def tree(pid: int) -> list[tuple[int, int]]:
