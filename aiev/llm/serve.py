@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
+from aiev.io import sha256_file
 from aiev.llm.client import SERVED_IDENTITY_ENV, SERVED_MODEL_ENV, SERVED_ROLE_ENV, SERVED_URL_ENV
 from aiev.llm.models import resolve_model
 
@@ -123,12 +124,8 @@ def model_identity(model: str) -> dict[str, Any]:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     total = hashlib.sha256()
     for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
         rel = f.name if f == path else f.relative_to(path).as_posix()
-        total.update(f"{rel}\0{h.hexdigest()}\n".encode())
+        total.update(f"{rel}\0{sha256_file(f)}\n".encode())
     return {"path": str(path), "sha256": total.hexdigest(), "files": len(files)}
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from typing import Any
 
 from aiev import __version__
 from aiev.config import load_schema
-from aiev.io import SkipLog, atomic_dir, dumps, read_json_if_exists, read_jsonl, write_json
+from aiev.io import SkipLog, atomic_dir, dumps, fsync_path, read_json_if_exists, read_jsonl, sha256_file, write_json
 from aiev.records import record_errors
 
 SPLITS = ("train", "test")
@@ -207,14 +206,6 @@ def _order(x: Any) -> tuple[int, Any]:
     return (1, str(x)) if x is not None else (2, "")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def config_sha256(cfg: dict[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces, defaults filled) of :data:`PROVENANCE_SECTIONS`."""
     blob = json.dumps({k: cfg.get(k) for k in PROVENANCE_SECTIONS}, sort_keys=True, separators=(",", ":"))
@@ -282,7 +273,7 @@ def provenance(cfg: dict[str, Any], batches: list[dict[str, Any]], stats: Stats)
         "sandbox": {
             "backend": sb["backend"],
             "image": sb["image"],
-            "image_sha256": _sha256_file(image) if image.is_file() else None,
+            "image_sha256": sha256_file(image) if image.is_file() else None,
         },
         "seed_sources": seed_licenses(cfg["seeds"]["sources"], cfg["dataset"]["seed_licenses"]),
     }
@@ -317,14 +308,6 @@ def _batch_index(folder: Path, position: int) -> int:
     return int(m.group(1)) if m else position
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _ShardWriter:
     """Rows of one split into numbered shards of both formats (named ``-of-N`` once N is known)."""
 
@@ -353,7 +336,7 @@ class _ShardWriter:
         with open(js_path, "w", encoding="utf-8") as fh:
             fh.writelines(dumps(r) + "\n" for r in self.rows)
         for p in (pq_path, js_path):
-            _fsync(p)
+            fsync_path(p)
         self.num_bytes += table.nbytes
         self.parts.append((pq_path, js_path))
         self.rows = []
