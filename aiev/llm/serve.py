@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,13 +204,13 @@ class Server:
         # are kept for the message if it dies
         self._sink = open(self.log_path, "ab") if self.log_path else sys.stderr.buffer  # noqa: SIM115
         log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise ServeError(f"cannot start the {self.spec.engine} server: {exc}. Is the engine installed?") from exc
+        if shutil.which(self.argv[0]) is None:
+            raise ServeError(f"cannot start the {self.spec.engine} server: {self.argv[0]} not found. Is the engine "
+                             "installed?")  # fmt: skip
+        self.proc = subprocess.Popen(
+            dies_with_parent(self.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         assert self.proc.stdout is not None
         self._tail = _Tail(self.proc.stdout, self._sink)
         try:
@@ -272,6 +273,16 @@ class Server:
         self.stop()
 
 
+def dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` started so that it is killed when ``aiev serve`` dies, even of SIGKILL (a job killed by its
+    scheduler): Linux's parent-death signal, set by util-linux's ``setpriv`` (which the sandbox needs anyway)
+    before it executes ``argv``. Without setpriv, ``argv`` as it is."""
+    setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return argv
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -285,8 +296,9 @@ def _watch(server: Server, command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` in its own process group while the engine runs. If the engine exits first, the command's
     group is stopped (SIGTERM, SIGKILL after 10 s) and ServeError says how the engine died. SIGINT, SIGTERM and
     SIGHUP sent to ``aiev serve`` are passed on to the command."""
-    proc = subprocess.Popen(command, env=env, process_group=0) if sys.version_info >= (3, 11) else (
-        subprocess.Popen(command, env=env, preexec_fn=os.setpgrp)
+    argv = dies_with_parent(command)
+    proc = subprocess.Popen(argv, env=env, process_group=0) if sys.version_info >= (3, 11) else (
+        subprocess.Popen(argv, env=env, preexec_fn=os.setpgrp)
     )  # fmt: skip
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda signum, _f: _signal_group(proc.pid, signum)) for sig in forwarded}

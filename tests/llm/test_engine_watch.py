@@ -189,6 +189,24 @@ def test_a_signal_to_aiev_serve_reaches_the_command_and_stops_the_engine(repo, t
     assert_all_gone(serve, marker)
 
 
+def test_kill_9_of_aiev_serve_takes_the_command_and_the_engine_with_it(repo, tool_env, tmp_path):
+    """A job killed by its scheduler (SIGKILL to `aiev serve` alone): neither the engine nor the command outlives
+    it (their parent-death signal), so no orphan keeps a port, a GPU or the results."""
+    marker = f"aiev-test-{uuid.uuid4().hex}"
+    pidfile = tmp_path / "engine.pid"
+    engine = ["--engine", "command", "--model", "m", "--name", "teacher",
+              "--command", f"{FAKE} --pidfile {pidfile}"]  # fmt: skip
+    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
+    wait_for(lambda: (tmp_path / "ready").exists())
+    engine_pid = int(pidfile.read_text())
+    command_pid = next(p for p in processes_with(marker) if "-c" in Path(f"/proc/{p}/cmdline").read_text())
+    os.kill(serve.pid, signal.SIGKILL)
+    serve.proc.wait(10)
+    wait_for(lambda: not Path(f"/proc/{engine_pid}/cmdline").exists() or processes_with(f"--pidfile {pidfile}") == [],
+             timeout=10)  # fmt: skip
+    wait_for(lambda: command_pid not in processes_with(marker), timeout=10)
+
+
 def test_an_engine_that_dies_before_it_is_ready_is_named_with_its_lines(repo, monkeypatch):
     from aiev.llm.serve import ServeError, Server, ServeSpec
 
