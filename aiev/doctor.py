@@ -184,12 +184,16 @@ def _llama_build(name: str) -> list[Finding]:
 
 def _trial(name: str, serve: dict[str, Any]) -> Finding:
     """Serve the configured model as a job would and ask it for one short completion."""
+    import tempfile
+
     from aiev.llm.models import ModelError
     from aiev.llm.serve import ServeError, Server, spec_from_config
 
     t0 = time.monotonic()
+    log_dir = tempfile.mkdtemp(prefix="aiev-doctor-")
     try:
-        with Server(spec_from_config(serve)) as server:
+        # the engine's own log (a thousand lines of llama.cpp's loading) to a file; its end is quoted on failure
+        with Server(spec_from_config(serve), log_path=Path(log_dir) / "engine.log") as server:
             req = urllib.request.Request(
                 f"{server.base_url}/completions",
                 data=json.dumps({"model": server.spec.served_name, "prompt": "def add(a, b):", "max_tokens": 8,
@@ -215,6 +219,7 @@ def _trial(name: str, serve: dict[str, Any]) -> Finding:
         )
     except ServeError as exc:
         return Finding(name, FAIL, f"a trial start failed: {exc}", _crash_fix(str(exc)))
+    shutil.rmtree(log_dir, ignore_errors=True)  # kept where the trial failed: the message names it
     return Finding(
         name,
         OK,
