@@ -305,7 +305,7 @@ def run(
     store, errors, client_usage, run_info = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
     order = [s["id"] for s in part if s["id"] in store.done]
     entries = [store.done[i] for i in order]
-    down = run_info.pop("endpoint_down", None)
+    down = run_info.get("endpoint_down")
     info = {
         "batch": batch_index,
         "shard": shard,
@@ -325,7 +325,6 @@ def run(
         **run_info,
     }
     if down:
-        info["endpoint_down"] = down
         write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
         raise EndpointDown(
             f"{down}. {len(entries)} of {len(part)} dialogue(s) of this shard are finished and kept in {state}: "

