@@ -202,11 +202,11 @@ class Server:
     def start(self) -> Server:
         # the server's output goes to its own log, or to our stderr (the job's log under Snakemake); its last lines
         # are kept for the message if it dies
-        self._sink = open(self.log_path, "ab") if self.log_path else sys.stderr.buffer  # noqa: SIM115
-        log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
         if shutil.which(self.argv[0]) is None:
             raise ServeError(f"cannot start the {self.spec.engine} server: {self.argv[0]} not found. Is the engine "
                              "installed?")  # fmt: skip
+        self._sink = open(self.log_path, "ab") if self.log_path else sys.stderr.buffer  # noqa: SIM115
+        log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
         self.proc = subprocess.Popen(
             dies_with_parent(self.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
