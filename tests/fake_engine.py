@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -40,7 +41,9 @@ if args.child:
 def completion(prompt: str) -> str:
     if args.segv:
         print("fake engine: entering the matmul kernel", flush=True)
-        os.kill(os.getpid(), signal.SIGSEGV)
+        # a real fault (a read of address 0), as the faulting kernel raises: unlike a SIGSEGV sent by kill, it
+        # kills even where the parent left SIGSEGV ignored or blocked (both survive exec)
+        ctypes.string_at(0)
     return " return a + b"
 
 
