@@ -14,6 +14,7 @@ longer fence, never ends a block early, and ``~~~`` fences work. CRLF line endin
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -114,9 +115,11 @@ def normalize_code(text: str) -> str:
 # The code rules of a programmer reply (docs/dialogue.md), shared by the dialogue (what runs) and the evaluation
 # (which part of a model's answer is its solution).
 _TEST_START = re.compile(
-    r"^(import unittest|from unittest|import pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
+    r"^(import unittest|from unittest|import pytest|from pytest|class Test\w*|def test_\w*|assert\b|if __name__\s*==)",
     re.M,
 )
+_TEST_IMPORT = re.compile(r"^(import|from)\s+(unittest|pytest)\b")
+_MAIN_GUARD = re.compile(r"^if\s+__name__\s*==")
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,83 @@ class Program:
     tests: str
     installs: list[str]  # the raw bash blocks
     source: str  # main.py as it runs: the Python blocks verbatim, joined by a blank line
+    tests_line: int = 1  # the line of ``source`` (1-based) where the tests begin
 
 
 @dataclass(frozen=True)
 class CodeProblem:
-    reason: str  # no_code | no_tests
+    reason: str  # no_code | no_tests | no_solution
     message: str
+
+
+def _is_test_statement(node: ast.stmt, lines: list[str]) -> bool:
+    """A top-level statement that starts the tests: a test class or function, an assertion, the main guard."""
+    if isinstance(node, ast.ClassDef):
+        bases = {ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases}
+        return node.name.startswith("Test") or "TestCase" in bases
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return node.name.startswith("test")
+    if isinstance(node, ast.Assert):
+        return True
+    return isinstance(node, ast.If) and _MAIN_GUARD.match(lines[node.lineno - 1]) is not None
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", None) or []
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def _tests_start_line(code: str) -> int | None:
+    """The 1-based line where the tests of one block begin, or None when it holds none. Imports at the top belong
+    to the program (``import unittest`` first is the most common layout of instruct models); a test-framework
+    import right before the first test statement, and the comment lines right above it, belong to the tests."""
+    lines = code.split("\n")
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return _tests_start_line_by_text(lines)
+    first = next((i for i, node in enumerate(body) if _is_test_statement(node, lines)), None)
+    if first is None:
+        return None
+    i = first
+    header = all(isinstance(n, ast.Import | ast.ImportFrom) for n in body[:first])
+    while not header and i > 0 and isinstance(body[i - 1], ast.Import | ast.ImportFrom):
+        if not _TEST_IMPORT.match(lines[body[i - 1].lineno - 1]):
+            break
+        i -= 1
+    line = _first_line(body[i])
+    while line > 1 and lines[line - 2].lstrip().startswith("#"):
+        line -= 1
+    return line
+
+
+def _tests_start_line_by_text(lines: list[str]) -> int | None:
+    """The same rule for code that does not parse (it fails when it runs; the split only shapes the record):
+    the first line that starts a test, outside the leading imports."""
+    in_header = True
+    for n, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if in_header and (not stripped or stripped.startswith("#") or re.match(r"(import|from)\s", line)):
+            continue
+        in_header = False
+        if _TEST_START.match(line):
+            return n
+    return None
+
+
+def _found(code: str) -> str:
+    """What a block holds, in a few words, for the feedback of a block without tests."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError as exc:
+        return f"code that does not parse (line {exc.lineno}: {exc.msg})"
+    names = [f"`{n.name}`" for n in body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+    other = sum(not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Import | ast.ImportFrom)
+                for n in body)  # fmt: skip
+    parts = [f"the definitions {', '.join(names[:6])}" + (" ..." if len(names) > 6 else "")] if names else []
+    if other:
+        parts.append(f"{other} other top-level statement(s)")
+    return " and ".join(parts) or "only imports"
 
 
 def extract_program(reply: str) -> Program | CodeProblem:
@@ -143,15 +217,31 @@ def extract_program(reply: str) -> Program | CodeProblem:
         return CodeProblem("no_code", "Your reply holds no ```python code block.")
     source = "\n\n".join(py) + "\n"
     if len(py) >= 2:
-        return Program("\n\n".join(py[:-1]), py[-1], bash, source)
-    m = _TEST_START.search(py[0])
-    if m is None or m.start() == 0:
+        solution = "\n\n".join(py[:-1])
+        return Program(solution, py[-1], bash, source, solution.count("\n") + 3)
+    line = _tests_start_line(py[0])
+    if line is None:
         return CodeProblem(
             "no_tests",
-            "Your code has no unit tests: give the tests in a second ```python block after the solution.",
+            f"Your code has no unit tests: it holds {_found(py[0])}, but no test class, no test function and no "
+            "assert. Give the tests (assertions or a unittest.TestCase that runs) in a second ```python block after "
+            "the solution.",
         )
-    return Program(py[0][: m.start()].rstrip("\n"), py[0][m.start() :], bash, source)
+    lines = py[0].split("\n")
+    solution, tests = "\n".join(lines[: line - 1]).rstrip("\n"), "\n".join(lines[line - 1 :])
+    if not _has_code(solution):
+        return CodeProblem(
+            "no_solution",
+            "Your code holds only tests: give the solution itself, then its tests, in one ```python block or in "
+            "two (the solution first).",
+        )
+    return Program(solution, tests, bash, source, line)
 
 
-def has_assertion(tests: str) -> bool:
-    return re.search(r"\bassert\w*\b|\bself\.assert|\bunittest\.main\b|pytest\.raises", tests) is not None
+def _has_code(solution: str) -> bool:
+    """Whether a solution defines or does anything beyond imports."""
+    try:
+        body = ast.parse(solution).body
+    except SyntaxError:
+        return bool(solution.strip())
+    return any(not isinstance(n, ast.Import | ast.ImportFrom) for n in body)

@@ -15,6 +15,8 @@ the dialogue (:mod:`aiev.generate.dialogue`) and the interactive interpreter (:m
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +210,65 @@ def run_program(sandbox: Any, source: str, limits: Any, prefix: Path | None) -> 
     """Run ``source`` as ``main.py`` in the sandbox, with the packages of ``prefix`` (where it exists)."""
     use = prefix if prefix is not None and prefix.exists() else None
     res = sandbox.run({"main.py": source}, ["python3", "main.py"], limits, prefix=use).to_dict()
+    return _execution(res)
+
+
+def _execution(res: dict[str, Any]) -> dict[str, Any]:
     out = {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
     if res.get("oom_killed"):
         out["oom_killed"] = True
     return out
+
+
+#: The file that runs a program and counts its checks inside the sandbox (:mod:`aiev.sandbox.harness`).
+HARNESS_NAME = "_aiev_run.py"
+NO_CHECKS_NOTE = (
+    "The program exited 0 but no test ran: no assert of the tests and no unittest check was executed. Make the "
+    "tests run when the file runs (call the test functions, or end with unittest.main())."
+)
+
+
+def harness_source() -> str:
+    return (Path(__file__).parent / "sandbox" / "harness.py").read_text(encoding="utf-8")
+
+
+def run_checked(sandbox: Any, source: str, tests_line: int, limits: Any, prefix: Path | None) -> dict[str, Any]:
+    """Run ``source`` as ``main.py`` like :func:`run_program`, counting the checks its tests execute (from line
+    ``tests_line`` on): the execution dict gains ``checks`` ({asserts, assert_calls, tests_run, tests_failed,
+    ran}; None when the program ended without the count: killed, timed out, ``os._exit``). A program that
+    defines ``unittest.TestCase`` classes and runs none has them run (``checks.ran``); a ``note`` says so."""
+    use = prefix if prefix is not None and prefix.exists() else None
+    nonce = "aiev-checks-" + secrets.token_hex(8)
+    res = sandbox.run(
+        {"main.py": source, HARNESS_NAME: harness_source()},
+        ["python3", HARNESS_NAME, "main.py", str(tests_line), nonce],
+        limits,
+        prefix=use,
+    ).to_dict()
+    out = _execution(res)
+    out["stderr"], out["checks"] = _take_counts(out["stderr"], nonce)
+    ran = (out["checks"] or {}).get("ran") or []
+    if "unittest" in ran:
+        out["note"] = "Nothing ran the program's unittest.TestCase classes: the interpreter ran them."
+    elif ran:
+        out["note"] = f"Nothing called the test functions {', '.join(ran)}: the interpreter called them."
+    return out
+
+
+def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
+    at = stderr.rfind(f"\n{nonce} ")
+    if at < 0:
+        return stderr, None
+    end = stderr.find("\n", at + 1)
+    end = len(stderr) if end < 0 else end
+    try:
+        counts = json.loads(stderr[at + len(nonce) + 2 : end])
+    except ValueError:
+        return stderr, None
+    return stderr[:at] + stderr[end + 1 :], counts
+
+
+def checks_executed(execution: dict[str, Any]) -> int:
+    """How many checks of the tests ran: assertions reached and unittest check calls (0 when not counted)."""
+    checks = execution.get("checks") or {}
+    return int(checks.get("asserts", 0)) + int(checks.get("assert_calls", 0))

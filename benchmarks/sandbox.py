@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from aiev.interpreter import run_checked, run_program
 from aiev.sandbox import Limits, get_sandbox
 
 WORK = "s = 0\nfor i in range(300_000):\n    s += i * i\nprint(s)\n"
@@ -111,6 +112,15 @@ def main() -> None:
     out["sandbox_true_ms"] = round(median_ms(sandboxed(["true"]), args.n), 2)
     out["sandbox_python_ms"] = round(median_ms(sandboxed(["python3", "-c", "pass"]), args.n), 2)
     out["overhead_ratio"] = round(out["sandbox_python_ms"] / out["bare_python_ms"], 3)
+    # a dialogue's program as generation runs it: plain, and through the check-counting harness
+    program = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
+    out["program_plain_ms"] = round(median_ms(lambda: run_program(sb, program, limits, None), args.n), 2)
+    out["program_checked_ms"] = round(median_ms(lambda: run_checked(sb, program, 4, limits, None), args.n), 2)
+    print(
+        f"[{sb.name}] median of {args.n}: a 4-line program plain {out['program_plain_ms']} ms | counting its checks "
+        f"{out['program_checked_ms']} ms (+{out['program_checked_ms'] - out['program_plain_ms']:.1f} ms)",
+        flush=True,
+    )
     print(
         f"[{sb.name}] median of {args.n}: bare python3 -c pass {out['bare_python_ms']} ms | "
         f"sandbox true {out['sandbox_true_ms']} ms | sandbox python3 -c pass {out['sandbox_python_ms']} ms | "

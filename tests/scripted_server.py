@@ -225,6 +225,10 @@ class ScriptedServer:
 SOLUTION = "def add(a, b):\n    return a + b\n"
 BUGGY = "def add(a, b):\n    return a - b\n"
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\nprint('all tests passed')\n"
+UNITTEST_TESTS = (
+    "class TestAdd(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n"
+    "    def test_zero(self):\n        self.assertEqual(add(-1, 1), 0)\n"
+)
 
 
 def _block(code: str, lang: str = "python") -> str:
@@ -232,7 +236,9 @@ def _block(code: str, lang: str = "python") -> str:
 
 
 def dialogue_script(messages: list[dict[str, str]]) -> str:
-    """Drives dialogues by the SCENARIO tag in the seed: pass1, fix, never, pip, nocode, empty."""
+    """Drives dialogues by the SCENARIO tag in the seed: pass1, fix, never, pip, nocode, empty; and the layouts of
+    instruct models: importsfirst (one block, ``import unittest`` on line 1, tests run by ``unittest.main``),
+    unrun (the same, buggy, without ``unittest.main``, then fixed), printonly (tests that only print)."""
     system = messages[0]["content"]
     first_user = next(m["content"] for m in messages if m["role"] == "user")
     m = re.search(r"SCENARIO=(\w+)", first_user)
@@ -253,6 +259,12 @@ def dialogue_script(messages: list[dict[str, str]]) -> str:
     if scenario == "pip":
         code = "import aievtinypkg\n\n\ndef add(a, b):\n    return aievtinypkg.plus(a, b)\n"
         return "First install the helper.\n" + _block("pip install aievtinypkg", "bash") + _block(code) + _block(TESTS)
+    if scenario in ("importsfirst", "unrun"):
+        code = BUGGY if scenario == "unrun" and rounds == 0 else SOLUTION
+        runner = "" if scenario == "unrun" else '\nif __name__ == "__main__":\n    unittest.main()\n'
+        return _block(f"import unittest\n\n{code}\n\n{UNITTEST_TESTS}{runner}")
+    if scenario == "printonly":
+        return _block(SOLUTION) + _block("print(add(2, 3))\n")
     if scenario == "empty":
         return ""
     if scenario == "nocode":

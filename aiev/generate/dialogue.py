@@ -13,10 +13,12 @@ Code rules (documented in docs/dialogue.md), on the blocks of the shared parser 
 blocks tagged python/py/python3 or untagged are Python; bash/sh/shell blocks are install turns (only ``pip
 install``); other languages are never run. The program is the Python blocks, verbatim, joined by a blank line
 (``main.py``), so the SFT record, which wraps the same blocks, holds exactly what ran. Two or more Python
-blocks: the last is the tests, the others are the solution. One block: split at its first top-level test line
-(``import unittest``, ``class Test...``, ``def test_...``, ``assert ...``, ``if __name__ == ...``); without one,
-the round fails with "no unit tests". No Python block: the round fails with "no code". Pass = install (if
-any) and program exit 0, no timeout, and the tests contain an assertion.
+blocks: the last is the tests, the others are the solution. One block: split where its tests begin (the first
+top-level test class or function, assertion or ``if __name__ == ...``; imports at the top stay with the
+solution); without tests the round fails with "no unit tests", quoting what the block holds. No Python block:
+the round fails with "no code". Pass = install (if any) and program exit 0, no timeout, and at least one check
+of the tests executed (counted in the sandbox by :func:`aiev.interpreter.run_checked`, which also runs
+TestCase classes nothing ran); exit 0 with none is ``tests_not_run``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.codeblocks import CodeProblem, Program, extract_program, has_assertion
-from aiev.interpreter import describe_result, install_refusal, refused_install, run_install, run_program
+from aiev.codeblocks import CodeProblem, Program, extract_program
+from aiev.interpreter import (
+    NO_CHECKS_NOTE,
+    checks_executed,
+    describe_result,
+    install_refusal,
+    refused_install,
+    run_checked,
+    run_install,
+)
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError
 
@@ -98,16 +108,19 @@ class Dialogue:
                     code_shown = ""
                 else:
                     execution = await self.run_blocking(self.execute, extracted, seed["id"])
-                    if execution.get("exit_code") == 0 and not execution.get("timed_out"):
-                        if has_assertion(extracted.tests):
-                            program = extracted
-                        else:
-                            execution["note"] = "The tests assert nothing: write unit tests that check the solution."
                     reason = "max_rounds"
+                    if execution.get("exit_code") == 0 and not execution.get("timed_out"):
+                        if checks_executed(execution) > 0:
+                            program = extracted
+                        else:  # exit 0 with no check executed is no pass: the tests never ran
+                            execution["note"] = "\n".join(filter(None, [execution.get("note"), NO_CHECKS_NOTE]))
+                            reason = "tests_not_run"
                     code_shown = extracted.solution + "\n\n" + extracted.tests
                 result_text = describe_result(execution)
                 exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
                 exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
+                if execution.get("checks") is not None:
+                    exec_msg["checks"] = execution["checks"]
                 if execution.get("install") is not None:
                     exec_msg["install"] = execution["install"]
                 messages.append(exec_msg)
@@ -178,7 +191,7 @@ def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: P
                 install = run_install(sandbox, specs, prefix, install_limits)
             if install["exit_code"] != 0:
                 return {"exit_code": None, "stdout": "", "stderr": "", "timed_out": False, "install": install}
-        out = run_program(sandbox, program.source, limits, prefix)
+        out = run_checked(sandbox, program.source, program.tests_line, limits, prefix)
         out["install"] = install
         return out
 

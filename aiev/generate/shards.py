@@ -84,7 +84,14 @@ class ProgressStore:
 
 
 #: The modules whose code decides what a dialogue does with the model's replies.
-ENGINE_MODULES = ("aiev.generate.dialogue", "aiev.llm.agents", "aiev.codeblocks", "aiev.sandbox.install")
+ENGINE_MODULES = (
+    "aiev.generate.dialogue",
+    "aiev.llm.agents",
+    "aiev.codeblocks",
+    "aiev.interpreter",
+    "aiev.sandbox.harness",
+    "aiev.sandbox.install",
+)
 
 
 def engine_sha256() -> str:

@@ -461,6 +461,70 @@ def test_code_rules(reply, expected):
         assert got.solution.startswith(expected[0]) and got.tests.startswith(expected[1])
 
 
+def test_a_pass_means_the_tests_ran(tmp_path, wheelhouse):
+    """The layout instruct models write (``import unittest`` on line 1) passes at once; a TestCase nothing runs is
+    run by the interpreter, so its failing test fails the round (before: a silent exit 0, kept as passed); tests
+    that only print are never a pass (``tests_not_run``)."""
+    batch = write_batch(tmp_path / "b.jsonl", ["importsfirst", "unrun", "printonly"])
+    with ScriptedServer(dialogue_script) as server:
+        out, _ = run_shard(tmp_path, "v", batch, make_config(server.url, wheelhouse))
+    passed = {e["id"]: e for e in load(out / "dialogues.jsonl")}
+    rejected = {e["id"]: e for e in load(out / "rejects.jsonl")}
+    assert sorted(passed) == ["t:0", "t:1"] and sorted(rejected) == ["t:2"]
+    e = passed["t:0"]
+    assert e["rounds"] == 1 and e["solution"].startswith("import unittest\n\ndef add")
+    assert e["tests"].startswith("class TestAdd") and e["messages"][2]["checks"]["assert_calls"] == 2
+    e = passed["t:1"]
+    first, second = e["messages"][2], e["messages"][5]
+    assert first["exit_code"] == 1 and "AssertionError: -1 != 5" in first["stderr"]
+    assert "the interpreter ran them" in first["content"] and first["checks"]["ran"] == ["unittest"]
+    assert e["rounds"] == 2 and second["exit_code"] == 0 and second["checks"]["tests_run"] == 2
+    e = rejected["t:2"]
+    assert e["reason"] == "tests_not_run" and e["rounds"] == 3
+    assert all(m["exit_code"] == 0 and "no test ran" in m["content"] for m in e["messages"] if m["role"] == "execution")
+    for e in [*passed.values(), *rejected.values()]:
+        assert record_errors(e, "entry") == [], e["id"]
+
+
+def test_recorded_replies_are_read_as_expected():
+    """Programmer replies of real runs (Gemma-3-270M in the demo) and the layouts instruct models write, each
+    with what the code rules make of it now (``expected``) and made of it before (``old``):
+    benchmarks/code_rules.py prints the shares."""
+    rows = load(Path(__file__).resolve().parents[1] / "data" / "replies" / "programmer_replies.jsonl")
+    assert len(rows) >= 20
+    for row in rows:
+        got = extract_program(row["reply"])
+        assert getattr(got, "reason", "program") == row["expected"], row["reply"][:200]
+    instruct = [r for r in rows if r["origin"].startswith("constructed")]
+    assert sum(r["old"] == "no_tests" for r in instruct) >= 4 and not any(r["expected"] == "no_tests" for r in instruct)
+
+
+@pytest.mark.parametrize(
+    ("code", "solution", "tests"),
+    [
+        ("import unittest\nimport math\n\ndef f():\n    return 1\n\n# tests\nclass T(unittest.TestCase):\n    pass\n",
+         "import unittest\nimport math\n\ndef f():\n    return 1", "# tests\nclass T(unittest.TestCase):"),
+        ("def f():\n    return 1\n\nimport unittest\n\nclass TestF(unittest.TestCase):\n    pass\n",
+         "def f():\n    return 1", "import unittest\n\nclass TestF"),
+        ("import pytest\ndef f():\n    return 1\n@pytest.mark.skip\ndef test_f():\n    assert f() == 1\n",
+         "import pytest\ndef f():\n    return 1", "@pytest.mark.skip\ndef test_f"),
+        ("import unittest\ndef f():\n    return (\nclass TestF(unittest.TestCase):\n    pass\n",
+         "import unittest\ndef f():\n    return (", "class TestF"),  # does not parse: split by its text
+    ],
+)  # fmt: skip
+def test_one_block_splits_where_its_tests_begin(code, solution, tests):
+    got = extract_program(f"```python\n{code}```")
+    assert (got.solution, got.tests[: len(tests)]) == (solution, tests)
+    assert got.source.split("\n")[got.tests_line - 1].startswith(tests.split("\n")[0])
+
+
+def test_a_block_without_tests_is_told_what_it_holds():
+    got = extract_program("```python\nimport os\n\ndef f():\n    return 1\n\nclass Box:\n    pass\n\nprint(f())\n```")
+    assert got.reason == "no_tests" and "`f`, `Box` and 1 other top-level statement" in got.message
+    only = extract_program("```python\nimport unittest\n\nclass TestF(unittest.TestCase):\n    pass\n```")
+    assert only.reason == "no_solution"
+
+
 def test_an_endpoint_that_dies_mid_run_stops_the_shard_in_seconds_keeping_what_finished(tmp_path, wheelhouse):
     """The server goes away after some dialogues: the shard ends with EndpointDown within seconds (the demo's
     backoff, not the test's short one), its finished dialogues stay in the progress store, and a re-run against
