@@ -255,6 +255,19 @@ def run_checked(sandbox: Any, source: str, tests_line: int, limits: Any, prefix:
     return out
 
 
+def run_batch(sandbox: Any, job: dict[str, Any], limits: Any) -> dict[str, Any] | None:
+    """One sandbox execution of the harness's batch mode (:mod:`aiev.sandbox.harness`): ``job['programs']`` each
+    in a forked child under ``job['timeout_s']``, then ``job['examples']`` on ``job['solution']``. The raw
+    results ({programs: [{status, timed_out, result}], examples}), or None when the run ended without them."""
+    nonce = "aiev-batch-" + secrets.token_hex(8)
+    res = sandbox.run(
+        {"main.py": job["programs"][0]["source"], HARNESS_NAME: harness_source(), "job.json": json.dumps(job)},
+        ["python3", HARNESS_NAME, "--batch", "job.json", nonce],
+        limits,
+    ).to_dict()
+    return _take_counts(res["stderr"], nonce)[1]
+
+
 def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
     at = stderr.rfind(f"\n{nonce} ")
     if at < 0:

@@ -225,6 +225,7 @@ def summary_inputs(wildcards):
     files = [
         "generate_report.json",
         "usage.json",
+        "check_report.json",
         "decontam_report.json",
         "split_report.json",
     ]
@@ -249,9 +250,11 @@ def summary_args(wildcards, input):
 
 
 def plots_inputs(wildcards):
-    """What the plots read beside the summary: each batch's decontamination report and, trained, its student."""
+    """What the plots read beside the summary: each batch's test-check and decontamination reports and, trained,
+    its student."""
     ks = batch_ids()
-    files = expand("results/batch_{k}/decontam_report.json", k=ks)
+    files = expand("results/batch_{k}/check_report.json", k=ks)
+    files += expand("results/batch_{k}/decontam_report.json", k=ks)
     if config["train"]["enabled"]:
         files += [student_dir(k) for k in ks]
     return files
@@ -286,6 +289,7 @@ def dataset_inputs(wildcards):
         "train.jsonl",
         "test.jsonl",
         "generate_report.json",
+        "check_report.json",
         "decontam_report.json",
     ]
     return {

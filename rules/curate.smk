@@ -1,9 +1,42 @@
-# Curation per batch: decontaminate (paper section 3.2) -> split 9:1 -> code-interpreter SFT format.
+# Curation per batch: check the tests (beyond the paper) -> decontaminate (paper section 3.2) -> split 9:1 ->
+# code-interpreter SFT format.
+
+
+rule check_tests:
+    input:
+        entries="results/batch_{k}/dialogues.jsonl",
+        image=sandbox_image,
+    output:
+        kept="results/batch_{k}/checked.jsonl",
+        removed="results/batch_{k}/check_removed.jsonl",
+        report=report(
+            "results/batch_{k}/check_report.json",
+            category="Curation",
+            caption="../docs/report/check_tests.rst",
+            labels={
+                "batch": "{k}",
+                "what": "test checks: removals by reason, mutation scores",
+            },
+        ),
+    log:
+        "results/logs/curate/batch_{k}.check_tests.log",
+    benchmark:
+        "results/logs/timing/batch_{k}.check_tests.tsv"
+    conda:
+        "../envs/aiev.yaml"
+    threads: config["check_tests"]["workers"]
+    params:
+        config=sections("check_tests", "sandbox"),
+        state="results/.state/batch_{k}/check_tests",
+    shell:
+        "aiev check-tests --config {params.config:q} --workers {threads} --input {input.entries} "
+        "--output {output.kept} --removed {output.removed} --report {output.report} "
+        "--state-dir {params.state} 2> {log}"
 
 
 rule decontaminate:
     input:
-        entries="results/batch_{k}/dialogues.jsonl",
+        entries="results/batch_{k}/checked.jsonl",
         benchmarks=benchmark_files,
     output:
         kept="results/batch_{k}/clean.jsonl",

@@ -71,6 +71,12 @@ rule plots:
             caption="../docs/report/plot_usage.rst",
             labels={"batch": "all", "what": "tokens and cost"},
         ),
+        checks=report(
+            "results/report/checks.svg",
+            category="Curation",
+            caption="../docs/report/plot_checks.rst",
+            labels={"batch": "all", "what": "test checks: mutation scores, removals"},
+        ),
         decontam=report(
             "results/report/decontam.svg",
             category="Curation",
@@ -114,6 +120,7 @@ rule plots:
                 "rounds",
                 "rejections",
                 "usage",
+                "checks",
                 "decontam",
                 "stages",
                 "loss",

@@ -12,8 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.workflow
 
-LOOP = {"seeds", "dedup", "batches", "generate", "merge_dialogues", "decontaminate", "split", "format", "train",
-        "evaluate", "decide_stage", "dataset", "summary", "plots", "benchmark_generate", "benchmark_score",
+LOOP = {"seeds", "dedup", "batches", "generate", "merge_dialogues", "check_tests", "decontaminate", "split", "format",
+        "train", "evaluate", "decide_stage", "dataset", "summary", "plots", "benchmark_generate", "benchmark_score",
         "all"}  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The curation stage's steps: ``aiev decontaminate``, ``aiev split``, ``aiev format`` (rules/curate.smk)."""
+"""The curation stage's steps: ``aiev check-tests``, ``aiev decontaminate``, ``aiev split``, ``aiev format``
+(rules/curate.smk)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,37 @@ def _decontam_summary(r: dict[str, Any]) -> str:
     )
 
 
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="passing entries JSONL of one batch (dialogues.jsonl)")
+    p.add_argument("--output", required=True, help="JSONL of the kept entries, each with its `quality` figures")
+    p.add_argument("--removed", required=True, help="JSONL per removed entry: id, reason, detail, quality")
+    p.add_argument("--report", required=True, help="JSON report: removals by reason, mutation scores, bad rows")
+    p.add_argument("--state-dir", required=True, help="where the progress file lives (outside the outputs)")
+    override(p, "--mode", key="check_tests.mode", choices=("filter", "report", "off"))
+    override(p, "--mutants", key="check_tests.mutants", type=int, help="mutants per entry")
+    override(p, "--min-mutation-score", key="check_tests.min_mutation_score", type=float)
+    override(p, "--workers", key="check_tests.workers", type=int, help="sandbox executions at once")
+
+
+def _check(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from aiev.curate import checks
+
+    return checks.run(cfg, input=args.input, output=args.output, removed=args.removed, report=args.report,
+                      state_dir=args.state_dir)  # fmt: skip
+
+
+def _check_summary(r: dict[str, Any]) -> str:
+    reasons = r["removed_by_reason"] if r["mode"] == "filter" else r["would_remove_by_reason"]
+    why = ", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none"
+    verb = "removed" if r["mode"] == "filter" else "would remove (mode report)"
+    score = r["mean_mutation_score"]
+    return (
+        f"{r['entries']} entries, {r['kept']} kept; {verb}: {why}; mean mutation score "
+        f"{'-' if score is None else f'{score:.2f}'} over {r['mutants']} mutants; {r['seconds']:.1f} s"
+        + (f"; resumed {r['resumed']}" if r["resumed"] else "")
+    )
+
+
 def _split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="decontaminated entries JSONL of one batch")
     p.add_argument("--train", required=True, help="train split JSONL (input lines, in order)")
@@ -88,6 +120,8 @@ def _format(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 STEPS = [
+    Step("check-tests", "check that a passing entry's tests can fail and its code matches the problem (mutants, "
+         "examples)", _check_args, _check, _check_summary),
     Step("decontaminate", "remove entries whose code is too similar to benchmark code (exact Levenshtein)",
          _decontam_args, _decontam, _decontam_summary),
     Step("split", "split a batch 9:1 into train and test (test: entries with runnable tests)", _split_args, _split,

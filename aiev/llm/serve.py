@@ -117,8 +117,9 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
 
 
 def model_identity(model: str) -> dict[str, Any]:
-    """What a served model is: for a local file or directory its path and a SHA-256 over its contents (every
-    file, by relative path), so an entry names the exact checkpoint that wrote it; for a hub id, the id."""
+    """What a served model is: for a local file or directory its name (never its path: entries are released, and a
+    path names the machine's cache and the user's home) and a SHA-256 over its contents (every file, by relative
+    path), so an entry names the exact checkpoint that wrote it; for a hub id, the id."""
     path = Path(model)
     if not path.exists():
         return {"model": model}
@@ -127,7 +128,7 @@ def model_identity(model: str) -> dict[str, Any]:
     for f in files:
         rel = f.name if f == path else f.relative_to(path).as_posix()
         total.update(f"{rel}\0{sha256_file(f)}\n".encode())
-    return {"path": str(path), "sha256": total.hexdigest(), "files": len(files)}
+    return {"file": path.name, "sha256": total.hexdigest(), "files": len(files)}
 
 
 def _models(base_url: str) -> list[str] | None:

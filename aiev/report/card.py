@@ -162,6 +162,21 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
                    ["source", "type", "from", "revision", "licence", "licence from", "entries"])  # fmt: skip
     lines += [f"The data set's own licence (`dataset.license`): {info['license']}. Generated text is also subject",
               "to the terms of the models that wrote it (Provenance).", ""]  # fmt: skip
+    chk = info.get("test_checks") or {}
+    lines += ["## Test checks", ""]
+    if chk.get("modes"):
+        why = ", ".join(f"{k} {v:,}" for k, v in chk["removed_by_reason"].items()) or "none"
+        would = ", ".join(f"{k} {v:,}" for k, v in chk["would_remove_by_reason"].items()) or "none"
+        mean = chk["mean_mutation_score"]
+        lines += [f"Before decontamination every passing entry's tests were checked (`aiev check-tests`, mode "
+                  f"{', '.join(chk['modes'])}; beyond the paper): {chk['entries']:,} entries, {chk['removed']:,} "
+                  f"removed ({why}); found (removed or not): {would}. Mean mutation score (share of small faults "
+                  f"put into a solution that its tests catch): {'–' if mean is None else f'{mean:.2f}'}. Each kept "
+                  "entry's `quality` holds its figures.", ""]  # fmt: skip
+    else:
+        lines += ["The entries' tests were not checked beyond the dialogue's own verdict (check_tests.mode: off).", ""]
+    if chk.get("batches_without_report"):
+        lines += [f"Batches without a test-check report: {_cell(chk['batches_without_report'])}.", ""]
     lines += ["## Decontamination", ""]
     rules = "; ".join(f"{r['metric']} similarity > {r['threshold']}" for r in dec["rules"]) or "no report"
     lines += [f"Entries whose code is too similar to a benchmark snippet were removed ({rules}): "
@@ -170,6 +185,10 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
     if dec["batches_without_report"]:
         lines += [f"Batches without a decontamination report: {_cell(dec['batches_without_report'])}.", ""]
     lines += ["## Provenance", ""]
+    lines += ["Each entry's `provenance` holds the prompting mode, the generating model's identity (its served "
+              "name, its file's name, a SHA-256 over its files and their count: never a path of the machine that "
+              "served it), the prompts' SHA-256, the sampling parameters, max_rounds, the seed record, the aiev "
+              "version and the generation settings' fingerprint.", ""]  # fmt: skip
     lines += [f"- written by aiev {prov['aiev_version']}; the entries by aiev "
               + ", ".join(f"{r['version']} ({r['entries']:,})" for r in prov["entries_aiev_version"]),
               f"- config hash `{prov['config_sha256']}`: sha256 of the canonical JSON (sorted keys, no spaces,",

@@ -279,6 +279,29 @@ def provenance(cfg: dict[str, Any], batches: list[dict[str, Any]], stats: Stats)
     }
 
 
+def test_checks(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """What aiev check-tests did over the batches, from each batch's check_report.json."""
+    reps = [b["checks"] for b in batches if b["checks"]]
+    removed: dict[str, int] = {}
+    would: dict[str, int] = {}
+    scores: list[float] = []
+    for rep in reps:
+        for k, v in (rep.get("removed_by_reason") or {}).items():
+            removed[k] = removed.get(k, 0) + v
+        for k, v in (rep.get("would_remove_by_reason") or {}).items():
+            would[k] = would.get(k, 0) + v
+        scores += rep.get("mutation_scores") or []
+    return {
+        "modes": sorted({r.get("mode") for r in reps}),
+        "entries": sum(r.get("entries") or 0 for r in reps),
+        "removed": sum(r.get("removed") or 0 for r in reps),
+        "removed_by_reason": {k: v for k, v in removed.items() if v},
+        "would_remove_by_reason": {k: v for k, v in would.items() if v},
+        "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
+        "batches_without_report": [b["batch"] for b in batches if not b["checks"]],
+    }
+
+
 def decontamination(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Per benchmark over the batches, from each batch's decontam_report.json."""
     per: dict[str, dict[str, Any]] = {}
@@ -380,6 +403,7 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
             "batch": _batch_index(folder, i), "dir": str(d),
             "generate": read_json_if_exists(folder / "generate_report.json") or {},
             "decontam": read_json_if_exists(folder / "decontam_report.json") or {},
+            "checks": read_json_if_exists(folder / "check_report.json") or {},
             "stage_record": read_json_if_exists(folder / "stage.json") or {},
         })  # fmt: skip
     with atomic_dir(dest) as tmp:
@@ -425,6 +449,7 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
                 "by_language": stats.table("language", "language", "split"),
                 "by_seed_source": stats.table("source", "source", "split"),
             },
+            "test_checks": test_checks(batches),
             "decontamination": decontamination(batches),
             "provenance": provenance(cfg, batches, stats),
             "license": cfg["dataset"]["license"] or "unknown",

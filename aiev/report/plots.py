@@ -21,7 +21,7 @@ from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
 
-PLOTS = ("rounds", "rejections", "stages", "decontam", "usage", "loss", "benchmarks")
+PLOTS = ("rounds", "rejections", "stages", "checks", "decontam", "usage", "loss", "benchmarks")
 TABLES = ("batches", "benchmarks")
 STAGE_COLOURS = {"teaching": "#dbe9f6", "self-learning": "#fde3c8"}
 
@@ -159,6 +159,40 @@ def stages(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
     head = (f"The student took over after batch {switch} (self-learning stage from batch {switch + 1})."
             if switch is not None else "The teacher generated every batch (teaching stage throughout).")  # fmt: skip
     return _rst([head, "", *[f"- {x}" for x in lines]])
+
+
+def checks(plt: Any, batch_dirs: list[Path], path: Path) -> str:
+    """The test checks over the batches: the mutation-score histogram and the removals by reason."""
+    scores: list[float] = []
+    reasons: dict[str, int] = {}
+    modes: set[str] = set()
+    entries = 0
+    for d in batch_dirs:
+        rep = read_json_if_exists(d / "check_report.json") or {}
+        if not rep:
+            continue
+        modes.add(rep.get("mode", "?"))
+        entries += rep.get("entries") or 0
+        scores += rep.get("mutation_scores") or []
+        for k, v in (rep.get("would_remove_by_reason") or {}).items():
+            reasons[k] = reasons.get(k, 0) + v
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    if not modes:
+        for ax in (left, right):
+            _empty(ax, "no batch's tests were checked")
+        _save(fig, path)
+        return _rst(["No batch's tests were checked (check_tests.mode: off, or no batch ran)."])
+    left.hist(scores, bins=[i / 10 for i in range(11)], color="#17becf", edgecolor="white")
+    left.set(xlabel="mutation score (share of mutants killed)", ylabel="entries", title="How often tests catch faults")
+    names = [k for k, v in reasons.items() if v]
+    right.barh(names or ["none"], [reasons[k] for k in names] or [0], color="#d62728")
+    verb = "removed" if modes == {"filter"} else "would be removed (mode report)"
+    right.set(xlabel=f"entries {verb}", title="Removals by reason")
+    _save(fig, path)
+    mean = f"{sum(scores) / len(scores):.2f}" if scores else "–"
+    why = ", ".join(f"{k} {reasons[k]}" for k in names) or "none"
+    return _rst([f"{entries} passing entries checked (mode {', '.join(sorted(modes))}); mean mutation score {mean} "
+                 f"over {len(scores)} entries with mutants; {verb}: {why}."])  # fmt: skip
 
 
 def decontam(plt: Any, batch_dirs: list[Path], path: Path) -> str:
@@ -333,6 +367,7 @@ def run(*, summary: str | Path, batch_dirs: list[str], outdir: str | Path) -> di
         "rounds": rounds(plt, batches, out / "rounds.svg"),
         "rejections": rejections(plt, batches, out / "rejections.svg"),
         "stages": stages(plt, batches, out / "stages.svg"),
+        "checks": checks(plt, dirs, out / "checks.svg"),
         "decontam": decontam(plt, dirs, out / "decontam.svg"),
         "usage": usage(plt, batches, out / "usage.svg"),
         "loss": loss(plt, dirs, out / "loss.svg"),

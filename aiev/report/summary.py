@@ -78,6 +78,7 @@ def batch_row(k: int, folder: Path) -> dict[str, Any]:
     gen = read_json_if_exists(folder / "generate_report.json") or {}
     usage = read_json_if_exists(folder / "usage.json") or {}
     dec = read_json_if_exists(folder / "decontam_report.json") or {}
+    chk = read_json_if_exists(folder / "check_report.json") or {}
     split = read_json_if_exists(folder / "split_report.json") or {}
     train = read_json_if_exists(folder / "train_report.json") or {}
     teacher = read_json_if_exists(folder / "eval" / "teacher.json") or {}
@@ -94,6 +95,10 @@ def batch_row(k: int, folder: Path) -> dict[str, Any]:
         "rejected_by_reason": gen.get("rejected_by_reason"),
         "rounds": gen.get("rounds"),
         "rounds_multi_round_entries": gen.get("rounds_multi_round_entries"),
+        "check_removed": chk.get("removed"),
+        "check_removed_by_reason": {k: v for k, v in (chk.get("removed_by_reason") or {}).items() if v} or None,
+        "check_would_remove": sum((chk.get("would_remove_by_reason") or {}).values()) if chk else None,
+        "mean_mutation_score": chk.get("mean_mutation_score"),
         "decontam_removed": (dec.get("rows") or {}).get("removed"),
         "kept": (dec.get("rows") or {}).get("kept"),
         "train": split.get("train"),
@@ -186,7 +191,8 @@ def run(
     seeds_total = proj["seeds"] or dedup.get("kept") or 0
     totals = {
         k: _sum(rows, k)
-        for k in ("seeds", "passed", "rejected", "rounds", "rounds_multi_round_entries", "decontam_removed", "kept",
+        for k in ("seeds", "passed", "rejected", "rounds", "rounds_multi_round_entries", "check_removed",
+                  "decontam_removed", "kept",
                   "train", "test", "requests", "prompt_tokens", "completion_tokens", "cost_usd")
     }  # fmt: skip
     dataset = read_json_if_exists(Path(dataset_report)) if dataset_report else None
@@ -225,9 +231,9 @@ def _fmt(v: Any) -> str:
 def render_markdown(info: dict[str, Any]) -> str:
     lines = ["# Run summary", ""]
     lines += ["## Batches", ""]
-    cols = ["batch", "stage", "seeds", "passed", "passed_by_rounds", "rejected_by_reason", "decontam_removed",
-            "train", "test", "teacher_pass_at_1", "student_pass_at_1", "next", "prompt_tokens",
-            "completion_tokens", "cost_usd"]  # fmt: skip
+    cols = ["batch", "stage", "seeds", "passed", "passed_by_rounds", "rejected_by_reason", "check_removed_by_reason",
+            "mean_mutation_score", "decontam_removed", "train", "test", "teacher_pass_at_1", "student_pass_at_1",
+            "next", "prompt_tokens", "completion_tokens", "cost_usd"]  # fmt: skip
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for b in info["batches"]:

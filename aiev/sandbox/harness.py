@@ -51,6 +51,10 @@ def _count_unittest():
     """Count unittest's checks and tests (imported only for programs that name it: ~25 ms saved otherwise)."""
     import unittest
 
+    if getattr(unittest.TestCase, "__aiev_counted__", False):
+        return
+    unittest.TestCase.__aiev_counted__ = True
+
     for name, method in list(vars(unittest.TestCase).items()):
         if isinstance(method, types.FunctionType) and (name.startswith("assert") or name == "fail"):
             setattr(unittest.TestCase, name, _counted(method))
@@ -138,16 +142,12 @@ def _run_test_functions(module):
     return status
 
 
-def main():
-    path, from_line, nonce = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    path = os.path.abspath(path)
-    with open(path, "rb") as fh:
-        source = fh.read()
+def _execute(source, path, argv0, from_line):
+    """Run ``source`` (bytes) as ``__main__`` from ``path``, counting; its exit status (None: does not parse)."""
     try:
         tree = ast.parse(source, path)
     except (SyntaxError, ValueError):
-        # it cannot run; a plain run prints the error exactly as Python words it
-        os.execv(sys.executable, [sys.executable, sys.argv[1]])
+        return None
     if b"unittest" in source:
         _count_unittest()
     tree = ast.fix_missing_locations(_CountAsserts(from_line).visit(tree))
@@ -157,7 +157,7 @@ def main():
     module.__file__ = path
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
-    sys.argv = [sys.argv[1]]
+    sys.argv = [argv0]
     sys.path[0] = os.path.dirname(path)
     try:
         exec(code, module.__dict__)
@@ -171,12 +171,157 @@ def main():
         status = _run_unrun_testcases(module)
     if status == 0 and counts["asserts"] + counts["assert_calls"] == 0 and counts["tests_run"] == 0:
         status = _run_test_functions(module)
+    return status
+
+
+def _flush():
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed stream: the counts still go out on fd 2
             stream.flush()
+
+
+def main():
+    path, from_line, nonce = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    with open(path, "rb") as fh:
+        source = fh.read()
+    status = _execute(source, os.path.abspath(path), path, from_line)
+    if status is None:  # it cannot run; a plain run prints the error exactly as Python words it
+        os.execv(sys.executable, [sys.executable, path])
+    _flush()
     os.write(2, f"\n{nonce} {json.dumps(dict(counts, ran=ran))}\n".encode())
     sys.exit(status)
 
 
+# ---------------------------------------------------------------------------------------- batch mode
+# ``python3 _aiev_run.py --batch JOB.json NONCE``: JOB holds ``programs`` ([{source, tests_line}]: the entry's
+# program first, then its mutants), ``examples`` ([{call, expected}]: the problem's stated examples, checked on
+# ``solution``) and ``timeout_s`` (per program). Each runs in its own forked child (own process group, output to
+# /dev/null, killed at its time limit), as many at once as the sandbox has cores (at most 4; ``parallel``), after
+# the program's imports were made once in the parent; the results go to stderr as one line ``NONCE {json}``.
+
+
+def _child(run):
+    """Fork; the child runs ``run()`` (returning (status, payload)) and reports through a pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        me = os.getpid()
+        try:
+            os.setpgid(0, 0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            status, payload = run()
+            _flush()
+            if os.getpid() == me:  # not a process the program forked, come back here
+                os.write(w, json.dumps(payload).encode())
+        except BaseException:
+            status = 1
+        os._exit(status if isinstance(status, int) else 1)
+    os.close(w)
+    return pid, r
+
+
+def _finish(pid, r, code, timed_out):
+    import signal
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # whatever the program left running
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    try:  # the child's report (a process the program forked that outlived it never writes one)
+        payload = json.JSONDecoder().raw_decode(b"".join(chunks).decode())[0] if chunks else None
+    except ValueError:
+        payload = None
+    return {"status": os.waitstatus_to_exitcode(code), "timed_out": timed_out, "result": payload}
+
+
+def _run_all(runs, timeout_s, parallel):
+    """Each of ``runs`` in its own child, ``parallel`` at once, each killed after ``timeout_s``; their results."""
+    import signal
+    import time
+
+    results = [None] * len(runs)
+    running = {}  # pid -> (index, read end, deadline)
+    todo = list(enumerate(runs))
+    while todo or running:
+        while todo and len(running) < parallel:
+            i, run = todo.pop(0)
+            pid, r = _child(run)
+            running[pid] = (i, r, time.monotonic() + timeout_s)
+        for pid, (i, r, deadline) in list(running.items()):
+            done, code = os.waitpid(pid, os.WNOHANG)
+            timed_out = False
+            if not done and time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                _, code = os.waitpid(pid, 0)
+                done, timed_out = pid, True
+            if done:
+                del running[pid]
+                results[i] = _finish(pid, r, code, timed_out)
+        if running:
+            time.sleep(0.001)
+    return results
+
+
+def _preimport(source):
+    """Make the program's top-level imports once, so that each forked child finds them loaded."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom) and not (isinstance(node, ast.ImportFrom) and node.level):
+            with contextlib.suppress(BaseException):
+                exec(compile(ast.Module([node], []), "<imports>", "exec"), {})
+
+
+def _run_one(source, tests_line):
+    def run():
+        status = _execute(source.encode(), os.path.abspath("main.py"), "main.py", tests_line)
+        return (1 if status is None else status), dict(counts, ran=ran)
+
+    return run
+
+
+def _check_examples(solution, examples):
+    def run():
+        namespace = {"__name__": "__aiev_examples__", "__builtins__": builtins}
+        exec(compile(solution, os.path.abspath("main.py"), "exec"), namespace)
+        out = []
+        for ex in examples:
+            try:
+                expected = ast.literal_eval(ex["expected"])
+                got = eval(compile(ex["call"], "<example>", "eval"), namespace)
+                out.append({"ok": bool(got == expected), "got": repr(got)[:200]})
+            except BaseException as exc:
+                out.append({"ok": False, "got": f"{type(exc).__name__}: {exc}"[:200]})
+        return 0, out
+
+    return run
+
+
+def batch(job_path, nonce):
+    with open(job_path, encoding="utf-8") as fh:
+        job = json.load(fh)
+    programs = job["programs"]
+    if programs:
+        _preimport(programs[0]["source"])
+    runs = [_run_one(p["source"], p["tests_line"]) for p in programs]
+    if job.get("examples"):
+        runs.append(_check_examples(job["solution"], job["examples"]))
+    parallel = job.get("parallel") or min(4, len(os.sched_getaffinity(0)))
+    results = _run_all(runs, job["timeout_s"], parallel)
+    examples = results.pop() if job.get("examples") else None
+    os.write(2, f"\n{nonce} {json.dumps({'programs': results, 'examples': examples})}\n".encode())
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--batch":
+        batch(sys.argv[2], sys.argv[3])
+    else:
+        main()

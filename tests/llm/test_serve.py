@@ -143,7 +143,8 @@ def test_served_student_identity_names_the_checkpoint_content(repo, tool_env, tm
         return json.loads(out.stdout)
 
     first = identity()
-    assert first["path"] == str(ckpt) and first["files"] == 2 and first["name"] == "student"
+    assert first["file"] == ckpt.name and first["files"] == 2 and first["name"] == "student"
+    assert str(tmp_path) not in json.dumps(first)  # released with every entry: no local path
     assert identity() == first
     (ckpt / "model.safetensors").write_bytes(b"weights-2")
     assert identity()["sha256"] != first["sha256"]

@@ -192,7 +192,7 @@ def test_loads_with_datasets_and_its_counts_are_the_summarys(tmp_path):
     assert ds["train"].features == features
     for f in (out / "data").glob("*.parquet"):
         assert pq.read_schema(f).remove_metadata() == features.arrow_schema.remove_metadata()
-    assert rep["json_fields"] == ["messages[].install", "provenance"]
+    assert rep["json_fields"] == ["messages[].install", "messages[].checks", "quality", "provenance"]
 
     # the JSONL shards: the same rows with the same features
     js = load_jsonl(out, tmp_path)
@@ -383,7 +383,7 @@ def test_features_are_the_entry_schemas():
     assert list(feats) == list(schema["properties"])
     assert feats["usage"]["cost_usd"].dtype == "float64" and feats["rounds"].dtype == "int64"
     assert feats["provenance"].dtype == "string"  # free-form: JSON
-    assert dataset.json_fields() == ["messages[].install", "provenance"]
+    assert dataset.json_fields() == ["messages[].install", "messages[].checks", "quality", "provenance"]
 
 
 def test_seed_licences_known_configured_and_unknown():

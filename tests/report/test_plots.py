@@ -25,6 +25,9 @@ def fake_run(root: Path) -> tuple[Path, list[Path]]:
         write(d / "decontam_report.json", {"rows": {"kept": 5, "removed": 1 + i}, "threshold": 0.9,
                                            "benchmarks": {"humaneval": {"removed": 1, "snippets": 164},
                                                           "mbpp": {"removed": i, "snippets": 500}}})  # fmt: skip
+        check = {"mode": "filter", "entries": 6 - 2 * i, "mutation_scores": [0.2, 0.9][: 2 - i]}
+        check["would_remove_by_reason"] = {"weak": 1, "tests_not_run": i, "tautology": 0}
+        write(d / "check_report.json", check)
         write(d / "student" / "metrics.json", {"world_size": 2, "loss": [{"step": s, "loss": 2.0 - 0.25 * s - i}
                                                                          for s in range(1, 5)]})  # fmt: skip
     write(root / "dedup.json", {"kept": 1000})
@@ -56,6 +59,10 @@ def test_every_plot_and_table_with_the_numbers_of_the_data(tmp_path):
     assert (
         "3 entries removed (Levenshtein similarity above 0.9): humaneval 2 (of 164 snippets), mbpp 1"
         in text["decontam"]
+    )
+    assert (
+        "10 passing entries checked (mode filter); mean mutation score 0.43 over 3 entries with mutants; removed: "
+        "weak 2, tests_not_run 1." in text["checks"]
     )
     assert "200 requests, 20,000 prompt + 2,000 completion = 22,000 tokens, $10.00 over 2 batch(es)." in text["usage"]
     assert "The student took over after batch 0 (self-learning stage from batch 1)." in text["stages"]

@@ -1,0 +1,444 @@
+"""``aiev check-tests``: whether a passing entry's tests could fail, and whether its code does what the problem
+says (docs/check-tests.md). Beyond the paper, which keeps every dialogue whose program exits 0.
+
+Per passing entry (``solution``, ``tests``, ``problem``):
+
+- static facts from the syntax trees: the checks the tests hold (``assert`` statements, ``self.assert...`` and
+  ``pytest.raises`` calls), always-true assertions, assertions inside a ``try`` whose handler swallows
+  ``AssertionError``, repeated identical assertions, the functions and classes the solution defines and which of
+  them the tests use, the functions the problem names (`` `name(` `` or ``def name(``);
+- one sandbox execution (:func:`aiev.interpreter.run_batch`): the entry's program, counted (a pass means the
+  tests ran); each mutant of the solution (:mod:`aiev.curate.mutants`) against the same tests, in a forked child
+  with its own time limit (the mutation score is the share the tests kill); the examples the problem states
+  (`` `f(2)` returns `5` ``, or doctest lines) run on the solution;
+- whether the problem already holds the solution's code (the decontamination's similarity).
+
+A removed row names its ``reason`` (:data:`REASONS`) and the figures; a kept row gains ``quality``. Modes:
+``filter`` removes, ``report`` removes nothing and reports what it would remove (the paper's run), ``off``
+copies. Every finished entry is appended (fsynced) to a progress file outside the rule's outputs: a killed job
+resumes without checking an entry twice.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from aiev.codeblocks import fenced_blocks, normalize_code
+from aiev.curate.mutants import mutants
+from aiev.io import SkipLog, dumps, fsync_path, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger("aiev.check_tests")
+
+#: Why an entry is removed, in the order they are decided.
+REASONS = (
+    "no_assertions",  # the tests hold no check at all
+    "tests_not_run",  # the program executed no check of its tests
+    "tests_fail",  # run here (a TestCase nothing ran before is run), the tests fail
+    "tautology",  # every check is always true
+    "swallowed",  # every check sits in a try whose handler swallows its failure
+    "not_called",  # the tests use none of the solution's functions, or the problem's function is not defined
+    "solution_in_problem",  # the problem statement already holds the solution's code
+    "example_mismatch",  # the solution disagrees with an example the problem states
+    "weak",  # the tests kill fewer mutants than check_tests.min_mutation_score
+)
+#: Why an entry could not be run (kept, counted): installs it needs, a program that fails here but passed there.
+UNCHECKED = ("installs", "does_not_parse", "sandbox_error")
+ASSERT_CALL = re.compile(r"^(assert\w*|fail\w*|raises)$")
+_EXAMPLE = re.compile(
+    r"`(?P<call>[A-Za-z_][\w.]*\([^`]*\))`\s*(?:should\s+)?(?:returns?|gives|is|==|->|=>|evaluates to|yields)\s+"
+    r"`(?P<expected>[^`]+)`"
+)
+_DOCTEST = re.compile(r"^\s*>>> (?P<call>.+)\n\s*(?P<expected>(?!>>>)\S.*)$", re.M)
+_NAMED = re.compile(r"(?:`|\bdef\s+)(?<![.\w])([A-Za-z_]\w*)\s*\(")
+_BUILTINS = frozenset(dir(builtins))
+
+
+# ------------------------------------------------------------------------------------------------ static facts
+
+
+def _assert_nodes(tree: ast.AST) -> list[ast.AST]:
+    """The checks of the tests: assert statements and assert-like calls (``self.assertEqual``, ``pytest.raises``)."""
+    out: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            out.append(node)
+        elif isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if ASSERT_CALL.match(name) and name != "assert_":
+                out.append(node)
+    return out
+
+
+def _always_true(node: ast.AST) -> bool:
+    """An assertion that cannot fail: a true constant, ``x == x`` (``f(1) == f(1)`` too), ``isinstance(x,
+    object)``, ``... or True``, ``assertTrue(1)``, ``assertEqual(x, x)``."""
+    if isinstance(node, ast.Assert):
+        test = node.test
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+        name = node.func.attr
+        if name in ("assertEqual", "assertEquals") and len(node.args) >= 2:
+            return ast.dump(node.args[0]) == ast.dump(node.args[1])
+        if name != "assertTrue":
+            return False
+        test = node.args[0]
+    else:
+        return False
+    if isinstance(test, ast.Constant):
+        return bool(test.value)
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq | ast.Is):
+        return ast.dump(test.left) == ast.dump(test.comparators[0])  # f(x) == f(x): true for any f worth testing
+    if isinstance(test, ast.Call) and getattr(test.func, "id", "") == "isinstance" and len(test.args) == 2:
+        return getattr(test.args[1], "id", "") == "object"
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
+        return any(isinstance(v, ast.Constant) and bool(v.value) for v in test.values)
+    return False
+
+
+def _swallowed(tree: ast.AST) -> set[int]:
+    """The ids of checks inside a ``try`` body whose handlers catch AssertionError (bare, Exception, ...)
+    without raising again."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        swallows = False
+        for h in node.handlers:
+            names = {ast.unparse(h.type).rsplit(".", 1)[-1]} if h.type is not None else {"BaseException"}
+            if isinstance(h.type, ast.Tuple):
+                names = {ast.unparse(e).rsplit(".", 1)[-1] for e in h.type.elts}
+            if names & {"AssertionError", "Exception", "BaseException"} and not any(
+                isinstance(n, ast.Raise) for n in ast.walk(h)
+            ):
+                swallows = True
+        if swallows:
+            for stmt in node.body:
+                out |= {id(n) for n in _assert_nodes(stmt)}
+    return out
+
+
+def _defined(tree: ast.AST) -> tuple[list[str], set[str]]:
+    """(top-level functions and classes, every function name defined anywhere) of the solution."""
+    top = [n.name for n in getattr(tree, "body", []) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef |
+                                                                     ast.ClassDef)]  # fmt: skip
+    every = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    return top, every
+
+
+def named_functions(problem: str) -> list[str]:
+    """The functions a problem names (`` `name(...)` `` or ``def name(``), builtins left out."""
+    names = dict.fromkeys(m.group(1) for m in _NAMED.finditer(problem or ""))
+    return [n for n in names if n not in _BUILTINS and not n.startswith("test")]
+
+
+def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
+    """What the syntax trees say (``parse_error`` when the tests or the solution do not parse)."""
+    try:
+        tests_tree = ast.parse(tests)
+        solution_tree = ast.parse(solution)
+    except SyntaxError as exc:
+        return {"parse_error": f"line {exc.lineno}: {exc.msg}"}
+    checks = _assert_nodes(tests_tree)
+    swallowed = _swallowed(tests_tree)
+    texts = [ast.unparse(n) for n in checks]
+    top, every = _defined(solution_tree)
+    used = {n.id for n in ast.walk(tests_tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tests_tree) if isinstance(n, ast.Attribute)
+    }
+    named = named_functions(problem)
+    return {
+        "assertions": len(checks),
+        "tautologies": sum(_always_true(n) for n in checks),
+        "swallowed": len(swallowed),
+        "duplicates": len(texts) - len(set(texts)),
+        "defined": top,
+        "called": [name for name in top if name in used],
+        "named": named,
+        "named_defined": [n for n in named if n in every],
+        "_live": sum(1 for n in checks if not _always_true(n) and id(n) not in swallowed),
+    }
+
+
+def problem_examples(problem: str, defined: set[str]) -> list[dict[str, str]]:
+    """The examples a problem states for the solution's functions: `` `f(2)` returns `5` `` and doctest
+    lines; only those whose expected value is a Python literal."""
+    found = [(m.group("call"), m.group("expected")) for m in _EXAMPLE.finditer(problem or "")]
+    found += [(m.group("call").strip(), m.group("expected").strip()) for m in _DOCTEST.finditer(problem or "")]
+    out = []
+    for call, expected in dict.fromkeys(found):
+        try:
+            node = ast.parse(call, mode="eval").body
+            ast.literal_eval(expected)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
+            out.append({"call": call, "expected": expected})
+    return out
+
+
+def solution_in_problem(problem: str, solution: str) -> float:
+    """How much of the solution the problem already holds: the highest similarity of the solution to a code block
+    of the problem (or to the problem's text, when it has none), by decontamination's Levenshtein measure."""
+    from aiev.curate.decontam import similarity
+
+    sol = normalize_code(solution)
+    if not sol:
+        return 0.0
+    blocks = [normalize_code(f.code) for f in fenced_blocks(problem or "")]
+    candidates = [b for b in blocks if b] or [normalize_code(problem or "")]
+    best = max((similarity(sol, b, "levenshtein") for b in candidates), default=Fraction(0))
+    return float(best)
+
+
+# ------------------------------------------------------------------------------------------------ one entry
+
+
+def _installs(entry: dict[str, Any]) -> list[str]:
+    for msg in reversed(entry.get("messages") or []):
+        if msg.get("role") == "execution":
+            inst = msg.get("install") or {}
+            return list(inst.get("specs") or []) if inst.get("exit_code") == 0 else []
+    return []
+
+
+def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[str, Any]) -> tuple[str | None, str]:
+    """(reason, detail) of a removal, or (None, "") when the entry is kept."""
+    if facts["assertions"] == 0:
+        return "no_assertions", "the tests hold no assertion and no unittest check"
+    if run is not None and run.get("failed"):
+        return "tests_fail", run["failed"]
+    if run is not None and run.get("checks_executed") == 0:
+        return "tests_not_run", "the program executed no check of its tests"
+    if facts["tautologies"] == facts["assertions"]:
+        return "tautology", f"all {facts['assertions']} assertion(s) are always true"
+    if facts["_live"] == 0:
+        return "swallowed", "every assertion sits in a try whose handler swallows its failure"
+    if facts["defined"] and not facts["called"]:
+        return "not_called", f"the tests use none of {', '.join(facts['defined'][:5])}"
+    if facts["named"] and not facts["named_defined"] and facts["defined"]:
+        return "not_called", f"the problem names {', '.join(facts['named'][:3])}, the solution defines " + ", ".join(
+            facts["defined"][:3]
+        )
+    if facts["solution_in_problem"] > section["solution_in_problem"]:
+        return (
+            "solution_in_problem",
+            f"the problem holds the solution's code (similarity {facts['solution_in_problem']:.2f})",
+        )
+    if run is not None:
+        bad = [e for e in run.get("examples") or [] if not e["ok"]]
+        if bad:
+            return "example_mismatch", f"`{bad[0]['call']}` gave {bad[0]['got']}, the problem says {bad[0]['expected']}"
+        score = run.get("mutation_score")
+        if score is not None and run["mutants"] >= 2 and score < section["min_mutation_score"]:
+            return "weak", f"the tests killed {run['killed']} of {run['mutants']} mutants"
+    return None, ""
+
+
+class Checker:
+    """Checks entries in a sandbox (``sandbox``, ``limits``: the ``sandbox`` section's)."""
+
+    def __init__(self, section: dict[str, Any], sandbox: Any, limits: Any) -> None:
+        self.section = section
+        self.sandbox = sandbox
+        self.limits = limits
+
+    def check(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The result of one entry: ``reason`` (None: kept), ``detail``, ``quality`` (the figures)."""
+        from aiev.interpreter import run_batch
+
+        t0 = time.perf_counter()
+        problem, solution, tests = entry.get("problem") or "", entry.get("solution") or "", entry.get("tests") or ""
+        facts = static_facts(problem, solution, tests)
+        if "parse_error" in facts:
+            return {"id": entry["id"], "reason": None, "unchecked": "does_not_parse", "detail": facts["parse_error"],
+                    "quality": {}, "seconds": time.perf_counter() - t0}  # fmt: skip
+        facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
+        run: dict[str, Any] | None = None
+        unchecked = None
+        if _installs(entry):
+            unchecked = "installs"  # its packages are in the dialogue's prefix, not here: static facts only
+        else:
+            target = next(iter(facts["named_defined"]), None)
+            muts = mutants(solution, self.section["mutants"], seed=entry["id"], target=target)
+            tests_line = solution.count("\n") + 3
+            programs = [{"source": f"{solution}\n\n{tests}\n", "tests_line": tests_line}]
+            programs += [{"source": f"{m.source}\n\n{tests}\n", "tests_line": m.source.count("\n") + 3} for m in muts]
+            _, every = _defined(ast.parse(solution))
+            examples = problem_examples(problem, every) if self.section["examples"] else []
+            job = {"programs": programs, "examples": examples, "solution": solution,
+                   "timeout_s": self.section["mutant_timeout_s"]}  # fmt: skip
+            raw = run_batch(self.sandbox, job, self.limits)
+            run = _summarise(raw, muts, examples)
+            unchecked = "sandbox_error" if run is None else None
+        reason, detail = _verdict(facts, run, self.section)
+        quality = {k: v for k, v in facts.items() if not k.startswith("_")}
+        if run is not None:
+            quality |= {k: run[k] for k in ("checks_executed", "mutants", "killed", "mutation_score", "survivors")}
+            quality["examples"] = len(run.get("examples") or [])
+        return {"id": entry["id"], "reason": reason, "detail": detail, "unchecked": unchecked, "quality": quality,
+                "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
+
+
+def _summarise(raw: dict[str, Any] | None, muts: list[Any], examples: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The run's figures from the sandbox batch's raw result (None: the execution ended without them)."""
+    if raw is None or not raw.get("programs"):
+        return None
+    original, *rest = raw["programs"]
+    counts = original.get("result") or {}
+    executed = int(counts.get("asserts", 0)) + int(counts.get("assert_calls", 0))
+    if original["status"] != 0 or original["timed_out"]:
+        why = "ran past the time limit" if original["timed_out"] else f"exited with {original['status']}"
+        ran = counts.get("ran") or []
+        if ran:
+            why += f" (its {', '.join(ran)} tests, which nothing had run, were run)"
+        return {"checks_executed": executed, "mutants": 0, "killed": 0, "mutation_score": None, "survivors": [],
+                "examples": [], "failed": f"the entry's program {why}"}  # fmt: skip
+    killed = [r["status"] != 0 or r["timed_out"] for r in rest]
+    survivors = [m.what for m, k in zip(muts, killed, strict=False) if not k]
+    ex = []
+    ex_raw = (raw.get("examples") or {}).get("result") or []
+    for spec, got in zip(examples, ex_raw, strict=False):
+        ex.append({**spec, **got})
+    run = {
+        "checks_executed": executed,
+        "mutants": len(rest),
+        "killed": sum(killed),
+        "mutation_score": round(sum(killed) / len(rest), 4) if rest else None,
+        "survivors": survivors[:5],
+        "examples": ex,
+    }
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ the step
+
+
+def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) -> str:
+    """What decides a result: the check's settings, the sandbox's limits and the checker's code."""
+    import importlib.util
+
+    h = hashlib.sha256(json.dumps({"check": section, "sandbox": sandbox_section}, sort_keys=True).encode())
+    for name in ("aiev.curate.checks", "aiev.curate.mutants", "aiev.sandbox.harness", "aiev.interpreter"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()
+
+
+def _load_progress(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                continue  # the torn last line of a killed job
+            if row.get("fingerprint") == fingerprint:
+                done[row["id"]] = row
+    return done
+
+
+def run(
+    cfg: dict[str, Any],
+    *,
+    input: str | Path,
+    output: str | Path,
+    removed: str | Path,
+    report: str | Path,
+    state_dir: str | Path,
+    sandbox: Any = None,
+) -> dict[str, Any]:
+    """The ``check-tests`` step (the ``check_tests`` and ``sandbox`` sections of ``cfg``)."""
+    section = cfg["check_tests"]
+    t0 = time.perf_counter()
+    skips = SkipLog()
+    rows = [(n, e) for n, e in read_jsonl(input, skips)]
+    good = []
+    for n, e in rows:
+        if not isinstance(e.get("id"), str) or not e.get("passed") or not isinstance(e.get("solution"), str) or (
+            not isinstance(e.get("tests"), str)
+        ):  # fmt: skip
+            skips.add("bad-row: not a passing entry with solution and tests", file=str(input), line=n, id=e.get("id"))
+        else:
+            good.append(e)
+    mode = section["mode"]
+    results: dict[str, dict[str, Any]] = {}
+    resumed = 0
+    if mode != "off" and good:
+        from aiev.sandbox import from_config
+
+        sb, limits, _ = from_config(cfg["sandbox"])
+        sb = sandbox or sb
+        # one execution runs the program, its mutants and the examples, each under its own time limit
+        limits = dataclasses.replace(limits, timeout_s=section["mutant_timeout_s"] * (section["mutants"] + 3) + 10)
+        fingerprint = settings_sha256(section, {k: cfg["sandbox"][k] for k in ("backend", "image", "memory_mb",
+                                                                                "max_procs")})  # fmt: skip
+        state = Path(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        progress_path = state / "check_tests.progress.jsonl"
+        results = _load_progress(progress_path, fingerprint)
+        resumed = sum(1 for e in good if e["id"] in results)
+        todo = [e for e in good if e["id"] not in results]
+        checker = Checker(section, sb, limits)
+        with open(progress_path, "ab") as progress, ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+            for result in pool.map(checker.check, todo):
+                result["fingerprint"] = fingerprint
+                progress.write((dumps(result) + "\n").encode())
+                progress.flush()
+                os.fsync(progress.fileno())
+                results[result["id"]] = result
+        fsync_path(progress_path)
+
+    kept_rows, removed_rows = [], []
+    for e in good:
+        res = results.get(e["id"])
+        if res is None:  # mode off
+            kept_rows.append(e)
+            continue
+        if res["reason"] is not None and mode == "filter":
+            removed_rows.append({"id": e["id"], "reason": res["reason"], "detail": res["detail"],
+                                 "quality": res["quality"]})  # fmt: skip
+        else:
+            kept_rows.append(e | {"quality": res["quality"] | {"would_remove": res["reason"]} if res["reason"] else
+                                  res["quality"]})  # fmt: skip
+    write_jsonl(output, kept_rows)
+    write_jsonl(removed, removed_rows)
+    checked = [results[e["id"]] for e in good if e["id"] in results]
+    scores = [r["quality"].get("mutation_score") for r in checked if r["quality"].get("mutation_score") is not None]
+    reasons = Counter(r["reason"] for r in checked if r["reason"])
+    rep = {
+        "input": str(input),
+        "mode": mode,
+        "settings": section,
+        "entries": len(good),
+        "kept": len(kept_rows),
+        "removed": len(removed_rows),
+        "removed_by_reason": {k: reasons.get(k, 0) for k in REASONS} if mode == "filter" else {},
+        "would_remove_by_reason": {k: reasons.get(k, 0) for k in REASONS},
+        "unchecked": {k: sum(1 for r in checked if r.get("unchecked") == k) for k in UNCHECKED},
+        "resumed": resumed,
+        "mutants": sum(int(r["quality"].get("mutants") or 0) for r in checked),
+        "killed": sum(int(r["quality"].get("killed") or 0) for r in checked),
+        "mutation_scores": scores,
+        "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
+        "examples_checked": sum(int(r["quality"].get("examples") or 0) for r in checked),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds_per_entry": round(sum(r.get("seconds", 0) for r in checked) / len(checked), 4) if checked else None,
+        "bad_rows": skips.rows,
+    }
+    write_json(report, rep)
+    return rep
