@@ -248,7 +248,7 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
         s1 = read_json(res / "batch_1" / "stage.json")
         assert s0["stage"] == "teaching" and s0["teacher"]["n"] == 1 and s0["policy"]["compare"] == "higher"
         assert s0["student"]["passed"] == 0  # a 2-step tiny random model writes no code
-        assert s0["student"]["identity"]["path"] == "results/batch_0/student"
+        assert s0["student"]["identity"]["file"] == "student"  # its name and content hash, never a path
         assert len(s0["student"]["identity"]["sha256"]) == 64
         batch1 = [json.loads(x) for f in ("dialogues.jsonl", "rejects.jsonl")
                   for x in (res / "batch_1" / f).read_text().splitlines()]  # fmt: skip
