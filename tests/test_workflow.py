@@ -76,9 +76,9 @@ def test_real_run_then_nothing_stale_then_only_batching_reruns(repo, tmp_path, t
 
 
 def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, request):
-    """seeds -> dedup -> batches -> generate (2 shards) -> merge -> decontaminate -> split -> format, for real:
-    a scripted OpenAI-compatible server plays the teacher, programs run in the sandbox, and one dialogue whose
-    solution is HumanEval/0 is removed by decontamination."""
+    """seeds -> dedup -> batches -> generate (2 shards) -> merge -> check tests -> decontaminate -> split -> format,
+    for real: a scripted OpenAI-compatible server plays the teacher, programs run in the sandbox, and one dialogue
+    whose solution is HumanEval/0 is removed by decontamination."""
     import gzip
 
     from tests.generate.test_dialogue import bwrap_or_skip
@@ -125,6 +125,10 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, reque
     dialogues = [json.loads(x) for x in (b / "dialogues.jsonl").read_text().splitlines()]
     rejects = [json.loads(x) for x in (b / "rejects.jsonl").read_text().splitlines()]
     assert len(dialogues) == 11 and len(rejects) == 1 and rejects[0]["seed_id"] == "local:3"
+    check = json.loads((b / "check_report.json").read_text())  # every passing entry's tests checked, all kept
+    assert (check["mode"], check["entries"], check["removed"], check["resumed"]) == ("filter", 11, 0, 0)
+    assert check["mutants"] > 11 and len(check["mutation_scores"]) == 11
+    assert all(json.loads(x)["quality"]["checks_executed"] >= 1 for x in (b / "checked.jsonl").read_text().splitlines())
     removed = [json.loads(x) for x in (b / "removed.jsonl").read_text().splitlines()]
     assert [(r["id"], r["benchmark"], r["task_id"]) for r in removed] == [("local:4", "humaneval", "HumanEval/0")]
     train = (b / "train.jsonl").read_text().splitlines()
@@ -346,8 +350,8 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
     data["llm"]["teacher"]["model"] = "scripted-2"
     cfg.write_text(yaml.safe_dump(data))
     plan = planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "-n"))
-    assert plan == {"generate": 1, "merge_dialogues": 1, "decontaminate": 1, "split": 1, "format": 1, "train": 1,
-                    "evaluate": 2, "decide_stage": 1, "all": 1}, plan  # fmt: skip
+    assert plan == {"generate": 1, "merge_dialogues": 1, "check_tests": 1, "decontaminate": 1, "split": 1, "format": 1,
+                    "train": 1, "evaluate": 2, "decide_stage": 1, "all": 1}, plan  # fmt: skip
 
 
 def check_report(repo: Path, workdir: Path, env: dict, cfg: Path, summary: dict) -> None:
@@ -359,7 +363,7 @@ def check_report(repo: Path, workdir: Path, env: dict, cfg: Path, summary: dict)
     report = workdir / "results" / "report.html"
     smk(repo, workdir, env, "--configfile", str(cfg), "--report", str(report))
     html = report.read_text()
-    names = ["rounds", "rejections", "usage", "decontam", "stages", "loss", "benchmarks"]
+    names = ["rounds", "rejections", "usage", "checks", "decontam", "stages", "loss", "benchmarks"]
     for name in names:
         assert f"results/report/{name}.svg" in html, name
     for name in ("results/report/batches.html", "results/report/benchmarks.html", "results/summary.md"):
@@ -400,6 +404,7 @@ def test_rulegraph_shows_the_loop(repo, tmp_path, tool_env):
     smk(repo, tmp_path, tool_env, "results/seeds/batches_report.json", "--configfile", str(tmp_path / "config.yaml"))
     out = smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"), "--rulegraph")
     labels = set(re.findall(r'label = "(\w+)"', out.stdout))
-    loop = {"generate", "merge_dialogues", "decontaminate", "split", "format", "train", "evaluate", "decide_stage"}
+    loop = {"generate", "merge_dialogues", "check_tests", "decontaminate", "split", "format", "train", "evaluate",
+            "decide_stage"}  # fmt: skip
     # (the data set and the summary join the graph once every batch's decision exists: rule all reads them)
     assert loop | {"all"} <= labels, labels
