@@ -326,10 +326,12 @@ def _summarise(raw: dict[str, Any] | None, muts: list[Any], examples: list[dict[
 
 
 def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) -> str:
-    """What decides a result: the check's settings, the sandbox's limits and the checker's code."""
+    """What decides a result: the check's settings (not the mode, which only says what is done with it, nor the
+    workers), the sandbox's limits and the checker's code."""
     import importlib.util
 
-    h = hashlib.sha256(json.dumps({"check": section, "sandbox": sandbox_section}, sort_keys=True).encode())
+    decides = {k: v for k, v in section.items() if k not in ("mode", "workers")}  # what is kept, how fast: not what
+    h = hashlib.sha256(json.dumps({"check": decides, "sandbox": sandbox_section}, sort_keys=True).encode())
     for name in ("aiev.curate.checks", "aiev.curate.mutants", "aiev.sandbox.harness", "aiev.interpreter"):
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None

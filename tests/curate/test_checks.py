@@ -149,9 +149,10 @@ def test_problem_examples_and_named_functions():
     assert checks.named_functions(text) == ["f", "g"]  # builtins left out
 
 
-def run_step(tmp_path: Path, rows: list[dict], mode: str = "filter", **popen) -> subprocess.Popen:
+def run_step(tmp_path: Path, rows: list[dict], mode: str = "filter", extra: dict | None = None,
+             **popen) -> subprocess.Popen:  # fmt: skip
     write_jsonl(tmp_path / "in.jsonl", rows)
-    cfg = {"check_tests": {"mode": mode, "workers": 1}, "sandbox": {"timeout_s": 20}}
+    cfg = {"check_tests": {"mode": mode, "workers": 1, **(extra or {})}, "sandbox": {"timeout_s": 20}}
     argv = [str(BIN / "aiev"), "check-tests", "--config", json.dumps(cfg), "--input", str(tmp_path / "in.jsonl"),
             "--output", str(tmp_path / "kept.jsonl"), "--removed", str(tmp_path / "removed.jsonl"),
             "--report", str(tmp_path / "report.json"), "--state-dir", str(tmp_path / "state")]  # fmt: skip
@@ -188,13 +189,14 @@ def test_the_step_filters_reports_and_resumes_after_kill_9(tmp_path, checker):
     assert all(k["quality"]["mutants"] >= 2 for k in kept)
     assert rep["removed_by_reason"]["weak"] == 1 and sum(rep["removed_by_reason"].values()) == len(removed)
 
-    # mode report: nothing removed, every finding reported and marked on the row; a changed setting re-checks
+    # mode report: nothing removed, every finding reported and marked on the row (the results are reused: the mode
+    # decides what is done with them, not what they are)
     proc = run_step(tmp_path, rows, mode="report")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     rep2 = json.loads((tmp_path / "report.json").read_text())
     assert rep2["removed"] == 0 and len(lines(tmp_path / "kept.jsonl")) == len(CASES)
-    assert rep2["would_remove_by_reason"] == rep["removed_by_reason"] and rep2["resumed"] == 0
+    assert rep2["would_remove_by_reason"] == rep["removed_by_reason"] and rep2["resumed"] == len(CASES)
     marked = {k["id"]: k["quality"].get("would_remove") for k in lines(tmp_path / "kept.jsonl")}
     assert marked == expected
 
@@ -202,3 +204,10 @@ def test_the_step_filters_reports_and_resumes_after_kill_9(tmp_path, checker):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert [k["id"] for k in lines(tmp_path / "kept.jsonl")] == list(CASES)
+
+    # a setting that changes the results (fewer mutants) checks every entry again
+    proc = run_step(tmp_path, rows, extra={"mutants": 4})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rep3 = json.loads((tmp_path / "report.json").read_text())
+    assert rep3["resumed"] == 0 and rep3["mutants"] < rep["mutants"]
