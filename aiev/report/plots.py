@@ -286,13 +286,23 @@ def benchmarks(plt: Any, table: dict[str, dict[str, Any]], paper: dict[str, dict
     width = 0.8 / len(rows)
     for i, (name, r) in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(cols))]
-        ax.bar(xs, [r.get(c) or 0 for c in cols], width, label=name, hatch="//" if "(paper)" in name else None,
+        # a suite not scored (skipped, or not run for this model) has no bar, and says so: never a 0% bar
+        ys = [float("nan") if r.get(c) is None else r[c] for c in cols]
+        ax.bar(xs, ys, width, label=name, hatch="//" if "(paper)" in name else None,
                alpha=0.6 if "(paper)" in name else 1.0)  # fmt: skip
+        for x, y in zip(xs, ys, strict=True):
+            if y != y and "(paper)" not in name:
+                ax.text(x, 1, "not scored", rotation=90, ha="center", va="bottom", fontsize=6, color="#666666")
     ax.set_xticks(range(len(cols)), cols, rotation=20)
     ax.set(ylabel="pass@1 (%)", ylim=(0, 100), title="Benchmark scores beside the paper's")
     ax.legend(fontsize=7)
     _save(fig, path)
-    ours = [f"- {m}: " + ", ".join(f"{c} {r[c]}" for c in cols if r.get(c) is not None) for m, r in table.items()]
+    ours = [
+        f"- {m}: "
+        + ", ".join(f"{c} {r[c]}" for c in cols if r.get(c) is not None)
+        + "".join(f"; not scored: {c}" for c in cols if r.get(c) is None)
+        for m, r in table.items()
+    ]
     theirs = [f"- {m} (paper): " + ", ".join(f"{c} {r[c]}" for c in cols if c in r) for m, r in paper.items()]
     return _rst(ours + theirs)
 

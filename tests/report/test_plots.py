@@ -105,3 +105,13 @@ def test_a_run_without_the_loop_still_writes_every_output(tmp_path):
     assert (out / "benchmarks.rst").read_text().strip() == "No benchmark was scored."
     assert (out / "usage.rst").read_text().strip() == "No LLM request was made."
     assert "2 of 5 dialogues passed (40.0%)" in (out / "rounds.rst").read_text()
+
+
+def test_a_suite_not_scored_is_no_zero_bar(tmp_path):
+    """A skipped suite (no toolchain) has no bar and its caption says it was not scored; 0% stays a real score."""
+    table = {"student_1": {"humaneval": 0.0, "multipl-e-swift": None, "notes": ["multipl-e-swift skipped: no swift"]},
+             "base": {"humaneval": 12.5, "multipl-e-swift": 25.0}}  # fmt: skip
+    text = plots.benchmarks(plots._plt(), table, {}, tmp_path / "b.svg")
+    assert "- student_1: humaneval 0.0; not scored: multipl-e-swift" in text
+    assert "- base: humaneval 12.5, multipl-e-swift 25.0\n" in text
+    assert "nan" not in (tmp_path / "b.svg").read_text()  # the missing bar is left out, not drawn from NaN
