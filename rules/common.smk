@@ -89,6 +89,22 @@ def generation_serve(wildcards):
     return generation(wildcards)["serve"]
 
 
+def check_sections(wildcards):
+    """check-tests reads the llm section only when it asks the batch's model for a second solution."""
+    if config["check_tests"]["second_solution"]:
+        return sections("check_tests", "sandbox", "llm")
+    return sections("check_tests", "sandbox")
+
+
+def check_serve(wildcards):
+    """The batch's model served inside the check job, as in generation, when a second solution is asked."""
+    return generation_serve(wildcards) if config["check_tests"]["second_solution"] else ""
+
+
+def check_model(wildcards):
+    return generation_model(wildcards) if config["check_tests"]["second_solution"] else []
+
+
 def evaluated_model(wildcards):
     return student_dir(wildcards.k) if wildcards.who == "student" else []
 

@@ -6,6 +6,7 @@ rule check_tests:
     input:
         entries="results/batch_{k}/dialogues.jsonl",
         image=sandbox_image,
+        model=check_model,
     output:
         kept="results/batch_{k}/checked.jsonl",
         removed="results/batch_{k}/check_removed.jsonl",
@@ -26,12 +27,14 @@ rule check_tests:
         "../envs/aiev.yaml"
     threads: config["check_tests"]["workers"]
     params:
-        config=sections("check_tests", "sandbox"),
+        config=check_sections,
         state="results/.state/batch_{k}/check_tests",
+        stage=generation_stage,
+        serve=check_serve,
     shell:
-        "aiev check-tests --config {params.config:q} --workers {threads} --input {input.entries} "
+        "{params.serve} aiev check-tests --config {params.config:q} --workers {threads} --input {input.entries} "
         "--output {output.kept} --removed {output.removed} --report {output.report} "
-        "--state-dir {params.state} 2> {log}"
+        "--state-dir {params.state} --stage {params.stage} 2> {log}"
 
 
 rule decontaminate:

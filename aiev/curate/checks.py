@@ -54,6 +54,8 @@ REASONS = (
     "example_mismatch",  # the solution disagrees with an example the problem states
     "weak",  # the tests kill fewer mutants than check_tests.min_mutation_score
 )
+#: Which model wrote a batch, by its stage (the second solution asks the same one).
+STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
 #: Why an entry could not be run (kept, counted): installs it needs, a program that fails here but passed there.
 UNCHECKED = ("installs", "does_not_parse", "sandbox_error")
 ASSERT_CALL = re.compile(r"^(assert\w*|fail\w*|raises)$")
@@ -254,8 +256,9 @@ class Checker:
         self.sandbox = sandbox
         self.limits = limits
 
-    def check(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """The result of one entry: ``reason`` (None: kept), ``detail``, ``quality`` (the figures)."""
+    def check(self, entry: dict[str, Any], second: str | None = None) -> dict[str, Any]:
+        """The result of one entry: ``reason`` (None: kept), ``detail``, ``quality`` (the figures). ``second``: an
+        independent solution of the same problem, run against the entry's tests (disagreement: spec doubt)."""
         from aiev.interpreter import run_batch
 
         t0 = time.perf_counter()
@@ -275,18 +278,28 @@ class Checker:
             tests_line = solution.count("\n") + 3
             programs = [{"source": f"{solution}\n\n{tests}\n", "tests_line": tests_line}]
             programs += [{"source": f"{m.source}\n\n{tests}\n", "tests_line": m.source.count("\n") + 3} for m in muts]
+            if second is not None:
+                programs.append({"source": f"{second}\n\n{tests}\n", "tests_line": second.count("\n") + 3})
             _, every = _defined(ast.parse(solution))
             examples = problem_examples(problem, every) if self.section["examples"] else []
             job = {"programs": programs, "examples": examples, "solution": solution,
                    "timeout_s": self.section["mutant_timeout_s"]}  # fmt: skip
             raw = run_batch(self.sandbox, job, self.limits)
+            second_run = None
+            if raw and second is not None and len(raw.get("programs") or []) == len(programs):
+                second_run = raw["programs"].pop()
             run = _summarise(raw, muts, examples)
+            if run is not None and second_run is not None:
+                run["second_solution_passes"] = second_run["status"] == 0 and not second_run["timed_out"]
             unchecked = "sandbox_error" if run is None else None
         reason, detail = _verdict(facts, run, self.section)
         quality = {k: v for k, v in facts.items() if not k.startswith("_")}
         if run is not None:
             quality |= {k: run[k] for k in ("checks_executed", "mutants", "killed", "mutation_score", "survivors")}
             quality["examples"] = len(run.get("examples") or [])
+            if "second_solution_passes" in run:
+                # a second solution that fails the tests: the tests (or the problem) may say something else
+                quality["second_solution_passes"] = run["second_solution_passes"]
         return {"id": entry["id"], "reason": reason, "detail": detail, "unchecked": unchecked, "quality": quality,
                 "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
@@ -320,6 +333,48 @@ def _summarise(raw: dict[str, Any] | None, muts: list[Any], examples: list[dict[
         "examples": ex,
     }
     return run
+
+
+# ------------------------------------------------------------------------------------------------ second solution
+
+
+async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], role: str, state: Path):
+    """A second, independent solution per entry from the model that wrote it (one programmer request each, a
+    different sampling seed, the dialogue's own prompts): {id: solution or None}, and the usage."""
+    import asyncio
+
+    from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
+    from aiev.llm.agents import agents_for, load_prompts
+    from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
+
+    settings = endpoint_settings(cfg["llm"], role)
+    settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1)  # not the dialogue's own sample
+    cache = ResponseCache(state / "second_solution_cache.sqlite")
+    client = LLMClient(settings, cache)
+    usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    agents = agents_for(cfg["llm"][role]["mode"], load_prompts(cfg["llm"][role]["mode"]), client, usage)
+    out: dict[str, str | None] = {}
+
+    async def one(entry: dict[str, Any]) -> None:
+        try:
+            reply = await agents.answer(entry["problem"] or "")
+        except LLMError as exc:
+            log.warning("%s: no second solution: %s", entry["id"], exc)
+            out[entry["id"]] = None
+            return
+        program = extract_program(reply)
+        if isinstance(program, CodeProblem):  # one block without tests is all solution
+            code = "\n\n".join(f.code for f in blocks_of_kind(reply, "python"))
+            out[entry["id"]] = code or None
+        else:
+            out[entry["id"]] = program.solution
+
+    try:
+        await asyncio.gather(*(one(e) for e in entries))
+    finally:
+        await client.close()
+        cache.close()
+    return out, usage | {"cost_usd": client.usage.to_dict().get("cost_usd")}
 
 
 # ------------------------------------------------------------------------------------------------ the step
@@ -363,9 +418,12 @@ def run(
     report: str | Path,
     state_dir: str | Path,
     sandbox: Any = None,
+    stage: str = "teaching",
 ) -> dict[str, Any]:
-    """The ``check-tests`` step (the ``check_tests`` and ``sandbox`` sections of ``cfg``)."""
+    """The ``check-tests`` step (the ``check_tests`` and ``sandbox`` sections of ``cfg``; with
+    ``check_tests.second_solution`` the ``llm`` section too, and the model of ``stage``)."""
     section = cfg["check_tests"]
+    second_usage: dict[str, Any] | None = None
     t0 = time.perf_counter()
     skips = SkipLog()
     rows = [(n, e) for n, e in read_jsonl(input, skips)]
@@ -378,6 +436,7 @@ def run(
         else:
             good.append(e)
     mode = section["mode"]
+    seconds: dict[str, str | None] = {}
     results: dict[str, dict[str, Any]] = {}
     resumed = 0
     if mode != "off" and good:
@@ -396,8 +455,13 @@ def run(
         resumed = sum(1 for e in good if e["id"] in results)
         todo = [e for e in good if e["id"] not in results]
         checker = Checker(section, sb, limits)
+        seconds: dict[str, str | None] = {}
+        if section["second_solution"] and todo:
+            import asyncio
+
+            seconds, second_usage = asyncio.run(_second_solutions(cfg, todo, STAGE_ROLE[stage], state))
         with open(progress_path, "ab") as progress, ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-            for result in pool.map(checker.check, todo):
+            for result in pool.map(lambda e: checker.check(e, seconds.get(e["id"])), todo):
                 result["fingerprint"] = fingerprint
                 progress.write((dumps(result) + "\n").encode())
                 progress.flush()
@@ -438,6 +502,14 @@ def run(
         "mutation_scores": scores,
         "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
         "examples_checked": sum(int(r["quality"].get("examples") or 0) for r in checked),
+        "second_solution": None
+        if not section["second_solution"]
+        else {
+            "requested": len(seconds) if mode != "off" else 0,
+            "disagree": sum(r["quality"].get("second_solution_passes") is False for r in checked),
+            "agree": sum(r["quality"].get("second_solution_passes") is True for r in checked),
+            "usage": second_usage,
+        },
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_per_entry": round(sum(r.get("seconds", 0) for r in checked) / len(checked), 4) if checked else None,
         "bad_rows": skips.rows,

@@ -71,13 +71,15 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     override(p, "--mutants", key="check_tests.mutants", type=int, help="mutants per entry")
     override(p, "--min-mutation-score", key="check_tests.min_mutation_score", type=float)
     override(p, "--workers", key="check_tests.workers", type=int, help="sandbox executions at once")
+    p.add_argument("--stage", choices=("teaching", "self-learning"), default="teaching",
+                   help="who wrote the batch (check_tests.second_solution asks that model)")  # fmt: skip
 
 
 def _check(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.curate import checks
 
     return checks.run(cfg, input=args.input, output=args.output, removed=args.removed, report=args.report,
-                      state_dir=args.state_dir)  # fmt: skip
+                      state_dir=args.state_dir, stage=args.stage)  # fmt: skip
 
 
 def _check_summary(r: dict[str, Any]) -> str:

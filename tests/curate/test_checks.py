@@ -211,3 +211,34 @@ def test_the_step_filters_reports_and_resumes_after_kill_9(tmp_path, checker):
     assert proc.returncode == 0, err
     rep3 = json.loads((tmp_path / "report.json").read_text())
     assert rep3["resumed"] == 0 and rep3["mutants"] < rep["mutants"]
+
+
+def test_a_second_solution_that_fails_the_tests_is_reported_as_spec_doubt(tmp_path, checker):
+    """check_tests.second_solution: the batch's model answers each problem once more (another sampling seed); its
+    solution is run against the entry's tests in the same execution; a disagreement is reported, not removed."""
+    from tests.scripted_server import ScriptedServer
+
+    def programmer(messages):
+        problem = messages[-1]["content"]
+        body = "return a - b" if "doubt" in problem else "return b + a"
+        return f"```python\ndef add(a, b):\n    {body}\n```\n```python\nassert add(1, 2) == 3\n```"
+
+    tests = "assert add(2, 3) == 5\nassert add(0, 7) == 7\n"
+    rows = [
+        entry("agree", "Write `add(a, b)`, agree.", ADD, tests),
+        entry("doubt", "Write `add(a, b)`, doubt.", ADD, tests),
+    ]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    with ScriptedServer(programmer) as server:
+        cfg = load_config({"check_tests": {"second_solution": True, "workers": 1},
+                           "llm": {"teacher": {"base_url": server.url, "model": "scripted"}}})  # fmt: skip
+        rep = checks.run(cfg, input=tmp_path / "in.jsonl", output=tmp_path / "kept.jsonl",
+                         removed=tmp_path / "removed.jsonl", report=tmp_path / "report.json",
+                         state_dir=tmp_path / "state")  # fmt: skip
+        asked = server.received
+    kept = {k["id"]: k["quality"] for k in lines(tmp_path / "kept.jsonl")}
+    assert kept["agree"]["second_solution_passes"] is True and kept["doubt"]["second_solution_passes"] is False
+    assert rep["removed"] == 0 and asked == 2
+    second = rep["second_solution"]
+    assert (second["requested"], second["agree"], second["disagree"]) == (2, 1, 1)
+    assert second["usage"]["requests"] == 2 and second["usage"]["completion_tokens"] > 0
