@@ -3,6 +3,7 @@
 ``--crash``: exit with code 3 before serving. ``--segv-on-completion``: die by SIGSEGV at the first
 ``/completions`` request, as llama.cpp's faulting AMX kernel does. ``--pidfile``: write the engine's pid there.
 ``--child``: start a grandchild (``sleep``) that an engine's helper would be, to check that none outlives it.
+``--solver``: play both agents as a model that always writes the right ``add`` (tests.scripted_server.solver_script).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.scripted_server import ScriptedServer, echo_script
+from tests.scripted_server import ScriptedServer, echo_script, solver_script
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
@@ -27,6 +28,7 @@ ap.add_argument("--crash", action="store_true")
 ap.add_argument("--segv-on-completion", dest="segv", action="store_true")
 ap.add_argument("--pidfile")
 ap.add_argument("--child", help="a marker for a grandchild process to start")
+ap.add_argument("--solver", action="store_true")
 args = ap.parse_args()
 print(f"fake engine: starting {args.name} on port {args.port}", flush=True)
 if args.crash:
@@ -47,7 +49,9 @@ def completion(prompt: str) -> str:
     return " return a + b"
 
 
-server = ScriptedServer(echo_script, model=args.name, port=args.port, completion_script=completion)
+server = ScriptedServer(
+    solver_script if args.solver else echo_script, model=args.name, port=args.port, completion_script=completion
+)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
 with server:

@@ -272,6 +272,14 @@ def dialogue_script(messages: list[dict[str, str]]) -> str:
     raise ValueError(scenario)
 
 
+def solver_script(messages: list[dict[str, str]]) -> str:
+    """A model better than :func:`dialogue_script`'s teacher: the same questioner, a programmer that writes the right
+    ``add`` at once in every scenario (the scripted teacher's first answer in ``fix`` is wrong)."""
+    if messages[0]["content"].startswith("You are the questioner"):
+        return dialogue_script(messages)
+    return _block(SOLUTION) + _block(TESTS)
+
+
 def echo_script(messages: list[dict[str, str]]) -> str:
     return "ok " + hashlib.sha256(messages[-1]["content"].encode()).hexdigest()[:8]
 
