@@ -5,13 +5,16 @@ import shlex
 
 
 def sections(*names):
-    """Config sections as compact JSON, passed to `aiev <step> --config`.
+    """Config sections as compact JSON, passed to `aiev <step> --config`, as a params function.
 
     Only these sections travel, so a change elsewhere in the config does not re-run the step
-    (Snakemake re-runs a job when its params change)."""
-    return json.dumps(
+    (Snakemake re-runs a job when its params change). A function, not a string: Snakemake fills a
+    string param's {braces} with wildcards, so a value such as a server command template's {port}
+    would fail the rule; a function's value is passed as it is."""
+    text = json.dumps(
         {n: config[n] for n in names}, sort_keys=True, separators=(",", ":")
     )
+    return lambda wildcards: text
 
 
 wildcard_constraints:
@@ -92,8 +95,8 @@ def generation_serve(wildcards):
 def check_sections(wildcards):
     """check-tests reads the llm section only when it asks the batch's model for a second solution."""
     if config["check_tests"]["second_solution"]:
-        return sections("check_tests", "sandbox", "llm")
-    return sections("check_tests", "sandbox")
+        return sections("check_tests", "sandbox", "llm")(wildcards)
+    return sections("check_tests", "sandbox")(wildcards)
 
 
 def check_serve(wildcards):
@@ -103,6 +106,13 @@ def check_serve(wildcards):
 
 def check_model(wildcards):
     return generation_model(wildcards) if config["check_tests"]["second_solution"] else []
+
+
+def check_stage(wildcards):
+    """Who wrote batch k, for the second solution only (else the decision is not read: no dependency on it)."""
+    if config["check_tests"]["second_solution"]:
+        return generation_stage(wildcards)
+    return "teaching"
 
 
 def evaluated_model(wildcards):
@@ -187,7 +197,7 @@ def serve_prefix(role, model=None):
     if not config["llm"][role].get("serve"):
         return ""
     flag = f" --model {shlex.quote(model)}" if model else ""
-    return f"aiev serve --role {role}{flag} --config {shlex.quote(sections('llm'))} --"
+    return f"aiev serve --role {role}{flag} --config {shlex.quote(sections('llm')(None))} --"
 
 
 def sandbox_image(wildcards):

@@ -29,7 +29,7 @@ rule check_tests:
     params:
         config=check_sections,
         state="results/.state/batch_{k}/check_tests",
-        stage=generation_stage,
+        stage=check_stage,
         serve=check_serve,
     shell:
         "{params.serve} aiev check-tests --config {params.config:q} --workers {threads} --input {input.entries} "
