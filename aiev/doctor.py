@@ -134,7 +134,7 @@ def _served(role: str, serve: dict[str, Any], trial: bool = False) -> list[Findi
                                    "apt-get install build-essential cmake (Debian/Ubuntu)"))  # fmt: skip
             else:
                 out.append(Finding(name, WARN, "llama-cpp-python is not built yet (cc, c++ and cmake found: the "
-                                   "first build takes ~15 minutes on 2 cores)", _ENGINE_INSTALL[engine]))  # fmt: skip
+                                   "first build takes 18-23 minutes on 2 cores)", _ENGINE_INSTALL[engine]))  # fmt: skip
         else:
             out.append(Finding(name, FAIL, f"engine {engine}: Python packages missing: {', '.join(missing)}",
                                _ENGINE_INSTALL[engine]))  # fmt: skip

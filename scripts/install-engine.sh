@@ -43,7 +43,7 @@ if installed; then
   exit 0
 fi
 if ! ls "$dir"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-  echo "building llama-cpp-python $version, portable (every CPU variant; ~18 min on 2 cores, once): $dir" >&2
+  echo "building llama-cpp-python $version, portable (every CPU variant; 18-23 min on 2 cores, once): $dir" >&2
   tmp="$dir.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp"
