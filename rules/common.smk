@@ -101,11 +101,15 @@ def check_sections(wildcards):
 
 def check_serve(wildcards):
     """The batch's model served inside the check job, as in generation, when a second solution is asked."""
-    return generation_serve(wildcards) if config["check_tests"]["second_solution"] else ""
+    return (
+        generation_serve(wildcards) if config["check_tests"]["second_solution"] else ""
+    )
 
 
 def check_model(wildcards):
-    return generation_model(wildcards) if config["check_tests"]["second_solution"] else []
+    return (
+        generation_model(wildcards) if config["check_tests"]["second_solution"] else []
+    )
 
 
 def check_stage(wildcards):
