@@ -95,7 +95,10 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, reque
 
     def script(messages):
         if "SCENARIO=leak" in messages[1]["content"] and messages[0]["content"].startswith("You are the programmer"):
-            tests = "assert has_close_elements([1.0, 2.0, 3.0], 0.5) is False\n"
+            tests = (
+                "assert has_close_elements([1.0, 2.0, 3.0], 0.5) is False\n"
+                "assert has_close_elements([1.0, 2.8, 3.0], 0.3) is True\n"
+            )
             return f"```python\n{leaked}```\n```python\n{tests}```\n"
         return dialogue_script(messages)
 

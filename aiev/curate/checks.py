@@ -52,7 +52,7 @@ REASONS = (
     "not_called",  # the tests use none of the solution's functions, or the problem's function is not defined
     "solution_in_problem",  # the problem statement already holds the solution's code
     "example_mismatch",  # the solution disagrees with an example the problem states
-    "weak",  # the tests kill fewer mutants than check_tests.min_mutation_score
+    "weak",  # fewer distinct checks than check_tests.min_distinct_checks, or too few mutants killed
 )
 #: Which model wrote a batch, by its stage (the second solution asks the same one).
 STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
@@ -155,6 +155,7 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
     checks = _assert_nodes(tests_tree)
     swallowed = _swallowed(tests_tree)
     texts = [ast.unparse(n) for n in checks]
+    live = [t for n, t in zip(checks, texts, strict=True) if not _always_true(n) and id(n) not in swallowed]
     top, every = _defined(solution_tree)
     used = {n.id for n in ast.walk(tests_tree) if isinstance(n, ast.Name)} | {
         n.attr for n in ast.walk(tests_tree) if isinstance(n, ast.Attribute)
@@ -169,7 +170,8 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
         "called": [name for name in top if name in used],
         "named": named,
         "named_defined": [n for n in named if n in every],
-        "_live": sum(1 for n in checks if not _always_true(n) and id(n) not in swallowed),
+        "_live": len(live),
+        "distinct": len(set(live)),
     }
 
 
@@ -227,6 +229,9 @@ def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[st
         return "tautology", f"all {facts['assertions']} assertion(s) are always true"
     if facts["_live"] == 0:
         return "swallowed", "every assertion sits in a try whose handler swallows its failure"
+    if facts["distinct"] < section["min_distinct_checks"]:
+        repeated = f" ({facts['duplicates']} repeated assertion(s))" if facts["duplicates"] else ""
+        return "weak", f"the tests check {facts['distinct']} distinct case(s){repeated}"
     if facts["defined"] and not facts["called"]:
         return "not_called", f"the tests use none of {', '.join(facts['defined'][:5])}"
     if facts["named"] and not facts["named_defined"] and facts["defined"]:

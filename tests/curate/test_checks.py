@@ -59,7 +59,7 @@ CASES = {
                         "try:\n    assert add(2, 3) == 6\nexcept AssertionError:\n    pass\n"), "swallowed"),
     "not_called": (entry("not_called", "Write `noop(obj)` returning obj.", "def my_noop(obj):\n    return obj\n",
                          "assert my_noop(1) == 1\nassert my_noop('a') == 'a'\n"), "not_called"),
-    "never_uses_solution": (entry("never_uses_solution", "Write `add(a, b)`.", ADD, "assert 1 + 1 == 2\n"),
+    "never_uses_solution": (entry("never_uses_solution", "Write `add`.", ADD, "assert 1 + 1 == 2\nassert 3 > 1\n"),
                             "not_called"),
     "uncalled_test_with_args": (entry("uncalled_test_with_args", "Write `add(a, b)`.", ADD,
                                       "def check(x):\n    assert add(x, 0) == x\n"), "tests_not_run"),
@@ -106,7 +106,13 @@ def test_the_figures_of_a_weak_entry_name_what_survived(checker):
     q = got["quality"]
     assert q["duplicates"] == 2 and q["killed"] < q["mutants"] / 2
     assert "quote_string: return the first argument" in q["survivors"]
-    assert got["detail"] == f"the tests killed {q['killed']} of {q['mutants']} mutants"
+    assert q["distinct"] == 1 and got["detail"] == "the tests check 1 distinct case(s) (2 repeated assertion(s))"
+    # two cases, both answered by the input itself: caught by the mutants instead
+    two = dict(CASES["repeated"][0], tests="assert quote_string('a') == 'a'\nassert quote_string('b') == 'b'\n")
+    got = checker.check(two)
+    assert got["reason"] == "weak" and got["detail"] == (
+        f"the tests killed {got['quality']['killed']} of {got['quality']['mutants']} mutants"
+    )
 
 
 def test_mutants_that_sleep_fork_or_flood_are_contained(checker):
