@@ -111,7 +111,7 @@ class LLMSettings:
     #: Connections refused or reset in a row, over all requests, after which the endpoint counts as down.
     down_after: int = 8
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: What the model is, beyond its name: set by ``aiev serve`` for a local model (its path and content hash).
+    #: What the model is, beyond its name: set by ``aiev serve`` for a local model (its file name and content hash).
     identity: dict[str, Any] | None = None
 
     @classmethod
@@ -171,7 +171,7 @@ class LLMSettings:
 SERVED_ROLE_ENV = "AIEV_SERVED_ROLE"
 SERVED_URL_ENV = "AIEV_LLM_BASE_URL"
 SERVED_MODEL_ENV = "AIEV_LLM_MODEL"
-SERVED_IDENTITY_ENV = "AIEV_LLM_MODEL_IDENTITY"  # JSON: the served model's path and content hash
+SERVED_IDENTITY_ENV = "AIEV_LLM_MODEL_IDENTITY"  # JSON: the served model's name, file name and content hash
 
 
 def endpoint_settings(llm: dict[str, Any], role: str) -> LLMSettings:
