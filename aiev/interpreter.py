@@ -15,6 +15,7 @@ the dialogue (:mod:`aiev.generate.dialogue`) and the interactive interpreter (:m
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -206,6 +207,16 @@ def run_install(sandbox: Any, specs: list[str], prefix: Path, limits: Any) -> di
     return {k: res[k] for k in ("exit_code", "stdout", "stderr", "timed_out")} | {"specs": specs}
 
 
+def passing_installs(entry: dict[str, Any]) -> list[str]:
+    """The packages an entry's passing round installed (its last execution message's ``install.specs``): what a
+    later run of its code needs beside it (pass@1 installs them; the test check cannot run without them)."""
+    for msg in reversed(entry.get("messages") or []):
+        if msg.get("role") == "execution":
+            inst = msg.get("install") or {}
+            return [str(s) for s in inst.get("specs") or []] if inst.get("exit_code") == 0 else []
+    return []
+
+
 def run_program(sandbox: Any, source: str, limits: Any, prefix: Path | None) -> dict[str, Any]:
     """Run ``source`` as ``main.py`` in the sandbox, with the packages of ``prefix`` (where it exists)."""
     use = prefix if prefix is not None and prefix.exists() else None
@@ -228,7 +239,9 @@ NO_CHECKS_NOTE = (
 )
 
 
+@functools.cache
 def harness_source() -> str:
+    """The harness's text, read once per process (it goes into every execution of a dialogue)."""
     return (Path(__file__).parent / "sandbox" / "harness.py").read_text(encoding="utf-8")
 
 

@@ -209,14 +209,6 @@ def solution_in_problem(problem: str, solution: str) -> float:
 # ------------------------------------------------------------------------------------------------ one entry
 
 
-def _installs(entry: dict[str, Any]) -> list[str]:
-    for msg in reversed(entry.get("messages") or []):
-        if msg.get("role") == "execution":
-            inst = msg.get("install") or {}
-            return list(inst.get("specs") or []) if inst.get("exit_code") == 0 else []
-    return []
-
-
 def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[str, Any]) -> tuple[str | None, str]:
     """(reason, detail) of a removal, or (None, "") when the entry is kept."""
     if facts["assertions"] == 0:
@@ -264,7 +256,7 @@ class Checker:
     def check(self, entry: dict[str, Any], second: str | None = None) -> dict[str, Any]:
         """The result of one entry: ``reason`` (None: kept), ``detail``, ``quality`` (the figures). ``second``: an
         independent solution of the same problem, run against the entry's tests (disagreement: spec doubt)."""
-        from aiev.interpreter import run_batch
+        from aiev.interpreter import passing_installs, run_batch
 
         t0 = time.perf_counter()
         problem, solution, tests = entry.get("problem") or "", entry.get("solution") or "", entry.get("tests") or ""
@@ -275,7 +267,7 @@ class Checker:
         facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
         run: dict[str, Any] | None = None
         unchecked = None
-        if _installs(entry):
+        if passing_installs(entry):
             unchecked = "installs"  # its packages are in the dialogue's prefix, not here: static facts only
         else:
             target = next(iter(facts["named_defined"]), None)

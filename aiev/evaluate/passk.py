@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
+from aiev.interpreter import passing_installs
 from aiev.io import SkipLog, read_jsonl, write_json, write_jsonl
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
@@ -45,15 +46,6 @@ def solution_of(reply: str) -> tuple[str | None, str | None]:
             return None, "no_code"
         return "\n\n".join(f.code for f in blocks_of_kind(reply, "python")), None  # one block, no tests: all solution
     return program.solution, None
-
-
-def install_specs(entry: dict[str, Any]) -> list[str]:
-    """The packages the entry's passing round installed (its last execution message's ``install.specs``)."""
-    for msg in reversed(entry.get("messages") or []):
-        if msg.get("role") == "execution":
-            inst = msg.get("install") or {}
-            return [str(s) for s in inst.get("specs") or []] if inst.get("exit_code") == 0 else []
-    return []
 
 
 def read_tasks(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -117,7 +109,7 @@ async def _evaluate(
 
     def run_program(task: dict[str, Any], solution: str) -> dict[str, Any]:
         prefix = None
-        specs = install_specs(task)
+        specs = passing_installs(task)
         if specs:
             prefix = prefixes / hashlib.sha256(task["id"].encode()).hexdigest()[:16]
             prefix.mkdir(parents=True, exist_ok=True)
