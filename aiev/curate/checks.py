@@ -209,6 +209,24 @@ def solution_in_problem(problem: str, solution: str) -> float:
 # ------------------------------------------------------------------------------------------------ one entry
 
 
+def judge(measured: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
+    """What the thresholds of ``section`` make of an entry's measurements (:meth:`Checker.measure`): ``reason``
+    (None: kept), ``detail`` and ``quality`` (the figures a kept row carries). Cheap: a changed threshold re-judges
+    stored measurements, it does not run anything again."""
+    facts, run = measured["facts"], measured["run"]
+    if "parse_error" in facts:
+        return {"reason": None, "detail": facts["parse_error"], "quality": {}}
+    reason, detail = _verdict(facts, run, section)
+    quality = {k: v for k, v in facts.items() if not k.startswith("_")}
+    if run is not None:
+        quality |= {k: run[k] for k in ("checks_executed", "mutants", "killed", "mutation_score", "survivors")}
+        quality["examples"] = len(run.get("examples") or [])
+        if "second_solution_passes" in run:
+            # a second solution that fails the tests: the tests (or the problem) may say something else
+            quality["second_solution_passes"] = run["second_solution_passes"]
+    return {"reason": reason, "detail": detail, "quality": quality}
+
+
 def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[str, Any]) -> tuple[str | None, str]:
     """(reason, detail) of a removal, or (None, "") when the entry is kept."""
     if facts["assertions"] == 0:
@@ -254,22 +272,28 @@ class Checker:
         self.limits = limits
 
     def check(self, entry: dict[str, Any], second: str | None = None) -> dict[str, Any]:
-        """The result of one entry: ``reason`` (None: kept), ``detail``, ``quality`` (the figures). ``second``: an
-        independent solution of the same problem, run against the entry's tests (disagreement: spec doubt)."""
+        """:meth:`measure`, judged by this checker's thresholds (:func:`judge`)."""
+        measured = self.measure(entry, second)
+        return measured | judge(measured, self.section)
+
+    def measure(self, entry: dict[str, Any], second: str | None = None) -> dict[str, Any]:
+        """What one entry is: ``facts`` (static), ``run`` (the sandbox's figures, None when it could not run),
+        ``unchecked`` (why not) and ``seconds``. ``second``: an independent solution of the same problem, run
+        against the entry's tests (a disagreement is spec doubt)."""
         from aiev.interpreter import passing_installs, run_batch
 
         t0 = time.perf_counter()
         problem, solution, tests = entry.get("problem") or "", entry.get("solution") or "", entry.get("tests") or ""
         facts = static_facts(problem, solution, tests)
-        if "parse_error" in facts:
-            return {"id": entry["id"], "reason": None, "unchecked": "does_not_parse", "detail": facts["parse_error"],
-                    "quality": {}, "seconds": time.perf_counter() - t0}  # fmt: skip
-        facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
         run: dict[str, Any] | None = None
         unchecked = None
-        if passing_installs(entry):
+        if "parse_error" in facts:
+            unchecked = "does_not_parse"
+        elif passing_installs(entry):
+            facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
             unchecked = "installs"  # its packages are in the dialogue's prefix, not here: static facts only
         else:
+            facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
             target = next(iter(facts["named_defined"]), None)
             muts = mutants(solution, self.section["mutants"], seed=entry["id"], target=target)
             tests_line = solution.count("\n") + 3
@@ -289,15 +313,7 @@ class Checker:
             if run is not None and second_run is not None:
                 run["second_solution_passes"] = second_run["status"] == 0 and not second_run["timed_out"]
             unchecked = "sandbox_error" if run is None else None
-        reason, detail = _verdict(facts, run, self.section)
-        quality = {k: v for k, v in facts.items() if not k.startswith("_")}
-        if run is not None:
-            quality |= {k: run[k] for k in ("checks_executed", "mutants", "killed", "mutation_score", "survivors")}
-            quality["examples"] = len(run.get("examples") or [])
-            if "second_solution_passes" in run:
-                # a second solution that fails the tests: the tests (or the problem) may say something else
-                quality["second_solution_passes"] = run["second_solution_passes"]
-        return {"id": entry["id"], "reason": reason, "detail": detail, "unchecked": unchecked, "quality": quality,
+        return {"id": entry["id"], "facts": facts, "run": run, "unchecked": unchecked,
                 "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
 
@@ -377,13 +393,16 @@ async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], 
 # ------------------------------------------------------------------------------------------------ the step
 
 
+#: The settings the stored measurements depend on; the others (mode, thresholds, workers) only judge them.
+MEASURED_WITH = ("mutants", "mutant_timeout_s", "examples", "second_solution")
+
+
 def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) -> str:
-    """What decides a result: the check's settings (not the mode, which only says what is done with it, nor the
-    workers), the sandbox's limits and the checker's code."""
+    """What decides a measurement: :data:`MEASURED_WITH`, the sandbox's limits and the checker's code."""
     import importlib.util
 
-    decides = {k: v for k, v in section.items() if k not in ("mode", "workers")}  # what is kept, how fast: not what
-    h = hashlib.sha256(json.dumps({"check": decides, "sandbox": sandbox_section}, sort_keys=True).encode())
+    measured_with = {k: section[k] for k in MEASURED_WITH}
+    h = hashlib.sha256(json.dumps({"check": measured_with, "sandbox": sandbox_section}, sort_keys=True).encode())
     for name in ("aiev.curate.checks", "aiev.curate.mutants", "aiev.sandbox.harness", "aiev.interpreter"):
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
@@ -452,19 +471,19 @@ def run(
         resumed = sum(1 for e in good if e["id"] in results)
         todo = [e for e in good if e["id"] not in results]
         checker = Checker(section, sb, limits)
-        seconds: dict[str, str | None] = {}
         if section["second_solution"] and todo:
             import asyncio
 
             seconds, second_usage = asyncio.run(_second_solutions(cfg, todo, STAGE_ROLE[stage], state))
         with open(progress_path, "ab") as progress, ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-            for result in pool.map(lambda e: checker.check(e, seconds.get(e["id"])), todo):
-                result["fingerprint"] = fingerprint
-                progress.write((dumps(result) + "\n").encode())
+            for measured in pool.map(lambda e: checker.measure(e, seconds.get(e["id"])), todo):
+                measured["fingerprint"] = fingerprint
+                progress.write((dumps(measured) + "\n").encode())
                 progress.flush()
                 os.fsync(progress.fileno())
-                results[result["id"]] = result
+                results[measured["id"]] = measured
         fsync_path(progress_path)
+        results = {k: v | judge(v, section) for k, v in results.items()}
 
     kept_rows, removed_rows = [], []
     for e in good:

@@ -211,7 +211,15 @@ def test_the_step_filters_reports_and_resumes_after_kill_9(tmp_path, checker):
     assert proc.returncode == 0, err
     assert [k["id"] for k in lines(tmp_path / "kept.jsonl")] == list(CASES)
 
-    # a setting that changes the results (fewer mutants) checks every entry again
+    # a changed threshold judges the stored measurements again, running nothing: the repeated assertion is kept
+    proc = run_step(tmp_path, rows, extra={"min_distinct_checks": 1, "min_mutation_score": 0.0})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rep_t = json.loads((tmp_path / "report.json").read_text())
+    assert rep_t["resumed"] == len(CASES) and rep_t["removed_by_reason"]["weak"] == 0
+    assert "repeated" in {k["id"] for k in lines(tmp_path / "kept.jsonl")}
+
+    # a setting that changes the measurements (fewer mutants) checks every entry again
     proc = run_step(tmp_path, rows, extra={"mutants": 4})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
