@@ -1,6 +1,8 @@
 """One async client for any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, transformers serve).
 
-- bounded concurrency (a semaphore), its own retry loop: exponential backoff with full jitter on 429, 5xx,
+- bounded concurrency, the waiting requests sent in the order an engine's prompt cache serves best
+  (:mod:`aiev.llm.gate`: the one sharing the longest beginning with the last prompt first);
+- its own retry loop: exponential backoff with full jitter on 429, 5xx,
   timeouts, connection errors and malformed or empty replies; ``Retry-After`` is honoured;
 - identical requests in flight at once are sent once and share the reply;
 - a persistent response cache (SQLite in WAL mode; one file per shard, never shared between nodes) keyed by
@@ -23,6 +25,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aiev.llm.gate import PrefixGate
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,9 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    #: prompt tokens the engine served from its prefix cache, where it says so (OpenAI, vLLM:
+    #: ``usage.prompt_tokens_details.cached_tokens``); llama-cpp-python's server does not
+    cached_prompt_tokens: int = 0
 
     def add(self, other: Usage) -> None:
         for k in self.__dataclass_fields__:
@@ -83,6 +90,7 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     cached: bool = False
+    cached_prompt_tokens: int = 0
 
 
 def cost_usd(prices: dict[str, dict[str, float]], model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -104,6 +112,8 @@ class LLMSettings:
     max_tokens: int = 1024
     seed: int | None = None
     concurrency: int = 16
+    #: which waiting request goes next: ``prefix`` (the longest beginning shared with the last one) or ``fifo``
+    order: str = "prefix"
     timeout_s: float = 120.0
     max_retries: int = 6
     backoff_s: float = 1.0
@@ -126,6 +136,7 @@ class LLMSettings:
             max_tokens=s["max_tokens"],
             seed=s.get("seed"),
             concurrency=llm["concurrency"],
+            order=llm.get("order", "prefix"),
             timeout_s=llm["timeout_s"],
             max_retries=llm["max_retries"],
             backoff_s=llm["backoff_s"],
@@ -281,13 +292,15 @@ def parse_reply(body: bytes, allow_empty: bool = False) -> Reply | str:
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached_prompt = int(details.get("cached_tokens") or 0)
     except (ValueError, TypeError, AttributeError):
         return "malformed_reply"
     if not isinstance(text, str):
         return "malformed_reply" if choices else "empty_reply"
     if not text.strip() and not allow_empty:
         return "empty_reply"
-    return Reply(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return Reply(text, prompt_tokens, completion_tokens, cached_prompt_tokens=cached_prompt)
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -313,7 +326,7 @@ class LLMClient:
         self.settings = settings
         self.cache = cache
         self.usage = Usage()
-        self._sem = asyncio.Semaphore(settings.concurrency)
+        self.gate = PrefixGate(settings.concurrency, settings.order)
         self._inflight: dict[str, asyncio.Future[Reply]] = {}
         self._refused = 0  # connection attempts refused or reset in a row, over all requests
         self._down: EndpointDown | None = None
@@ -357,6 +370,21 @@ class LLMClient:
                 f"{', '.join(models[:10])}); set llm.teacher.model"
             )
 
+    async def engine_counters(self) -> dict[str, int] | None:
+        """The serving engine's own prompt-cache counters (aiev's llama.cpp server: ``GET /aiev/counters``), or
+        None where the engine has none. Cumulative since the engine started: take the difference of two reads."""
+        import httpx2
+
+        root = self.settings.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            resp = await self._client.get(f"{root}/aiev/counters", cast_to=httpx2.Response)
+            data = json.loads(resp.content)
+        except Exception:  # any engine without them, or one that is gone: no figures, not an error
+            return None
+        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
+            return None
+        return data
+
     def _backoff(self, attempt: int, exc: Exception | None) -> float:
         hinted = _retry_after(exc) if exc is not None else None
         if hinted is not None:
@@ -393,7 +421,8 @@ class LLMClient:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            async with self._sem:
+            order_by = payload["prompt"] if "prompt" in payload else json.dumps(payload["messages"])
+            async with self.gate.slot(order_by):
                 reply = await self._request(path, payload, sampling, key, allow_empty)
         except asyncio.CancelledError:
             future.cancel()
@@ -408,6 +437,7 @@ class LLMClient:
         self.usage.requests += 1
         self.usage.prompt_tokens += reply.prompt_tokens
         self.usage.completion_tokens += reply.completion_tokens
+        self.usage.cached_prompt_tokens += reply.cached_prompt_tokens
         self.usage.cost_usd += self.settings.cost(reply.prompt_tokens, reply.completion_tokens)
         return reply
 
