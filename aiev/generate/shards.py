@@ -237,6 +237,7 @@ async def _run_shard(
     try:
         if todo and len(cache) == 0:
             await client.preflight()  # fail before spending anything
+        engine_before = await client.engine_counters() if todo else None
         sandbox, limits, install_limits = from_config(sb)
         prefixes = state / "prefixes"
         execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
@@ -284,11 +285,17 @@ async def _run_shard(
             bar.close()
             pool.shutdown(wait=True)
             shutil.rmtree(prefixes, ignore_errors=True)
+        engine_after = await client.engine_counters() if engine_before is not None else None
+        if engine_before is not None and engine_after is not None:  # the engine's own figures, for this run
+            run_info["engine_cache"] = {k: engine_after[k] - engine_before.get(k, 0) for k in engine_after}
     finally:
         await client.close()
         cache.close()
         store.close()
-    return store, errors, client.usage.to_dict(), run_info
+    usage = client.usage.to_dict() | {"order": client.gate.stats.to_dict()}
+    if "engine_cache" in run_info:
+        usage["engine_cache"] = run_info.pop("engine_cache")
+    return store, errors, usage, run_info
 
 
 def run(

@@ -11,6 +11,7 @@ fault), so an AMX machine runs the next best one (AVX-512 with VNNI and BF16).
 
 ``AIEV_LLAMA_CPU_VARIANT=NAME`` forces one variant (a benchmark, or a node that misreports its CPU).
 ``python -m aiev.llm.llama_server --which`` prints the choice as JSON and exits (``aiev doctor`` shows it).
+The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated.
 A llama-cpp-python build with its CPU backend linked in (pip's default, native build) runs as it is, with a
 warning: it may be built for another CPU than this one.
 """
@@ -94,6 +95,46 @@ def load(choice: dict[str, Any]) -> None:
         raise SystemExit(f"ggml could not load {choice['path']}")
 
 
+#: The engine's own prompt-cache figures since it started, served as JSON at ``GET /aiev/counters``.
+COUNTERS = {"requests": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "prompt_tokens_evaluated": 0}
+COUNTERS_PATH = "/aiev/counters"
+
+
+def count_prompt_cache() -> None:
+    """Count, per request, the prompt tokens llama.cpp kept from the previous prompt (its one slot's cache) and
+    those it evaluated: the tokens in context when a request's first evaluation starts are the reused
+    beginning, that evaluation's tokens the rest of the prompt. llama-cpp-python reports neither."""
+    from llama_cpp import Llama
+
+    generate, evaluate = Llama.generate, Llama.eval
+
+    def counted_generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        COUNTERS["requests"] += 1
+        COUNTERS["prompt_tokens"] += len(tokens)
+        self._aiev_prompt_pending = True
+        yield from generate(self, tokens, *args, **kwargs)
+
+    def counted_eval(self: Any, tokens: Any) -> Any:
+        if getattr(self, "_aiev_prompt_pending", False):
+            self._aiev_prompt_pending = False
+            COUNTERS["prompt_tokens_cached"] += int(self.n_tokens)
+            COUNTERS["prompt_tokens_evaluated"] += len(tokens)
+        return evaluate(self, tokens)
+
+    Llama.generate, Llama.eval = counted_generate, counted_eval  # type: ignore[method-assign]
+
+    import llama_cpp.server.app as app_module
+
+    create_app = app_module.create_app
+
+    def create_app_with_counters(*args: Any, **kwargs: Any) -> Any:
+        app = create_app(*args, **kwargs)
+        app.add_api_route(COUNTERS_PATH, lambda: dict(COUNTERS), methods=["GET"])
+        return app
+
+    app_module.create_app = create_app_with_counters
+
+
 def main(argv: list[str]) -> None:
     choice = choose(lib_dir(), os.environ.get(VARIANT_ENV) or None)
     if argv[:1] == ["--which"]:
@@ -108,6 +149,7 @@ def main(argv: list[str]) -> None:
               "crash on a CPU other than the one it was built on; scripts/install-engine.sh builds the portable one",
               file=sys.stderr)  # fmt: skip
     sys.argv = [f"{sys.argv[0]} (llama_cpp.server)", *argv]
+    count_prompt_cache()
     from llama_cpp.server.__main__ import main as serve
 
     serve()

@@ -207,6 +207,13 @@ def test_real_engine_generates_the_recorded_outcomes(repo, tool_env, tmp_path):
         assert record_errors(e, "entry") == []
         if e["passed"]:
             assert e["tests"] and "assert" in e["tests"]
+    # the engine's own prompt-cache figures, per run, in the shard's report: every prompt token it was sent is
+    # either served from its cache or evaluated, and the gate's order made the cache serve some of them
+    run = json.loads((out / "report.json").read_text())["this_run"]
+    engine = run["engine_cache"]
+    assert engine["requests"] == run["requests"] and engine["prompt_tokens"] == run["prompt_tokens"]
+    assert engine["prompt_tokens_cached"] + engine["prompt_tokens_evaluated"] == engine["prompt_tokens"]
+    assert engine["prompt_tokens_cached"] > 0 and run["order"]["sent"] == run["requests"]
     if os.environ.get("AIEV_UPDATE_GOLDEN"):
         REAL_GOLDEN.write_text(json.dumps(outcomes, indent=1) + "\n", encoding="utf-8")
     assert outcomes == json.loads(REAL_GOLDEN.read_text(encoding="utf-8"))

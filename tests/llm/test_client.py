@@ -148,3 +148,19 @@ def test_timeouts_and_http_errors_never_count_as_down():
     with ScriptedServer(echo_script, faults=True, slow_s=1.5) as server:
         client = LLMClient(settings(server.url, down_after=1))
         assert len(ask_many(client, 10)) == 10
+
+
+def test_an_engine_without_cache_counters_gives_none():
+    """Counters come from aiev's llama.cpp server (tests/generate/test_completion.py runs it); any other endpoint,
+    or one that is gone, has none, and asking is never an error."""
+
+    async def ask(url: str):
+        client = LLMClient(settings(url))
+        try:
+            return await client.engine_counters()
+        finally:
+            await client.close()
+
+    with ScriptedServer(echo_script) as server:
+        assert asyncio.run(ask(server.url)) is None
+    assert asyncio.run(ask("http://127.0.0.1:9/v1")) is None
