@@ -115,6 +115,7 @@ def batch_row(k: int, folder: Path) -> dict[str, Any]:
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
         "cost_usd": usage.get("cost_usd"),
+        "prompt_cache": prompt_cache(runs),
         "wall_seconds": {
             "generate": max((r.get("wall_seconds") or 0 for r in runs), default=None),
             "train": train.get("wall_seconds"),
@@ -123,6 +124,22 @@ def batch_row(k: int, folder: Path) -> dict[str, Any]:
         },
         "_shard_runs": runs,
     }
+
+
+def prompt_cache(runs: list[dict[str, Any]]) -> float | None:
+    """The share of a batch's prompt tokens its engines served from their prompt caches, by the engines' own
+    counts (aiev's llama.cpp server: ``engine_cache``; OpenAI, vLLM: ``cached_prompt_tokens``); None where no
+    engine said."""
+    cached = total = 0
+    for run in runs:
+        engine = run.get("engine_cache")
+        if engine:
+            cached += engine.get("prompt_tokens_cached") or 0
+            total += engine.get("prompt_tokens") or 0
+        elif run.get("cached_prompt_tokens"):
+            cached += run["cached_prompt_tokens"]
+            total += run.get("prompt_tokens") or 0
+    return round(cached / total, 3) if total else None
 
 
 def _sum(rows: list[dict[str, Any]], key: str) -> int | float | None:
@@ -233,7 +250,7 @@ def render_markdown(info: dict[str, Any]) -> str:
     lines += ["## Batches", ""]
     cols = ["batch", "stage", "seeds", "passed", "passed_by_rounds", "rejected_by_reason", "check_removed_by_reason",
             "mean_mutation_score", "decontam_removed", "train", "test", "teacher_pass_at_1", "student_pass_at_1",
-            "next", "prompt_tokens", "completion_tokens", "cost_usd"]  # fmt: skip
+            "next", "prompt_tokens", "prompt_cache", "completion_tokens", "cost_usd"]  # fmt: skip
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for b in info["batches"]:

@@ -18,6 +18,10 @@ def write(path: Path, obj) -> None:
 def make_batch(root: Path, k: int, *, passed: int, rejected: int, wall: float, stage: str, nxt: str) -> Path:
     d = root / f"batch_{k}"
     runs = [{"dialogues": passed + rejected, "wall_seconds": wall, "concurrency": 4}]
+    if k == 0:  # an engine that counted its prompt cache (aiev's llama.cpp server)
+        runs[0]["engine_cache"] = {"prompt_tokens": 4000, "prompt_tokens_cached": 2400}
+    if k == 1:  # an endpoint that reports cached tokens in its replies' usage (OpenAI, vLLM)
+        runs[0] |= {"prompt_tokens": 2000, "cached_prompt_tokens": 500}
     gen = {"passed": passed, "rejected": rejected, "passed_by_rounds": {"1": passed},
            "rejected_by_reason": {"max_rounds": rejected}, "rounds": passed + 2, "rounds_multi_round_entries": 3,
            "stage": stage, "shard_runs": runs}  # fmt: skip
@@ -49,6 +53,7 @@ def test_summary_totals_and_projection(tmp_path):
     assert (b0["batch"], b0["stage"], b0["next"], b0["seeds"]) == (0, "teaching", "self-learning", 10)
     assert b0["teacher_pass_at_1"] == 1.0 and b0["student_pass_at_1"] == 0.0
     assert b1["stage"] == "self-learning" and b1["wall_seconds"]["generate"] == 30.0
+    assert b0["prompt_cache"] == 0.6 and b1["prompt_cache"] == 0.25
     t = info["totals"]
     assert (t["seeds"], t["passed"], t["rounds"], t["decontam_removed"], t["kept"]) == (20, 10, 14, 2, 8)
     p = info["projection"]
