@@ -14,7 +14,9 @@ every request that did not change.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -83,22 +85,51 @@ class ProgressStore:
         self._fh.close()
 
 
-#: The modules whose code decides what a dialogue does with the model's replies.
-ENGINE_MODULES = (
-    "aiev.generate.dialogue",
-    "aiev.llm.agents",
-    "aiev.codeblocks",
-    "aiev.interpreter",
-    "aiev.sandbox.harness",
-    "aiev.sandbox.install",
-)
+#: Where the dialogue engine starts: these and every aiev module they import, directly or not, decide what a
+#: dialogue does with the model's replies. The harness runs beside each program as a file: read, not imported.
+ENGINE_ROOTS = ("aiev.generate.dialogue", "aiev.sandbox.harness")
+
+
+def _aiev_imports(tree: ast.AST) -> set[str]:
+    """The aiev modules a module's source imports (at its top or inside its functions)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # `from aiev.sandbox import bwrap`
+    return {n for n in found if n.startswith("aiev.")}
+
+
+@functools.cache
+def engine_modules(roots: tuple[str, ...] = ENGINE_ROOTS) -> tuple[str, ...]:
+    """``roots`` and the aiev modules they import, transitively, read from their source: a module the engine
+    starts to use joins its fingerprint without anyone keeping a list."""
+    import importlib.util
+
+    seen: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, AttributeError, ValueError):  # a name imported from a module, not a module
+            spec = None
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        seen[name] = spec.origin
+        todo.extend(_aiev_imports(ast.parse(Path(spec.origin).read_bytes())))
+    return tuple(sorted(seen))
 
 
 def engine_sha256() -> str:
     import importlib.util
 
     h = hashlib.sha256()
-    for name in ENGINE_MODULES:
+    for name in engine_modules():
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
         h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes() + b"\0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -559,3 +560,19 @@ def test_an_endpoint_that_dies_mid_run_stops_the_shard_in_seconds_keeping_what_f
         cfg["llm"]["teacher"]["base_url"] = back.url
         _, info = run_shard(tmp_path, "y", batch, cfg, state=state)
         assert info["this_run"]["dialogues"] == 8 - kept and info["passed"] == 8
+
+
+def test_the_fingerprint_covers_every_module_the_engine_loads(tmp_path):
+    """The engine's code hash is taken over the modules it imports, found from their source: every aiev module
+    that importing the dialogue engine loads is in it (lazy imports inside functions add more), and so is the
+    harness, which runs as a file beside each program."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, aiev.generate.dialogue as d; "
+         "print(' '.join(m for m in sys.modules if m.startswith('aiev.')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    covered = set(generate.engine_modules())
+    packages = {m for m in loaded if Path(importlib.util.find_spec(m).origin).name == "__init__.py"}
+    assert set(loaded) - packages <= covered, set(loaded) - packages - covered
+    assert {"aiev.interpreter", "aiev.codeblocks", "aiev.llm.agents", "aiev.sandbox.harness"} <= covered
+    assert "aiev.generate.shards" not in covered and "aiev.report.summary" not in covered  # not the engine
