@@ -456,14 +456,13 @@ def run(
     results: dict[str, dict[str, Any]] = {}
     resumed = 0
     if mode != "off" and good:
-        from aiev.sandbox import from_config
+        from aiev.sandbox import execution_settings, from_config
 
         sb, limits, _ = from_config(cfg["sandbox"])
         sb = sandbox or sb
         # one execution runs the program, its mutants and the examples, each under its own time limit
         limits = dataclasses.replace(limits, timeout_s=section["mutant_timeout_s"] * (section["mutants"] + 3) + 10)
-        fingerprint = settings_sha256(section, {k: cfg["sandbox"][k] for k in ("backend", "image", "memory_mb",
-                                                                                "max_procs")})  # fmt: skip
+        fingerprint = settings_sha256(section, execution_settings(cfg["sandbox"], limits))
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         progress_path = state / "check_tests.progress.jsonl"

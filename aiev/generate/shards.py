@@ -42,6 +42,7 @@ from aiev.llm.client import (
     endpoint_settings,
 )
 from aiev.records import record_errors
+from aiev.sandbox import execution_settings
 
 #: The generating model of each stage (paper section 3.1): the teacher, or the student as both agents.
 STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
@@ -147,7 +148,6 @@ def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings, promp
         endpoint["sha256"] = settings.identity["sha256"]
     if served:
         endpoint["serve"] = {k: served.get(k) for k in ("engine", "model", "command", "args")}
-    sb = cfg["sandbox"]
     return {
         "stage": stage,
         "role": role,
@@ -156,8 +156,7 @@ def entry_settings(cfg: dict[str, Any], stage: str, settings: LLMSettings, promp
         "sampling": settings.sampling(),
         "prompts_sha256": prompts_sha256(prompts),
         "max_rounds": cfg["generate"]["max_rounds"],
-        "sandbox": {k: sb[k] for k in ("backend", "image", "timeout_s", "memory_mb", "max_procs", "max_output_bytes")}
-        | {"install": dict(sb["install"])},
+        "sandbox": execution_settings(cfg["sandbox"]),
         "engine": {"aiev_version": __version__, "code_sha256": engine_sha256()},
     }
 

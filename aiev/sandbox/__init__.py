@@ -11,6 +11,7 @@ There is no unsandboxed fallback. See docs/sandbox.md for the threat model and w
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -24,8 +25,10 @@ __all__ = [
     "PipInstallError",
     "Sandbox",
     "SandboxError",
+    "execution_settings",
     "from_config",
     "get_sandbox",
+    "limits_from_config",
     "parse_pip_install",
 ]
 
@@ -68,6 +71,14 @@ def get_sandbox(
     raise SandboxError(f"unknown sandbox backend {backend!r} (auto, bwrap or apptainer)")
 
 
+def limits_from_config(section: dict) -> tuple[Limits, Limits]:
+    """The run limits and the install limits of a config's ``sandbox`` section: the one place that builds them."""
+    inst = section["install"]
+    run = Limits(section["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
+    install = Limits(inst["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
+    return run, install
+
+
 def from_config(section: dict) -> tuple[Sandbox, Limits, Limits]:
     """The sandbox, the run limits and the install limits that a config's ``sandbox`` section describes."""
     inst = section["install"]
@@ -79,6 +90,13 @@ def from_config(section: dict) -> tuple[Sandbox, Limits, Limits]:
         index_url=inst["index_url"],
         find_links=inst["find_links"],
     )
-    run = Limits(section["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
-    install = Limits(inst["timeout_s"], section["memory_mb"], section["max_procs"], section["max_output_bytes"])
-    return sandbox, run, install
+    return (sandbox, *limits_from_config(section))
+
+
+def execution_settings(section: dict, limits: Limits | None = None) -> dict:
+    """What decides a program's outcome in the sandbox, for a fingerprint: where it runs, the limits it runs under
+    (``limits``, or the section's run limits) and how packages are installed (the ``install`` settings, whose
+    time limit is the install limits')."""
+    run = limits or limits_from_config(section)[0]
+    return {"backend": section["backend"], "image": section["image"], **dataclasses.asdict(run),
+            "install": dict(section["install"])}  # fmt: skip
