@@ -2,7 +2,8 @@
 
     python benchmarks/dedup.py [--n 186000] [--workers 2]
 
-Prints wall time, peak RSS (this process and its workers), and how many planted duplicates were caught.
+Prints wall time, peak RSS (this process and its workers), how many planted duplicates were caught, and
+whether any seed was dropped that is no copy (each original with its copies must keep exactly one seed).
 Goal (issue 2): <= 60 s wall and <= 4 GiB RSS on a 2-core machine.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import random
 import resource
 import time
+from collections import Counter
 
 from aiev.seeds.dedup import DedupParams, deduplicate
 
@@ -45,19 +47,25 @@ def rename(text: str, rng: random.Random) -> str:
     return text
 
 
-def make(n: int, seed: int = 0) -> tuple[list[dict], int, int]:
+def make(n: int, seed: int = 0) -> tuple[list[dict], int, int, list[int]]:
+    """The seeds, how many exact and renamed copies were planted, and each seed's original (its own index for
+    an original, the copied one's for a copy): the seeds of one original form one group."""
     rng = random.Random(seed)
     base = int(n * 0.8)
     texts = [synth_function(rng, i) for i in range(base)]
+    group = list(range(base))
     exact = n // 10
     renamed = n - base - exact
-    texts += [rng.choice(texts[:base]) for _ in range(exact)]
-    texts += [rename(rng.choice(texts[:base]), rng) for _ in range(renamed)]
+    for copy_of, count in ((lambda t: t, exact), (lambda t: rename(t, rng), renamed)):
+        for _ in range(count):
+            i = rng.randrange(base)
+            texts.append(copy_of(texts[i]))
+            group.append(i)
     recs = [
         {"id": f"bench:{i}", "source": "bench", "kind": "snippet", "text": t, "provenance": {"type": "jsonl"}}
         for i, t in enumerate(texts)
     ]
-    return recs, exact, renamed
+    return recs, exact, renamed, group
 
 
 def main() -> None:
@@ -66,7 +74,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    recs, exact, renamed = make(args.n)
+    recs, exact, renamed, group = make(args.n)
     t1 = time.perf_counter()
     kept, dropped = deduplicate(recs, DedupParams(workers=args.workers))
     t2 = time.perf_counter()
@@ -80,6 +88,16 @@ def main() -> None:
     print(f"peak RSS           main {rss_self:,.0f} MiB, largest worker {rss_kids:,.0f} MiB")
     print(f"planted            {exact} exact copies, {renamed} renamed copies")
     print(f"dropped            {n_exact} exact, {n_near} near; kept {len(kept)}")
+    # right: each original's group (it and its planted copies) keeps exactly one seed; wrong: a group with none
+    # kept (a seed dropped as a copy of an unrelated one), or more than one (a planted copy missed)
+    kept_per_group = Counter(group[int(r["id"].split(":")[1])] for r in kept)
+    groups = set(group)
+    lost = len(groups - set(kept_per_group))
+    missed = sum(c - 1 for c in kept_per_group.values() if c > 1)
+    print(
+        f"groups             {len(groups)} (an original and its copies): {lost} lost every seed, "
+        f"{missed} planted copies missed (goal: 0 and 0)"
+    )
 
 
 if __name__ == "__main__":
