@@ -43,8 +43,6 @@ rule dedup:
     conda:
         "../envs/aiev.yaml"
     threads: config["dedup"]["workers"]
-    resources:
-        mem_mb=8000,
     params:
         config=sections("dedup"),
     shell:
