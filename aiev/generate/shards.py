@@ -264,6 +264,7 @@ async def _run_shard(
     cache = ResponseCache(state / "llm_cache.sqlite")
     client = LLMClient(settings, cache)
     errors: list[str] = []
+    engine_before = engine_after = None
     try:
         if todo and len(cache) == 0:
             await client.preflight()  # fail before spending anything
@@ -316,15 +317,13 @@ async def _run_shard(
             pool.shutdown(wait=True)
             shutil.rmtree(prefixes, ignore_errors=True)
         engine_after = await client.engine_counters() if engine_before is not None else None
-        if engine_before is not None and engine_after is not None:  # the engine's own figures, for this run
-            run_info["engine_cache"] = {k: engine_after[k] - engine_before.get(k, 0) for k in engine_after}
     finally:
         await client.close()
         cache.close()
         store.close()
     usage = client.usage.to_dict() | {"order": client.gate.stats.to_dict()}
-    if "engine_cache" in run_info:
-        usage["engine_cache"] = run_info.pop("engine_cache")
+    if engine_before is not None and engine_after is not None:  # the engine's own figures, for this run
+        usage["engine_cache"] = {k: n - engine_before.get(k, 0) for k, n in engine_after.items()}
     return store, errors, usage, run_info
 
 
