@@ -56,7 +56,13 @@ if ! ls "$dir"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
   echo "built in $(($(date +%s) - start)) s" >&2
 fi
 "$python" -m pip install -q --no-deps --no-cache-dir --force-reinstall "$dir"/llama_cpp_python-"$version"-*.whl
-"$python" -m aiev.llm.llama_server --which | grep -q '"portable": true' || {
-  echo "install-engine: the installed llama-cpp-python has no CPU backend variants" >&2
-  exit 1
-}
+# read whole, never piped into `grep -q`: grep leaves at its first match, and the writer (unbuffered under
+# PYTHONUNBUFFERED, as CI runs) then fails with a broken pipe, which pipefail turns into a failed install
+choice=$("$python" -m aiev.llm.llama_server --which)
+case "$choice" in
+  *'"portable": true'*) ;;
+  *)
+    echo "install-engine: the installed llama-cpp-python has no CPU backend variants: $choice" >&2
+    exit 1
+    ;;
+esac
