@@ -3,6 +3,8 @@ import json
 import os
 import shlex
 
+from aiev.suites import family, wildcard_pattern
+
 
 def sections(*names):
     """Config sections as compact JSON, passed to `aiev <step> --config`, as a params function.
@@ -22,7 +24,7 @@ wildcard_constraints:
     s=r"\d+",
     who="teacher|student",
     model=r"base|student_\d+",
-    suite="humaneval|mbpp|ds1000|multipl-e-(java|js|cpp|php|rs|swift)",
+    suite=wildcard_pattern(),
 
 
 # The one place that names a batch file (aiev.seeds.batches writes the same pattern).
@@ -157,10 +159,8 @@ def benchmark_image(wildcards):
     """With Apptainer, the suite's image (benchmark.images) is an input: rebuilding it re-scores."""
     if config["sandbox"]["backend"] != "apptainer":
         return []
-    fam = {"humaneval": "evalplus", "mbpp": "evalplus", "ds1000": "ds1000"}.get(
-        wildcards.suite, "multipl-e"
-    )
-    return config["benchmark"]["images"].get(fam) or config["sandbox"]["image"]
+    images = config["benchmark"]["images"]
+    return images.get(family(wildcards.suite)) or config["sandbox"]["image"]
 
 
 def benchmark_models():

@@ -11,7 +11,19 @@ REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "aiev"
 
 #: Shared layers: every stage may use them; they use no stage.
-SHARED = {"__init__", "config", "io", "records", "codeblocks", "interpreter", "steps", "llm", "sandbox", "schemas"}
+SHARED = {
+    "__init__",
+    "config",
+    "io",
+    "records",
+    "codeblocks",
+    "interpreter",
+    "steps",
+    "llm",
+    "sandbox",
+    "schemas",
+    "suites",
+}
 #: One package per stage, mirroring rules/*.smk.
 STAGES = {"seeds", "generate", "curate", "train", "evaluate", "stage", "report"}
 #: The CLI registry and the prerequisite check see every stage.

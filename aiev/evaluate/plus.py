@@ -35,10 +35,12 @@ from typing import Any
 
 from aiev.evaluate.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.io import write_json
+from aiev.suites import EVALPLUS_SUITES
 
 log = logging.getLogger("aiev.benchmark")
 
-SUITES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
+#: Each suite and the variable evalplus reads its data file from (HUMANEVAL_OVERRIDE_PATH, MBPP_OVERRIDE_PATH).
+SUITES = {suite: f"{suite.upper()}_OVERRIDE_PATH" for suite in EVALPLUS_SUITES}
 EVALPLUS_VERSION = "0.3.1"
 
 

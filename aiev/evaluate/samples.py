@@ -33,6 +33,7 @@ from typing import Any
 from aiev.codeblocks import blocks_of_kind, fenced_blocks
 from aiev.io import write_json, write_jsonl
 from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
+from aiev.suites import language
 
 log = logging.getLogger("aiev.benchmark")
 
@@ -47,16 +48,14 @@ def mbpp_text(task: dict[str, Any]) -> tuple[str, str]:
     return description.strip(), asserts.strip()
 
 
-LANGUAGE_NAMES = {"js": "JavaScript", "cpp": "C++", "java": "Java", "php": "PHP", "rs": "Rust", "swift": "Swift"}
-FENCES = {"js": "javascript", "cpp": "cpp", "java": "java", "php": "php", "rs": "rust", "swift": "swift"}
 DS1000_STOP = ["</code>", "# SOLUTION END", "\nEND SOLUTION"]
 
 
 def chat_prompt(suite: str, task: dict[str, Any]) -> str:
     if suite.startswith("multipl-e-"):
-        lang = suite.removeprefix("multipl-e-")
-        return (f"Write a solution to the following problem in {LANGUAGE_NAMES[lang]}:\n"
-                f"```{FENCES[lang]}\n{task['prompt'].rstrip()}\n```")  # fmt: skip
+        lang = language(suite)
+        fenced = f"```{lang.fence}\n{task['prompt'].rstrip()}\n```"
+        return f"Write a solution to the following problem in {lang.name}:\n{fenced}"
     if suite == "ds1000":
         return (f"{task['prompt'].rstrip()}\n\nWrite only the code that replaces BEGIN SOLUTION (it runs where the "
                 "problem's code ends and must set what the problem asks for), in a python fence.")  # fmt: skip

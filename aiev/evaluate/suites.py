@@ -1,4 +1,5 @@
-"""The benchmark suites in one table: which scorer scores a suite and where its tasks come from.
+"""The benchmark suites' scorers: which scorer scores a suite and where its tasks come from (the names and
+families themselves are :mod:`aiev.suites`).
 
 | suite | scorer | tasks |
 |---|---|---|
@@ -12,21 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aiev import suites as names
 from aiev.evaluate import ds1000, multiple, plus
 from aiev.evaluate.samplefile import BenchmarkError, read_tasks
 
-SUITES = (*plus.SUITES, *multiple.SUITES, ds1000.SUITE)
+SUITES = names.SUITES
 
 
 def family(suite: str) -> str:
-    """``evalplus``, ``multipl-e`` or ``ds1000``."""
-    if suite in plus.SUITES:
-        return "evalplus"
-    if suite in multiple.SUITES:
-        return "multipl-e"
-    if suite == ds1000.SUITE:
-        return "ds1000"
-    raise BenchmarkError(f"unknown suite {suite!r}: one of {', '.join(SUITES)}")
+    """``evalplus``, ``multipl-e`` or ``ds1000`` (:data:`aiev.suites.FAMILIES`)."""
+    try:
+        return names.family(suite)
+    except names.UnknownSuite as e:
+        raise BenchmarkError(str(e)) from None
 
 
 def tasks(cfg: dict[str, Any], suite: str, data: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
+from aiev.suites import SUITES, family
 
 #: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
 #: entries, entries removed by decontamination.
@@ -42,8 +43,8 @@ PAPER_BENCHMARKS = {
     "AutoCoder-S-6.7B": {"humaneval": 78.7, "humaneval+": 72.0, "mbpp": 79.4, "mbpp+": 69.8, "ds1000": 37.1},
 }  # fmt: skip
 #: The summary's benchmark columns, in the paper's order.
-BENCHMARK_COLUMNS = ["humaneval", "humaneval+", "mbpp", "mbpp+", "multipl-e-java", "multipl-e-js", "multipl-e-cpp",
-                     "multipl-e-php", "multipl-e-swift", "multipl-e-rs", "ds1000"]  # fmt: skip
+#: HumanEval and MBPP have a base and a plus (evalplus) column each.
+BENCHMARK_COLUMNS = [c for s in SUITES for c in ((s, f"{s}+") if family(s) == "evalplus" else (s,))]
 
 
 def _pct(value: float | None) -> float | None:
