@@ -1,5 +1,6 @@
 # What the run produced: the released data set (every kept entry, Hugging Face datasets layout with its card)
 # and the run summary with its projection to the whole seed set.
+from aiev.report.plots import FIGURES, PLOTS
 
 
 # results/dataset/ is written whole beside itself and renamed into place (docs/dataset.md); its parts are
@@ -53,80 +54,18 @@ rule plots:
         summary="results/summary.json",
         batches=plots_inputs,
     output:
-        rounds=report(
-            "results/report/rounds.svg",
-            category="Generation",
-            caption="../docs/report/plot_rounds.rst",
-            labels={"batch": "all", "what": "pass rate by feedback round"},
-        ),
-        rejections=report(
-            "results/report/rejections.svg",
-            category="Generation",
-            caption="../docs/report/plot_rejections.rst",
-            labels={"batch": "all", "what": "rejections by reason"},
-        ),
-        usage=report(
-            "results/report/usage.svg",
-            category="Generation",
-            caption="../docs/report/plot_usage.rst",
-            labels={"batch": "all", "what": "tokens and cost"},
-        ),
-        checks=report(
-            "results/report/checks.svg",
-            category="Curation",
-            caption="../docs/report/plot_checks.rst",
-            labels={"batch": "all", "what": "test checks: mutation scores, removals"},
-        ),
-        decontam=report(
-            "results/report/decontam.svg",
-            category="Curation",
-            caption="../docs/report/plot_decontam.rst",
-            labels={"batch": "all", "what": "removals per benchmark"},
-        ),
-        stages=report(
-            "results/report/stages.svg",
-            category="Loop",
-            caption="../docs/report/plot_stages.rst",
-            labels={"batch": "all", "what": "teacher vs student, stage timeline"},
-        ),
-        loss=report(
-            "results/report/loss.svg",
-            category="Loop",
-            caption="../docs/report/plot_loss.rst",
-            labels={"batch": "all", "what": "training loss"},
-        ),
-        benchmarks=report(
-            "results/report/benchmarks.svg",
-            category="Benchmarks",
-            caption="../docs/report/plot_benchmarks.rst",
-            labels={"what": "pass@1 beside the paper's"},
-        ),
-        benchmarks_table=report(
-            "results/report/benchmarks.html",
-            category="Benchmarks",
-            caption="../docs/report/table_benchmarks.rst",
-            labels={"what": "pass@1 table"},
-        ),
-        batches_table=report(
-            "results/report/batches.html",
-            category="Summary",
-            caption="../docs/report/table_batches.rst",
-            labels={"what": "per batch table"},
-        ),
+        # one labelled report() output per plot and table: aiev.report.plots.FIGURES is their one list
+        **{
+            f.output: report(
+                f"results/report/{f.file}",
+                category=f.category,
+                caption=f"../docs/report/{f.caption}",
+                labels=f.labels,
+            )
+            for f in FIGURES
+        },
         numbers="results/report/plots.json",
-        captions=expand(
-            "results/report/{plot}.rst",
-            plot=[
-                "rounds",
-                "rejections",
-                "usage",
-                "checks",
-                "decontam",
-                "stages",
-                "loss",
-                "benchmarks",
-            ],
-        ),
+        captions=expand("results/report/{plot}.rst", plot=PLOTS),
     log:
         "results/logs/report/plots.log",
     conda:

@@ -16,13 +16,57 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
 
-PLOTS = ("rounds", "rejections", "stages", "checks", "decontam", "usage", "loss", "benchmarks")
-TABLES = ("batches", "benchmarks")
+
+@dataclass(frozen=True)
+class Figure:
+    """One plot or table of the report: rules/report.smk makes each a labelled ``report()`` output of the
+    ``plots`` rule, with the caption ``docs/report/{plot,table}_NAME.rst``."""
+
+    name: str
+    kind: str  # "plot" (NAME.svg) or "table" (NAME.html)
+    category: str
+    what: str
+    per_batch: bool = True  # labelled batch "all": it draws every batch
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.svg" if self.kind == "plot" else f"{self.name}.html"
+
+    @property
+    def output(self) -> str:
+        """The rule's name for the output."""
+        return self.name if self.kind == "plot" else f"{self.name}_table"
+
+    @property
+    def caption(self) -> str:
+        return f"{self.kind}_{self.name}.rst"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"batch": "all", "what": self.what} if self.per_batch else {"what": self.what}
+
+
+#: The report's plots and tables, in the report's order: the one list the rule and :func:`draw` share.
+FIGURES = (
+    Figure("rounds", "plot", "Generation", "pass rate by feedback round"),
+    Figure("rejections", "plot", "Generation", "rejections by reason"),
+    Figure("usage", "plot", "Generation", "tokens and cost"),
+    Figure("checks", "plot", "Curation", "test checks: mutation scores, removals"),
+    Figure("decontam", "plot", "Curation", "removals per benchmark"),
+    Figure("stages", "plot", "Loop", "teacher vs student, stage timeline"),
+    Figure("loss", "plot", "Loop", "training loss"),
+    Figure("benchmarks", "plot", "Benchmarks", "pass@1 beside the paper's", per_batch=False),
+    Figure("benchmarks", "table", "Benchmarks", "pass@1 table", per_batch=False),
+    Figure("batches", "table", "Summary", "per batch table", per_batch=False),
+)
+PLOTS = tuple(f.name for f in FIGURES if f.kind == "plot")
+TABLES = tuple(f.name for f in FIGURES if f.kind == "table")
 STAGE_COLOURS = {"teaching": "#dbe9f6", "self-learning": "#fde3c8"}
 
 
@@ -373,24 +417,29 @@ def run(*, summary: str | Path, batch_dirs: list[str], outdir: str | Path) -> di
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     batches = info["batches"]
-    numbers = {
-        "rounds": rounds(plt, batches, out / "rounds.svg"),
-        "rejections": rejections(plt, batches, out / "rejections.svg"),
-        "stages": stages(plt, batches, out / "stages.svg"),
-        "checks": checks(plt, dirs, out / "checks.svg"),
-        "decontam": decontam(plt, dirs, out / "decontam.svg"),
-        "usage": usage(plt, batches, out / "usage.svg"),
-        "loss": loss(plt, dirs, out / "loss.svg"),
-        "benchmarks": benchmarks(
-            plt, info.get("benchmarks") or {}, info.get("paper_benchmarks") or {}, out / "benchmarks.svg"
+    drawers: dict[str, Any] = {
+        "rounds": lambda path: rounds(plt, batches, path),
+        "rejections": lambda path: rejections(plt, batches, path),
+        "stages": lambda path: stages(plt, batches, path),
+        "checks": lambda path: checks(plt, dirs, path),
+        "decontam": lambda path: decontam(plt, dirs, path),
+        "usage": lambda path: usage(plt, batches, path),
+        "loss": lambda path: loss(plt, dirs, path),
+        "benchmarks": lambda path: benchmarks(
+            plt, info.get("benchmarks") or {}, info.get("paper_benchmarks") or {}, path
         ),
     }
+    tables = {"batches": batches_table, "benchmarks": benchmarks_table}
+    numbers = {}
+    for figure in FIGURES:
+        if figure.kind == "plot":
+            numbers[figure.name] = drawers[figure.name](out / figure.file)
+        else:
+            with atomic_open(out / figure.file) as fh:
+                fh.write(tables[figure.name](info))
     plt.close("all")
     for name, text in numbers.items():
         with atomic_open(out / f"{name}.rst") as fh:
-            fh.write(text)
-    for name, text in (("batches", batches_table(info)), ("benchmarks", benchmarks_table(info))):
-        with atomic_open(out / f"{name}.html") as fh:
             fh.write(text)
     report = {"outdir": str(out), "plots": [f"{p}.svg" for p in PLOTS], "tables": [f"{t}.html" for t in TABLES],
               "numbers": numbers}  # fmt: skip

@@ -115,3 +115,13 @@ def test_a_suite_not_scored_is_no_zero_bar(tmp_path):
     assert "- student_1: humaneval 0.0; not scored: multipl-e-swift" in text
     assert "- base: humaneval 12.5, multipl-e-swift 25.0\n" in text
     assert "nan" not in (tmp_path / "b.svg").read_text()  # the missing bar is left out, not drawn from NaN
+
+
+def test_every_figure_has_its_caption_and_the_rule_takes_its_outputs_from_the_one_list():
+    repo = Path(__file__).resolve().parents[2]
+    for figure in plots.FIGURES:
+        assert (repo / "docs" / "report" / figure.caption).is_file(), figure.caption
+    assert len({f.output for f in plots.FIGURES}) == len(plots.FIGURES)  # the rule's output names are distinct
+    rule = (repo / "rules" / "report.smk").read_text(encoding="utf-8")
+    for figure in plots.FIGURES:  # no figure is spelled out a second time in the rule
+        assert figure.file not in rule and figure.caption not in rule, figure.name
