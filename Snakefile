@@ -1,5 +1,5 @@
 # AIEV-INSTRUCT as a Snakemake workflow. Logic lives in the `aiev` package; each rule runs one
-# `aiev <step>` sub-command. See README.md and ../shared/docs/DESIGN.md.
+# `aiev <step>` sub-command. See README.md and docs/.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import Levenshtein
+from shared_data import BENCHMARK_DATA
 
 from aiev.codeblocks import normalize_code
 from aiev.config import exact_decimal
@@ -38,7 +39,7 @@ from aiev.curate.decontam import (
     run,
 )
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
+ROOT = BENCHMARK_DATA
 FILES = {
     "humaneval": ["humaneval/HumanEval.jsonl.gz"],
     "humanevalplus": [f"evalplus/HumanEvalPlus{v}-v0.1.10.jsonl.gz" for v in ("", "-Mini", "-NoExtreme", "-OriginFmt")],

@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_data import BENCHMARK_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "benchmarks" / "ds1000" / "ds1000.jsonl.gz"
+DATA = BENCHMARK_DATA / "ds1000" / "ds1000.jsonl.gz"
 sys.path.insert(0, str(REPO))
 
 from aiev.config import load_config  # noqa: E402

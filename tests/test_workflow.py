@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.shared_data import BENCHMARK_DATA
 from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.workflow
@@ -86,7 +87,7 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, reque
     from tests.scripted_server import ScriptedServer, dialogue_script
 
     bwrap_or_skip()
-    humaneval = repo.parent / "shared" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl.gz"
+    humaneval = BENCHMARK_DATA / "humaneval" / "HumanEval.jsonl.gz"
     if not humaneval.exists():  # a fresh clone without ../shared: the committed excerpt has HumanEval/0 too
         humaneval = repo / "tests" / "data" / "benchmarks" / "humaneval" / "HumanEval.jsonl"
     with (gzip.open if humaneval.suffix == ".gz" else open)(humaneval, "rt") as fh:

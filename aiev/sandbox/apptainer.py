@@ -5,7 +5,7 @@
         /usr/bin/env -i K=V... prlimit --nproc=N --as=B --cpu=S:H --core=0 -- COMMAND...
 
 The command line is built here (``argv``) and run by the same runner as bwrap, which owns the timeout and
-the output caps; spython's ``Client.execute`` has no timeout and buffers all output, so it is not used.
+the output caps (spython's ``Client.execute`` has no timeout and buffers all output: aiev does not depend on it).
 ``env -i`` sets the program's whole environment whatever the site's apptainer.conf adds; ``prlimit`` runs
 inside the container's user namespace, where RLIMIT_NPROC counts the container's processes only.
 """

@@ -25,8 +25,9 @@ from aiev.curate.decontam import (
     max_distance,
     similarity,
 )
+from benchmarks.shared_data import BENCHMARK_DATA
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
+SHARED = BENCHMARK_DATA
 METRICS = ["levenshtein", "ratio"]
 
 
