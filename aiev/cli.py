@@ -24,6 +24,7 @@ from aiev.curate.steps import STEPS as CURATE
 from aiev.doctor import STEPS as DOCTOR
 from aiev.evaluate.steps import STEPS as EVALUATE
 from aiev.generate.steps import STEPS as GENERATE
+from aiev.io import record_reads
 from aiev.llm.steps import STEPS as LLM
 from aiev.report.steps import STEPS as REPORT
 from aiev.sandbox.steps import STEPS as SANDBOX
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    record_reads(sys.argv if argv is None else ["aiev", *argv])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

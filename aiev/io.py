@@ -183,3 +183,82 @@ def copy_lines(src: str | Path, dst: str | Path, lines: set[int]) -> int:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file that this workflow wrote itself: any bad line is an error."""
     return [obj for _, obj in read_jsonl(path)]
+
+
+#: ``AIEV_AUDIT_READS=FOLDER``: every ``aiev`` process records the files under ``results/`` it opens for reading
+#: and the folders there it lists, into ``FOLDER/PID.json`` (tests/test_workflow.py checks them against each
+#: job's declared inputs and outputs). What the process made itself (files it wrote, folders it created or
+#: renamed into place, with what is inside them) is its own and not recorded. Python-level calls only: what a C
+#: library opens by itself (pyarrow, safetensors) is not seen.
+AUDIT_ENV = "AIEV_AUDIT_READS"
+
+
+def record_reads(argv: list[str]) -> None:
+    """With :data:`AUDIT_ENV` set, record this process's reads under ``./results`` (an audit hook, PEP 578)."""
+    folder = os.environ.get(AUDIT_ENV)
+    if not folder:
+        return
+    import atexit
+    import sys
+
+    root = os.path.join(os.getcwd(), "results") + os.sep
+    reads: dict[str, str] = {}  # path -> "open" or "list"
+    own: set[str] = set()
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def relative(path: Any) -> str | None:
+        if path is None or isinstance(path, int):
+            return None
+        full = os.path.abspath(os.fsdecode(path)) + os.sep
+        return ("results/" + full[len(root) :]).rstrip("/") if full.startswith(root) else None
+
+    def is_own(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in own for i in range(2, len(parts) + 1))
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        try:
+            if event == "open":
+                path, mode, flags = args
+                writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                    mode is None and isinstance(flags, int) and bool(flags & write_flags)
+                )
+                rel = relative(path)
+                if rel is None:
+                    return
+                if writing:
+                    own.add(rel)
+                elif not is_own(rel):
+                    reads.setdefault(rel, "open")
+            elif event in ("os.listdir", "os.scandir"):
+                rel = relative(args[0])
+                if rel is not None and not is_own(rel):
+                    reads.setdefault(rel, "list")
+            elif event == "os.mkdir":  # raised before the call: a folder that exists already is not made here
+                rel = relative(args[0])
+                if rel is not None and not os.path.lexists(args[0]):
+                    own.add(rel)
+            elif event in ("tempfile.mkdtemp", "tempfile.mkstemp"):
+                rel = relative(args[0])
+                if rel is not None:
+                    own.add(rel)
+            elif event == "os.rename":  # renamed into place (or aside): the destination is its own
+                rel = relative(args[1])
+                if rel is not None:
+                    own.add(rel)
+        except Exception:  # an audit hook must never break the step it watches
+            return
+
+    try:
+        stderr = os.readlink("/proc/self/fd/2")  # the job's log (every rule sends stderr there)
+    except OSError:
+        stderr = ""
+    out = Path(folder) / f"{os.getpid()}.json"
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"argv": argv, "stderr": stderr, "cwd": os.getcwd(), "reads": dict(sorted(reads.items()))}
+        out.write_text(json.dumps(record))
+
+    sys.addaudithook(hook)
+    atexit.register(save)

@@ -27,6 +27,49 @@ def smk(repo: Path, workdir: Path, env: dict, *args: str) -> subprocess.Complete
     return out
 
 
+def audited(env: dict, folder: Path) -> dict:
+    """``env`` with every aiev process recording what it reads under results/ into ``folder`` (aiev.io)."""
+    return dict(env, AIEV_AUDIT_READS=str(folder))
+
+
+def assert_reads_declared(repo: Path, workdir: Path, env: dict, audit: Path, *args: str) -> set[str]:
+    """Every file under results/ that a job's aiev processes read is one of the job's declared inputs or outputs
+    (or inside one that is a folder): what Snakemake thinks a job reads is what it reads. The jobs come from
+    ``snakemake --detailed-summary`` (each output's rule, log and recorded inputs); an aiev process belongs to
+    the job whose log its stderr is."""
+    jobs: dict[str, dict] = {}
+    # rule all's DAG leaves out the seed jobs while a checkpoint is pending (the loop's next decision): ask for them
+    for targets in ([], ["results/seeds/batches_report.json"]):
+        summary = smk(repo, workdir, env, *targets, *args, "--detailed-summary").stdout.splitlines()
+        for line in summary[summary.index(next(x for x in summary if x.startswith("output_file\t"))) + 1 :]:
+            output, _date, rule, logs, inputs, *_ = line.split("\t")
+            for log in set(logs.split(",")) - {"-"}:
+                job = jobs.setdefault(log, {"rule": rule, "declared": {log}})
+                job["declared"] |= {output, *(set(inputs.split(",")) - {"-"})}
+    records = [json.loads(p.read_text()) for p in sorted(audit.glob("*.json"))]
+    assert records, f"no aiev process recorded its reads in {audit}"
+    problems, checked = [], set()
+    for r in records:
+        log = os.path.relpath(r["stderr"], workdir)
+        job = jobs.get(log)
+        if job is None:
+            problems.append(f"{' '.join(r['argv'][:2])}: its stderr ({log}) is no job's log")
+            continue
+        rule = job["rule"]
+        checked.add(rule)
+        declared = {d.rstrip("/") for d in job["declared"]}
+        for path, how in r["reads"].items():
+            if any(path == d or path.startswith(d + "/") for d in declared):
+                continue
+            if how == "list" and any(d.startswith(path + "/") for d in declared):
+                continue  # a folder above its own outputs, listed for its own leftovers (aiev.io.atomic_dir)
+            if path.startswith("results/.state/") and f"/{rule}/" in path:
+                continue  # its resume store: undeclared on purpose (Snakemake deletes a failed job's outputs)
+            problems.append(f"rule {rule} ({' '.join(r['argv'][:2])}) {'lists' if how == 'list' else 'reads'} {path}")
+    assert not problems, "\n".join(sorted(set(problems)))
+    return checked
+
+
 def planned_jobs(out: subprocess.CompletedProcess) -> dict[str, int]:
     """Rule -> count from the 'Job stats' table of a dry run."""
     text = out.stdout + out.stderr
@@ -124,8 +167,11 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, reque
             cfg["train"] = {"enabled": True, "base_model": str(student), "procs_per_node": 2, "micro_batch_size": 1,
                             "gradient_accumulation_steps": 1, "max_steps": 2, "max_seq_len": 512}  # fmt: skip
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-        smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"))
+        audit = tmp_path / "audit"
+        smk(repo, tmp_path, audited(tool_env, audit), "--configfile", str(tmp_path / "config.yaml"))
         assert planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(tmp_path / "config.yaml"), "-n")) == {}
+    checked = assert_reads_declared(repo, tmp_path, tool_env, audit, "--configfile", str(tmp_path / "config.yaml"))
+    assert {"generate", "merge_dialogues", "check_tests", "decontaminate", "split", "dataset", "summary"} <= checked
     b = tmp_path / "results" / "batch_0"
     dialogues = [json.loads(x) for x in (b / "dialogues.jsonl").read_text().splitlines()]
     rejects = [json.loads(x) for x in (b / "rejects.jsonl").read_text().splitlines()]
@@ -250,8 +296,11 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
                                           "multipl_e": str(excerpt / "multipl-e"),
                                           "ds1000": str(excerpt / "ds1000" / "ds1000-libraries.jsonl")}}  # fmt: skip
             cfg.write_text(yaml.safe_dump(data))
-        smk(repo, tmp_path, tool_env, *two, "--configfile", str(cfg), "--cores", "2")
+        audit = tmp_path / "audit"
+        smk(repo, tmp_path, audited(tool_env, audit), *two, "--configfile", str(cfg), "--cores", "2")
         assert planned_jobs(smk(repo, tmp_path, tool_env, *two, "--configfile", str(cfg), "-n")) == {}
+        checked = assert_reads_declared(repo, tmp_path, tool_env, audit, "--configfile", str(cfg))
+        assert {"train", "evaluate", "decide_stage", "generate"} <= checked, checked
         res = tmp_path / "results"
         s0 = read_json(res / "batch_0" / "stage.json")
         s1 = read_json(res / "batch_1" / "stage.json")
@@ -293,8 +342,13 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
         else:
             assert "--stage self-learning" in gen_cmd
             assert "aiev serve --role student --model results/batch_1/student" in gen_cmd
-        smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "--cores", "2")
+        audit = tmp_path / "audit-all"
+        smk(repo, tmp_path, audited(tool_env, audit), "--configfile", str(cfg), "--cores", "2")
         assert planned_jobs(smk(repo, tmp_path, tool_env, "--configfile", str(cfg), "-n")) == {}
+        checked = assert_reads_declared(repo, tmp_path, tool_env, audit, "--configfile", str(cfg))
+        assert {"generate", "train", "evaluate", "decide_stage", "dataset", "summary", "plots"} <= checked, checked
+        if "benchmark" in yaml.safe_load(cfg.read_text()):
+            assert {"benchmark_generate", "benchmark_score"} <= checked, checked
 
     stages = [read_json(res / f"batch_{k}" / "stage.json") for k in range(3)]
     batch2 = [json.loads(x) for f in ("dialogues.jsonl", "rejects.jsonl")
