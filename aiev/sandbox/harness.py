@@ -10,7 +10,8 @@ in tracebacks, its ``sys.argv`` and its exit status, so what it prints is what a
 
 When the program ends with status 0 and no unittest test ran, the ``TestCase`` classes it defines are run (a
 program that defines tests and never runs them did not pass them); when it then executed no check at all, its
-top-level ``test_*`` functions (pytest's layout) are called. The counts go to stderr as one line
+top-level ``test_*`` functions (pytest's layout) are called. A test's failed ``assert A == B`` says what ``A`` was
+(``AssertionError: add(2, 3) is -1, not 5``), as pytest's does. The counts go to stderr as one line
 ``NONCE {json}``, which :func:`aiev.interpreter.run_checked` removes.
 """
 
@@ -75,7 +76,48 @@ class _CountAsserts(ast.NodeTransformer):
         if node.lineno < self.from_line:
             return node
         call = ast.Expr(ast.Call(ast.Name("__aiev_count_assert__", ast.Load()), [], []))
-        return [ast.copy_location(call, node), node]
+        return [ast.copy_location(call, node), _explained(node)]
+
+
+def _explained(node):
+    """``assert A == B`` (no message) as ``assert (l := A) == (r := B), explanation``: the same evaluation in the
+    same order, and a failure that says what A was, as pytest does (``add(2, 3) is -1, not 5``)."""
+    test = node.test
+    if node.msg is not None or not (isinstance(test, ast.Compare) and [type(o) for o in test.ops] == [ast.Eq]):
+        return node
+    left, right = test.left, test.comparators[0]
+    names = ast.Name("__aiev_left", ast.Store()), ast.Name("__aiev_right", ast.Store())
+    test = ast.Compare(ast.NamedExpr(names[0], left), [ast.Eq()], [ast.NamedExpr(names[1], right)])
+    explain = ast.Call(
+        ast.Name("__aiev_explain__", ast.Load()),
+        [ast.Name("__aiev_left", ast.Load()), ast.Name("__aiev_right", ast.Load()),
+         ast.Constant(ast.unparse(left)), ast.Constant(ast.unparse(right)), ast.Constant(_is_literal(right))],
+        [],
+    )  # fmt: skip
+    return ast.copy_location(ast.Assert(test, explain), node)
+
+
+def _is_literal(node):
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _short_repr(value):
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ of the program's own: still say which side failed
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _explain(left, right, left_src, right_src, right_is_literal):
+    """The message of a failed ``assert A == B``: ``A is <value>, not <B>`` (B a literal), else both values."""
+    if right_is_literal:
+        return f"{left_src} is {_short_repr(left)}, not {_short_repr(right)}"
+    return f"{left_src} is {_short_repr(left)}, {right_src} is {_short_repr(right)}"
 
 
 def _status(code):
@@ -153,6 +195,7 @@ def _execute(source, path, argv0, from_line):
     tree = ast.fix_missing_locations(_CountAsserts(from_line).visit(tree))
     code = compile(tree, path, "exec")
     builtins.__aiev_count_assert__ = _count_assert
+    builtins.__aiev_explain__ = _explain
     module = types.ModuleType("__main__")
     module.__file__ = path
     module.__builtins__ = builtins

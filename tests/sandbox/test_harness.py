@@ -120,3 +120,36 @@ def test_a_program_that_ends_without_the_count_is_not_counted(sb):
     p = program("```python\nimport time\n\nX = 1\nassert X == 1\ntime.sleep(30)\n```")
     slow = run_checked(sb, p.source, p.tests_line, Limits(timeout_s=2), None)
     assert slow["timed_out"] and slow["checks"] is None
+
+
+EXPLAINED = """```python
+def add(a, b):
+    assert isinstance(a, int)
+    return a - b
+```
+```python
+assert add(1, 1) == 0
+assert [add(1, 0)] == [1]
+{failing}
+```"""
+
+
+@pytest.mark.parametrize(
+    ("failing", "message"),
+    [
+        ("assert add(2, 3) == 5", "AssertionError: add(2, 3) is -1, not 5"),
+        ("assert add(2, 3) == [5, -5]", "AssertionError: add(2, 3) is -1, not [5, -5]"),
+        ("assert add(2, 3) == add(3, 2)", "AssertionError: add(2, 3) is -1, add(3, 2) is 1"),
+        ("assert add(2, 3) == 5, 'kept'", "AssertionError: kept"),  # the program's own message stays
+        ("assert add(2, 3) > 5", "AssertionError"),  # only == is explained
+        ("add('x', 1)", "AssertionError"),  # the solution's own assert is not a test: a plain one
+    ],
+)  # fmt: skip
+def test_a_failed_test_assert_says_what_the_left_side_was(sb, failing, message):
+    """Like pytest: a test's ``assert A == B`` that fails shows A's value, so the feedback round can tell a wrong
+    function from a wrong expected value; the same checks pass and count as before."""
+    checked, plain = both(sb, EXPLAINED.format(failing=failing))
+    assert checked["exit_code"] == plain["exit_code"] == 1
+    assert checked["stderr"].rstrip().splitlines()[-1] == message
+    assert plain["stderr"].rstrip().splitlines()[-1].startswith("AssertionError")
+    assert checked["checks"]["asserts"] == 2 + failing.startswith("assert")
