@@ -16,6 +16,7 @@ the dialogue (:mod:`aiev.generate.dialogue`) and the interactive interpreter (:m
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -198,6 +199,12 @@ def install_refusal(blocks: list[str], enabled: bool) -> tuple[list[str], str | 
 def refused_install(specs: list[str], why: str) -> dict[str, Any]:
     """The install dict of a turn that did not run (the shape :func:`run_install` returns)."""
     return {"exit_code": None, "stdout": "", "stderr": why, "timed_out": False, "specs": specs}
+
+
+def install_prefix(root: Path, key: str) -> Path:
+    """The install prefix of one dialogue or task under ``root``: packages it installed are seen by its later
+    runs only (generation's dialogues and pass@1's tasks alike)."""
+    return root / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def run_install(sandbox: Any, specs: list[str], prefix: Path, limits: Any) -> dict[str, Any]:

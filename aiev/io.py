@@ -5,15 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger("aiev.io")
 
 
 @dataclass
@@ -183,6 +186,39 @@ def copy_lines(src: str | Path, dst: str | Path, lines: set[int]) -> int:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file that this workflow wrote itself: any bad line is an error."""
     return [obj for _, obj in read_jsonl(path)]
+
+
+class ProgressStore:
+    """Append-only JSONL of finished work, one row per ``key`` value, each row fsynced as it is added, so a
+    ``kill -9`` loses at most the row being written. A torn last line (a kill mid-write) is ignored and the
+    file rewritten without it. ``keep`` selects the rows of an earlier run that still count (e.g. the same
+    settings' fingerprint); the others stay in the file until a rewrite and are not :attr:`done`."""
+
+    def __init__(self, path: str | Path, key: str, keep: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            torn = SkipLog()
+            for _, row in read_jsonl(self.path, torn):
+                if isinstance(row.get(key), str) and (keep is None or keep(row)):
+                    self.done[row[key]] = row
+            if len(torn):
+                log.warning("progress store %s: ignored %d torn line(s) from an interrupted run", self.path, len(torn))
+                with atomic_open(self.path) as fh:
+                    for row in self.done.values():
+                        fh.write(dumps(row) + "\n")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held open for the whole run)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._fh.write(dumps(row) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.done[row[self.key]] = row
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 #: ``AIEV_AUDIT_READS=FOLDER``: every ``aiev`` process records the files under ``results/`` it opens for reading

@@ -40,3 +40,23 @@ def test_the_read_audit_records_reads_and_listings_but_not_what_the_process_made
     (record,) = [json.loads(p.read_text()) for p in audit.glob("*.json")]
     assert record["argv"] == ["aiev", "test"]
     assert record["reads"] == {"results/batch_0/in.json": "open", "results": "list"}
+
+
+def test_the_progress_store_resumes_what_counts_and_drops_a_torn_line(tmp_path):
+    from aiev.io import ProgressStore
+
+    path = tmp_path / "state" / "results.jsonl"
+    store = ProgressStore(path, key="id", keep=lambda row: row.get("fingerprint") == "a")
+    assert store.done == {} and path.parent.is_dir()
+    store.add({"id": "t1", "fingerprint": "a", "passed": True})
+    store.add({"id": "t2", "fingerprint": "a", "passed": False})
+    store.close()
+    with path.open("a") as fh:  # an earlier run with other settings, and a line cut by kill -9
+        fh.write('{"id": "t3", "fingerprint": "b"}\n{"id": "t4", "finger')
+    again = ProgressStore(path, key="id", keep=lambda row: row.get("fingerprint") == "a")
+    assert sorted(again.done) == ["t1", "t2"]  # other settings do not count; the torn line is gone
+    again.add({"id": "t4", "fingerprint": "a"})
+    again.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["t1", "t2", "t4"]  # rewritten whole, then appended
+    assert sorted(ProgressStore(path, key="id").done) == ["t1", "t2", "t4"]

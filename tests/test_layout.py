@@ -177,3 +177,18 @@ def test_every_declared_dependency_is_imported_by_the_package():
                 imported.add(node.module.split(".")[0])
     unused = [n for n in names if modules.get(n, n.replace("-", "_")) not in imported]
     assert not unused, f"declared in pyproject.toml, imported nowhere in aiev/: {unused}"
+
+
+def test_every_agent_session_opens_its_client_in_one_place():
+    """Generation, pass@1, benchmark sampling, check-tests' second solutions and the chat open their LLM client
+    and response cache through aiev.llm.client.client_session (closed whatever happens); the progress stores
+    are aiev.io.ProgressStore (fsynced rows)."""
+    built = []
+    for path in PKG.rglob("*.py"):
+        if path == PKG / "llm" / "client.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
+            if called in ("LLMClient", "ResponseCache"):
+                built.append(f"{path.relative_to(REPO)}:{node.lineno}: {called}(...)")
+    assert not built, "open it with aiev.llm.client.client_session:\n" + "\n".join(built)

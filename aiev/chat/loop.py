@@ -290,17 +290,12 @@ async def session(
     import dataclasses
     import tempfile
 
-    from aiev.llm.client import LLMClient, LLMSettings
+    from aiev.llm.client import LLMSettings, client_session
 
     student = cfg["llm"]["student"]
     endpoint = {"base_url": base_url, "model": model, "api_key_env": None if args.model else student["api_key_env"]}
     settings = LLMSettings.from_config(cfg["llm"], endpoint)
     settings = dataclasses.replace(settings, max_retries=min(settings.max_retries, 2))  # interactive: fail fast
-    client = LLMClient(settings)
-
-    async def complete(prompt: str, stop: list[str]) -> str:
-        return (await client.complete(prompt, stop, allow_empty=True)).text  # "": the model ended its turn
-
     chat = ChatSettings(
         rounds=args.rounds if args.rounds is not None else cfg["generate"]["max_rounds"],
         execute=not args.no_exec,
@@ -310,21 +305,25 @@ async def session(
         bos=marks[0],
         eos=marks[1],
     )
-    with tempfile.TemporaryDirectory(prefix="aiev-chat-") as tmp:
-        sandboxed = None
-        if chat.execute:
-            sandbox, limits, install_limits = open_sandbox(cfg["sandbox"])
-            sandboxed = Sandboxed(sandbox, limits, install_limits, Path(tmp) / "prefix")
-        talk = ChatSession(complete, sandboxed, chat, out)
-        try:
-            for user in user_turns(args.prompt, sys.stdin, out):
-                await talk.turn(user)
-        finally:
-            await client.close()
-            if args.transcript:
-                data = {"model": model, "base_url": base_url, **talk.transcript()}
-                Path(args.transcript).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.transcript).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    async with client_session(settings, None) as client:  # interactive: every turn is asked afresh
+
+        async def complete(prompt: str, stop: list[str]) -> str:
+            return (await client.complete(prompt, stop, allow_empty=True)).text  # "": the model ended its turn
+
+        with tempfile.TemporaryDirectory(prefix="aiev-chat-") as tmp:
+            sandboxed = None
+            if chat.execute:
+                sandbox, limits, install_limits = open_sandbox(cfg["sandbox"])
+                sandboxed = Sandboxed(sandbox, limits, install_limits, Path(tmp) / "prefix")
+            talk = ChatSession(complete, sandboxed, chat, out)
+            try:
+                for user in user_turns(args.prompt, sys.stdin, out):
+                    await talk.turn(user)
+            finally:
+                if args.transcript:
+                    data = {"model": model, "base_url": base_url, **talk.transcript()}
+                    Path(args.transcript).parent.mkdir(parents=True, exist_ok=True)
+                    Path(args.transcript).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     turns = [m for m in talk.messages if m["role"] == "assistant"]
     return {
         "turns": len(turns),

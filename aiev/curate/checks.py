@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from typing import Any
 
 from aiev.codeblocks import fenced_blocks, normalize_code
 from aiev.curate.mutants import mutants
-from aiev.io import SkipLog, dumps, fsync_path, read_jsonl, write_json, write_jsonl
+from aiev.io import ProgressStore, SkipLog, fsync_path, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("aiev.check_tests")
 
@@ -358,17 +357,15 @@ async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], 
 
     from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
     from aiev.llm.agents import agents_for, load_prompts
-    from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
+    from aiev.llm.client import LLMError, client_session, endpoint_settings
 
     settings = endpoint_settings(cfg["llm"], role)
     settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1)  # not the dialogue's own sample
-    cache = ResponseCache(state / "second_solution_cache.sqlite")
-    client = LLMClient(settings, cache)
     usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    agents = agents_for(cfg["llm"][role]["mode"], load_prompts(cfg["llm"][role]["mode"]), client, usage)
+    prompts = load_prompts(cfg["llm"][role]["mode"])
     out: dict[str, str | None] = {}
 
-    async def one(entry: dict[str, Any]) -> None:
+    async def one(agents: Any, entry: dict[str, Any]) -> None:
         try:
             reply = await agents.answer(entry["problem"] or "")
         except LLMError as exc:
@@ -382,11 +379,9 @@ async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], 
         else:
             out[entry["id"]] = program.solution
 
-    try:
-        await asyncio.gather(*(one(e) for e in entries))
-    finally:
-        await client.close()
-        cache.close()
+    async with client_session(settings, state / "second_solution_cache.sqlite") as client:
+        agents = agents_for(cfg["llm"][role]["mode"], prompts, client, usage)
+        await asyncio.gather(*(one(agents, e) for e in entries))
     return out, usage | {"cost_usd": client.usage.to_dict().get("cost_usd")}
 
 
@@ -408,21 +403,6 @@ def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) ->
         assert spec is not None and spec.origin is not None
         h.update(Path(spec.origin).read_bytes())
     return h.hexdigest()
-
-
-def _load_progress(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                continue  # the torn last line of a killed job
-            if row.get("fingerprint") == fingerprint:
-                done[row["id"]] = row
-    return done
 
 
 def run(
@@ -466,7 +446,8 @@ def run(
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         progress_path = state / "check_tests.progress.jsonl"
-        results = _load_progress(progress_path, fingerprint)
+        store = ProgressStore(progress_path, key="id", keep=lambda row: row.get("fingerprint") == fingerprint)
+        results = dict(store.done)
         resumed = sum(1 for e in good if e["id"] in results)
         todo = [e for e in good if e["id"] not in results]
         checker = Checker(section, sb, limits)
@@ -474,13 +455,14 @@ def run(
             import asyncio
 
             seconds, second_usage = asyncio.run(_second_solutions(cfg, todo, STAGE_ROLE[stage], state))
-        with open(progress_path, "ab") as progress, ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-            for measured in pool.map(lambda e: checker.measure(e, seconds.get(e["id"])), todo):
-                measured["fingerprint"] = fingerprint
-                progress.write((dumps(measured) + "\n").encode())
-                progress.flush()
-                os.fsync(progress.fileno())
-                results[measured["id"]] = measured
+        try:
+            with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+                for measured in pool.map(lambda e: checker.measure(e, seconds.get(e["id"])), todo):
+                    measured["fingerprint"] = fingerprint
+                    store.add(measured)  # fsynced: a killed job loses at most the entries being checked
+                    results[measured["id"]] = measured
+        finally:
+            store.close()
         fsync_path(progress_path)
         results = {k: v | judge(v, section) for k, v in results.items()}
 

@@ -17,7 +17,6 @@ asks nothing twice; per-task results are kept in ``STATE/results.jsonl`` as they
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import shutil
@@ -27,11 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from aiev import interpreter
 from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
-from aiev.interpreter import passing_installs
-from aiev.io import SkipLog, read_jsonl, write_json, write_jsonl
+from aiev.interpreter import install_prefix, passing_installs, run_install
+from aiev.io import ProgressStore, SkipLog, read_jsonl, write_json, write_jsonl
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
-from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
+from aiev.llm.client import LLMClient, LLMError, client_session, endpoint_settings
 
 log = logging.getLogger("aiev.evaluate")
 
@@ -60,20 +60,6 @@ def read_tasks(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     return tasks, skips.rows
 
 
-def _load_done(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
-    """Finished tasks of an earlier run with the same settings (a crash loses at most the task in progress)."""
-    if not path.exists():
-        return {}
-    done = {}
-    torn = SkipLog()
-    for _, row in read_jsonl(path, torn):
-        if row.get("fingerprint") == fingerprint and isinstance(row.get("id"), str):
-            done[row["id"]] = row
-    if len(torn):  # a line cut by a kill: rewrite without it, so the next append starts on a line of its own
-        write_jsonl(path, done.values())
-    return done
-
-
 async def _evaluate(
     tasks: list[dict[str, Any]], cfg: dict[str, Any], role: str, state: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -95,32 +81,29 @@ async def _evaluate(
         "prompts_sha256": prompts_sha256(prompts), "sampling": settings.sampling(),
     }  # fmt: skip
     fp = json.dumps({k: info[k] for k in ("model", "identity", "mode", "prompts_sha256", "sampling")}, sort_keys=True)
-    progress = state / "results.jsonl"
-    done = _load_done(progress, fp)
+    # finished tasks of an earlier run with the same settings (fsynced: a crash loses at most the task in progress)
+    store = ProgressStore(state / "results.jsonl", key="id", keep=lambda row: row.get("fingerprint") == fp)
+    done = store.done
     todo = [t for t in tasks if t["id"] not in done]
     log.info("%d test tasks, %d already scored, %d to run", len(tasks), len(tasks) - len(todo), len(todo))
-    cache = ResponseCache(state / "llm_cache.sqlite")
-    client = LLMClient(settings, cache)
     sandbox, limits, install_limits = from_config(cfg["sandbox"])
     pool = ThreadPoolExecutor(max_workers=section["sandbox_workers"], thread_name_prefix="sandbox")
     loop = asyncio.get_running_loop()
     prefixes = state / "prefixes"
-    out = progress.open("a", encoding="utf-8")
 
     def run_program(task: dict[str, Any], solution: str) -> dict[str, Any]:
         prefix = None
         specs = passing_installs(task)
-        if specs:
-            prefix = prefixes / hashlib.sha256(task["id"].encode()).hexdigest()[:16]
-            prefix.mkdir(parents=True, exist_ok=True)
-            inst = sandbox.install(specs, prefix, install_limits)
-            if inst.exit_code != 0:
-                return {"exit_code": None, "timed_out": inst.timed_out, "stderr": inst.stderr[-2000:],
+        if specs:  # the packages its passing round installed, as generation installs them
+            prefix = install_prefix(prefixes, task["id"])
+            inst = run_install(sandbox, specs, prefix, install_limits)
+            if inst["exit_code"] != 0:
+                return {"exit_code": None, "timed_out": inst["timed_out"], "stderr": inst["stderr"][-2000:],
                         "reason": "install_failed"}  # fmt: skip
-        res = sandbox.run({"main.py": solution + "\n\n" + task["tests"]}, ["python3", "main.py"], limits, prefix=prefix)
-        return {"exit_code": res.exit_code, "timed_out": res.timed_out, "stderr": res.stderr[-2000:]}
+        res = interpreter.run_program(sandbox, solution + "\n\n" + task["tests"], limits, prefix)
+        return {"exit_code": res["exit_code"], "timed_out": res["timed_out"], "stderr": res["stderr"][-2000:]}
 
-    async def one(task: dict[str, Any]) -> None:
+    async def one(client: LLMClient, task: dict[str, Any]) -> None:
         usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         agents = agents_for(mode, prompts, client, usage)
         try:
@@ -141,18 +124,15 @@ async def _evaluate(
             failed = execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
             row.update(passed=passed, reason=None if passed else failed, execution=execution)
         row["fingerprint"] = fp
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        out.flush()
-        done[task["id"]] = row
+        store.add(row)
 
     try:
-        results = await asyncio.gather(*(one(t) for t in todo), return_exceptions=True)
+        async with client_session(settings, state / "llm_cache.sqlite") as client:
+            results = await asyncio.gather(*(one(client, t) for t in todo), return_exceptions=True)
     finally:
-        out.close()
+        store.close()
         pool.shutdown(wait=True)
         shutil.rmtree(prefixes, ignore_errors=True)
-        await client.close()
-        cache.close()
     errors = [f"{t['id']}: {r}" for t, r in zip(todo, results, strict=True) if isinstance(r, BaseException)]
     if errors:
         raise LLMError(

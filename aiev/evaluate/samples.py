@@ -32,7 +32,7 @@ from typing import Any
 
 from aiev.codeblocks import blocks_of_kind, fenced_blocks
 from aiev.io import write_json, write_jsonl
-from aiev.llm.client import LLMClient, LLMError, ResponseCache, endpoint_settings
+from aiev.llm.client import LLMClient, LLMError, client_session, endpoint_settings
 from aiev.suites import language
 
 log = logging.getLogger("aiev.benchmark")
@@ -122,11 +122,9 @@ async def _generate(tasks, suite, cfg, role, state, mode) -> tuple[list[dict[str
     llm = cfg["llm"]
     settings = endpoint_settings(llm, role)
     settings = replace(settings, temperature=0.0, top_p=1.0, concurrency=cfg["evaluate"]["concurrency"])
-    cache = ResponseCache(Path(state) / "llm_cache.sqlite")
-    client = LLMClient(settings, cache)
     errors: list[str] = []
 
-    async def one(task: dict[str, Any]) -> dict[str, Any]:
+    async def one(client: LLMClient, task: dict[str, Any]) -> dict[str, Any]:
         try:
             if mode == "completion":
                 reply = (await client.complete(completion_prompt(suite, task), stops(suite, task))).text
@@ -138,11 +136,8 @@ async def _generate(tasks, suite, cfg, role, state, mode) -> tuple[list[dict[str
             reply = ""
         return {"task_id": task["task_id"], **sample_of(suite, task, reply, mode), "raw": reply}
 
-    try:
-        rows = await asyncio.gather(*(one(t) for t in tasks))
-    finally:
-        await client.close()
-        cache.close()
+    async with client_session(settings, Path(state) / "llm_cache.sqlite") as client:
+        rows = await asyncio.gather(*(one(client, t) for t in tasks))
     if errors:
         raise LLMError("unfinished", f"{len(errors)} task(s) got no reply (first: {errors[0]}); re-run to resume")
     info = {"model": settings.model, "identity": settings.identity, "mode": mode, "usage": client.usage.to_dict()}

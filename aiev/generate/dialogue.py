@@ -24,7 +24,6 @@ TestCase classes nothing ran); exit 0 with none is ``tests_not_run``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from aiev.interpreter import (
     NO_CHECKS_NOTE,
     checks_executed,
     describe_result,
+    install_prefix,
     install_refusal,
     refused_install,
     run_checked,
@@ -174,7 +174,7 @@ class Dialogue:
 
 def prefix_for(root: Path, dialogue_id: str) -> Path:
     """The per-dialogue install prefix: packages one dialogue installed are seen by its later runs only."""
-    return root / hashlib.sha256(dialogue_id.encode()).hexdigest()[:16]
+    return install_prefix(root, dialogue_id)
 
 
 def make_executor(sandbox: Any, limits: Any, install_limits: Any, prefix_root: Path, install_enabled: bool = True):

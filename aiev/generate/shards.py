@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,15 +28,14 @@ from typing import Any
 
 from aiev import __version__
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
-from aiev.io import SkipLog, atomic_open, dumps, read_jsonl, read_records, write_json, write_jsonl
+from aiev.io import ProgressStore, SkipLog, read_jsonl, read_records, write_json, write_jsonl
 from aiev.llm.agents import load_prompts, prompts_sha256
 from aiev.llm.client import (
     EndpointDown,
     EndpointUnreachable,
-    LLMClient,
     LLMError,
     LLMSettings,
-    ResponseCache,
+    client_session,
     cost_usd,
     endpoint_settings,
 )
@@ -53,37 +51,6 @@ log = logging.getLogger(__name__)
 def shard_slice(n: int, shard: int, shards: int) -> range:
     """Contiguous, near-equal ranges: concatenating shards 0..S-1 gives back the batch order."""
     return range(n * shard // shards, n * (shard + 1) // shards)
-
-
-class ProgressStore:
-    """Append-only JSONL of finished entries; a torn last line (kill -9 mid-write) is ignored."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            torn = SkipLog()
-            for _, row in read_jsonl(path, torn):
-                self.done[row["seed_id"]] = row
-            if len(torn):
-                log.warning("progress store %s: ignored %d torn line(s) from an interrupted run", path, len(torn))
-                self._rewrite()
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (held open for the whole run)
-
-    def _rewrite(self) -> None:
-        with atomic_open(self.path) as fh:
-            for row in self.done.values():
-                fh.write(dumps(row) + "\n")
-
-    def add(self, entry: dict[str, Any]) -> None:
-        self._fh.write(dumps(entry) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.done[entry["seed_id"]] = entry
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 #: Where the dialogue engine starts: these and every aiev module they import, directly or not, decide what a
@@ -198,7 +165,7 @@ def open_store(state: Path, settings: dict[str, Any]) -> tuple[ProgressStore, di
         )  # fmt: skip
     if old.get("fingerprint") != fp or not meta.exists():
         write_json(meta, {"fingerprint": fp, "settings": settings})
-    return ProgressStore(progress), stale
+    return ProgressStore(progress, key="seed_id"), stale
 
 
 def read_batch(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -261,65 +228,62 @@ async def _run_shard(
     todo = [s for s in seeds if s["id"] not in store.done]
     run_info["dialogues_to_run"] = len(todo)
     log.info("%d seeds in shard, %d already done, %d to run", len(seeds), len(seeds) - len(todo), len(todo))
-    cache = ResponseCache(state / "llm_cache.sqlite")
-    client = LLMClient(settings, cache)
     errors: list[str] = []
     engine_before = engine_after = None
     try:
-        if todo and len(cache) == 0:
-            await client.preflight()  # fail before spending anything
-        engine_before = await client.engine_counters() if todo else None
-        sandbox, limits, install_limits = from_config(sb)
-        prefixes = state / "prefixes"
-        execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
-        pool = ThreadPoolExecutor(max_workers=gen["sandbox_workers"], thread_name_prefix="sandbox")
-        loop = asyncio.get_running_loop()
+        async with client_session(settings, state / "llm_cache.sqlite") as client:
+            if todo and len(client.cache) == 0:
+                await client.preflight()  # fail before spending anything
+            engine_before = await client.engine_counters() if todo else None
+            sandbox, limits, install_limits = from_config(sb)
+            prefixes = state / "prefixes"
+            execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
+            pool = ThreadPoolExecutor(max_workers=gen["sandbox_workers"], thread_name_prefix="sandbox")
+            loop = asyncio.get_running_loop()
 
-        def run_blocking(fn, *args):
-            return loop.run_in_executor(pool, fn, *args)
+            def run_blocking(fn, *args):
+                return loop.run_in_executor(pool, fn, *args)
 
-        bar = _Progress(len(seeds), len(seeds) - len(todo))
-        dialogue = Dialogue(
-            client,
-            execute,
-            DialogueSettings(
-                gen["max_rounds"], stage, batch, fingerprint=run_info["fingerprint"], mode=shaping["mode"]
-            ),
-            prompts=prompts,  # the same templates the fingerprint hashed
-            run_blocking=run_blocking,
-            on_round=bar.round,
-        )
-        sem = asyncio.Semaphore(gen["concurrent_dialogues"])
+            bar = _Progress(len(seeds), len(seeds) - len(todo))
+            dialogue = Dialogue(
+                client,
+                execute,
+                DialogueSettings(
+                    gen["max_rounds"], stage, batch, fingerprint=run_info["fingerprint"], mode=shaping["mode"]
+                ),
+                prompts=prompts,  # the same templates the fingerprint hashed
+                run_blocking=run_blocking,
+                on_round=bar.round,
+            )
+            sem = asyncio.Semaphore(gen["concurrent_dialogues"])
 
-        async def one(seed: dict[str, Any]) -> None:
-            async with sem:
-                try:
-                    entry = await dialogue.run(seed)
-                except LLMError as exc:
-                    errors.append(f"{seed['id']}: {exc}")
-                    bar.update(seed["id"], None)
-                    return
-                finally:
-                    shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
-            store.add(entry)
-            bar.update(seed["id"], entry)
+            async def one(seed: dict[str, Any]) -> None:
+                async with sem:
+                    try:
+                        entry = await dialogue.run(seed)
+                    except LLMError as exc:
+                        errors.append(f"{seed['id']}: {exc}")
+                        bar.update(seed["id"], None)
+                        return
+                    finally:
+                        shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
+                store.add(entry)
+                bar.update(seed["id"], entry)
 
-        tasks = [asyncio.ensure_future(one(s)) for s in todo]
-        try:
-            await asyncio.gather(*tasks)
-        except EndpointDown as exc:  # stop every dialogue now; the finished ones are in the store
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            run_info["endpoint_down"] = str(exc)
-        finally:
-            bar.close()
-            pool.shutdown(wait=True)
-            shutil.rmtree(prefixes, ignore_errors=True)
-        engine_after = await client.engine_counters() if engine_before is not None else None
+            tasks = [asyncio.ensure_future(one(s)) for s in todo]
+            try:
+                await asyncio.gather(*tasks)
+            except EndpointDown as exc:  # stop every dialogue now; the finished ones are in the store
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                run_info["endpoint_down"] = str(exc)
+            finally:
+                bar.close()
+                pool.shutdown(wait=True)
+                shutil.rmtree(prefixes, ignore_errors=True)
+            engine_after = await client.engine_counters() if engine_before is not None else None
     finally:
-        await client.close()
-        cache.close()
         store.close()
     usage = client.usage.to_dict() | {"order": client.gate.stats.to_dict()}
     if engine_before is not None and engine_after is not None:  # the engine's own figures, for this run

@@ -22,6 +22,8 @@ import os
 import random
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,3 +499,20 @@ class LLMClient:
                 log.debug("LLM request failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
                 await asyncio.sleep(delay)
         raise LLMError(last, f"gave up after {self.settings.max_retries + 1} attempts")
+
+
+@asynccontextmanager
+async def client_session(settings: LLMSettings, cache_path: str | Path | None) -> AsyncIterator[LLMClient]:
+    """An LLM client with its response cache, both closed on the way out whatever happens: the one set-up of
+    every agent session (dialogue generation, pass@1, benchmark sampling, check-tests' second solutions, and,
+    with no cache, the interactive chat). One cache file per job: SQLite files are never shared between nodes."""
+    cache = ResponseCache(Path(cache_path)) if cache_path is not None else None
+    client = LLMClient(settings, cache)
+    try:
+        yield client
+    finally:
+        try:
+            await client.close()
+        finally:
+            if cache is not None:
+                cache.close()
