@@ -38,6 +38,7 @@ from typing import Any
 from aiev.codeblocks import fenced_blocks, normalize_code
 from aiev.curate.mutants import mutants
 from aiev.io import ProgressStore, SkipLog, fsync_path, read_jsonl, write_json, write_jsonl
+from aiev.llm.agents import STAGE_ROLE
 
 log = logging.getLogger("aiev.check_tests")
 
@@ -54,7 +55,6 @@ REASONS = (
     "weak",  # fewer distinct checks than check_tests.min_distinct_checks, or too few mutants killed
 )
 #: Which model wrote a batch, by its stage (the second solution asks the same one).
-STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
 #: Why an entry could not be run (kept, counted): installs it needs, a program that fails here but passed there.
 UNCHECKED = ("installs", "does_not_parse", "sandbox_error")
 ASSERT_CALL = re.compile(r"^(assert\w*|fail\w*|raises)$")

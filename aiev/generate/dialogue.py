@@ -50,7 +50,7 @@ class DialogueSettings:
     max_rounds: int = 7
     stage: str = "teaching"
     batch: int | None = None
-    fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.shards.entry_settings)
+    fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.resume.entry_settings)
     mode: str = "chat"  # how the agents are prompted: chat | completion (aiev.llm.agents)
 
 

@@ -51,9 +51,9 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 
 
 def _merge(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from aiev.generate import shards
+    from aiev.generate import merge
 
-    return shards.merge(
+    return merge.merge(
         cfg["llm"], shards=[tuple(s) for s in args.shard], dialogues=args.dialogues, rejects=args.rejects,
         usage=args.usage, report=args.report,
     )  # fmt: skip

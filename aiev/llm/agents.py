@@ -37,6 +37,9 @@ COMPLETION_FILES = (
 )
 MODES = ("chat", "completion")
 
+#: The generating model of each stage (paper section 3.1): the teacher, or the student as both agents.
+STAGE_ROLE = {"teaching": "teacher", "self-learning": "student"}
+
 #: Completion mode: where a text reply ends (the template's next section), and where a code reply ends.
 TEXT_STOP = ["\n###", "\n\n\n", "```"]
 CODE_STOP = ["### End", "\n### Problem", "\n### Code", "\n### Result"]
