@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
+from aiev.benchmark.steps import STEPS as BENCHMARK
 from aiev.chat.steps import STEPS as CHAT
 from aiev.config import ConfigError, load_config, with_overrides
 from aiev.curate.steps import STEPS as CURATE
@@ -56,7 +57,21 @@ CONFIG = [Step("config", "validate a config and print it with every default fill
 #: Every step, in pipeline order. A new stage adds its package's STEPS here.
 STEPS: dict[str, Step] = {
     s.name: s
-    for s in [*SEEDS, *SANDBOX, *GENERATE, *CURATE, *TRAIN, *EVALUATE, *STAGE, *REPORT, *LLM, *CHAT, *CONFIG, *DOCTOR]
+    for s in [
+        *SEEDS,
+        *SANDBOX,
+        *GENERATE,
+        *CURATE,
+        *TRAIN,
+        *EVALUATE,
+        *BENCHMARK,
+        *STAGE,
+        *REPORT,
+        *LLM,
+        *CHAT,
+        *CONFIG,
+        *DOCTOR,
+    ]
 }
 
 

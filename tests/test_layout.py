@@ -25,7 +25,7 @@ SHARED = {
     "suites",
 }
 #: One package per stage, mirroring rules/*.smk.
-STAGES = {"seeds", "generate", "curate", "train", "evaluate", "stage", "report"}
+STAGES = {"seeds", "generate", "curate", "train", "evaluate", "benchmark", "stage", "report"}
 #: The CLI registry and the prerequisite check see every stage.
 TOP = {"cli", "doctor", "__main__"}
 #: Tools for what the workflow made (no rule of their own): shared layers only, like a stage, and no stage either.
@@ -192,3 +192,17 @@ def test_every_agent_session_opens_its_client_in_one_place():
             if called in ("LLMClient", "ResponseCache"):
                 built.append(f"{path.relative_to(REPO)}:{node.lineno}: {called}(...)")
     assert not built, "open it with aiev.llm.client.client_session:\n" + "\n".join(built)
+
+
+def test_the_benchmark_scripts_use_the_packages_public_names_only():
+    """benchmarks/*.py measure the package from outside: every aiev name they import exists and is public (no
+    ``_private`` helper a refactor may rename without a test noticing)."""
+    bad = []
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aiev":
+                for alias in node.names:
+                    resolve(f"{node.module}.{alias.name}")  # the module exists
+                    if alias.name.startswith("_"):
+                        bad.append(f"{path.name}: from {node.module} import {alias.name}")
+    assert not bad, "\n".join(bad)

@@ -1,1 +1,2 @@
-"""Stage: scoring models. ``passk`` (pass@1 on a batch's test split); benchmark suites join it later."""
+"""Stage: the loop's scoring. ``passk``: pass@1 of the teacher and of the student on a batch's test split (the
+benchmark suites are :mod:`aiev.benchmark`)."""

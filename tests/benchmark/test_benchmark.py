@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from aiev.benchmark import plus, samples, suites
 from aiev.config import load_config
-from aiev.evaluate import plus, samples, suites
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiev.evaluate.samplefile import (
+from aiev.benchmark.samplefile import (
     BenchmarkError,
     flaky,
     prepare_rows,

@@ -159,7 +159,7 @@ def generate(
     """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format
     (``solution`` for HumanEval+/MBPP+, ``completion`` for MultiPL-E and DS-1000). ``mode``: chat or completion
     (default: ``llm.ROLE.mode``)."""
-    from aiev.evaluate import suites
+    from aiev.benchmark import suites
 
     tasks = suites.tasks(cfg, suite, data, limit)
     mode = mode or cfg["llm"][role]["mode"]

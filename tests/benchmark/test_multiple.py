@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from aiev.benchmark import multiple, samples, suites
 from aiev.config import load_config
-from aiev.evaluate import multiple, samples, suites
 from tests.conftest import write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
 
@@ -172,7 +172,7 @@ def test_samples_from_a_served_model_then_scored(tmp_path, mode):
 def test_the_toolchain_is_asked_inside_the_sandbox_for_an_image():
     """What the Apptainer path asks its image, asked here of the bubblewrap sandbox (which sees the host's /usr)."""
     bwrap_or_skip()
-    from aiev.evaluate.samplefile import sandbox_for
+    from aiev.benchmark.samplefile import sandbox_for
 
     sandbox = sandbox_for(load_config({}), "multipl-e")
     assert multiple.image_toolchain_problem(sandbox, "swift").startswith("swiftc is not in the sandbox image")
