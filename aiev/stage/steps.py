@@ -1,4 +1,4 @@
-"""The stage decision's step: ``aiev decide-stage`` (rules/evaluate.smk, the checkpoint)."""
+"""The stage decision's step: ``aiev decide-stage`` (rules/stage.smk, the checkpoint)."""
 
 from __future__ import annotations
 
