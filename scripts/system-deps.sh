@@ -21,12 +21,14 @@ case "$target" in
   test)
     command -v dot >/dev/null || need+=(graphviz)
     command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
-    # MultiPL-E's toolchains (tests/evaluate/test_multiple.py): those a language lacks are skipped with the reason
+    # MultiPL-E's toolchains (tests/benchmark/test_multiple.py): those a language lacks are skipped with the reason
     command -v node >/dev/null || need+=(nodejs)
     command -v g++ >/dev/null || need+=(g++)
     command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
     [ -f /usr/share/java/javatuples.jar ] || need+=(libjavatuples-java)
     command -v php >/dev/null || need+=(php-cli)
+    # the distribution's rustc: the sandbox sees /usr only, so a rustup toolchain in ~/.cargo does not count
+    [ -x /usr/bin/rustc ] || need+=(rustc)
     if ! command -v cc >/dev/null || ! command -v c++ >/dev/null; then need+=(build-essential); fi
     command -v cmake >/dev/null || need+=(cmake)
     ;;

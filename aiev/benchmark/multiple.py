@@ -68,6 +68,15 @@ LANGS = {
 SUITES = tuple(f"{MULTIPLE_PREFIX}{code}" for code in MULTIPLE)
 
 
+def _under_usr(tool: str) -> bool:
+    """Whether a ``tool`` on this PATH resolves into /usr, the only tools the bubblewrap sandbox sees."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which(tool, path=folder) if folder else None
+        if found and os.path.realpath(found).startswith("/usr/"):
+            return True
+    return False
+
+
 def toolchain_problem(lang: str) -> str | None:
     """Why ``lang`` cannot run under bubblewrap here (the sandbox sees the host's /usr only), or None."""
     spec = LANGS[lang]
@@ -75,8 +84,8 @@ def toolchain_problem(lang: str) -> str | None:
         found = shutil.which(tool)
         if found is None:
             return f"{tool} is not installed ({spec.hint})"
-        real = os.path.realpath(found)
-        if not real.startswith("/usr/"):
+        if not _under_usr(tool):  # the sandbox's PATH finds the one in /usr, whatever comes first here
+            real = os.path.realpath(found)
             return f"{tool} is at {real}, outside /usr: the sandbox cannot see it (install the distribution's package)"
     for f in spec.needs_files:
         if not Path(f).exists():

@@ -54,6 +54,16 @@ REFERENCE = {
             "        return lower || upper;\n"
         ),
     },
+    "rs": {
+        "HumanEval_23_strlen": "    string.len() as isize\n",
+        "HumanEval_89_encrypt": "    s.chars().map(|c| ((c as u8 - b'a' + 4) % 26 + b'a') as char).collect()\n",
+        "HumanEval_95_check_dict_case": (
+            "    if dict.is_empty() {\n        return false;\n    }\n"
+            "    let lower = dict.keys().all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase()));\n"
+            "    let upper = dict.keys().all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase()));\n"
+            "    lower || upper\n"
+        ),
+    },
     "php": {
         "HumanEval_23_strlen": "    return mb_strlen($string);\n}\n",
         "HumanEval_89_encrypt": (
@@ -94,7 +104,7 @@ def test_reference_completions_pass(tmp_path, lang):
     assert json.loads((tmp_path / f"{lang}.json").read_text()) == report
 
 
-@pytest.mark.parametrize("lang", ["js", "cpp", "java"])
+@pytest.mark.parametrize("lang", ["js", "cpp", "java", "rs"])
 def test_a_wrong_completion_fails_and_a_missing_one_is_counted(tmp_path, lang):
     bwrap_or_skip()
     problem = multiple.toolchain_problem(lang)
@@ -121,10 +131,21 @@ def test_swift_is_reported_skipped_with_its_reason(tmp_path):
     assert report["n"] == 0 and report["pass@1"] is None and "OpenStack Swift" in report["skipped"]
 
 
-def test_a_toolchain_outside_usr_is_not_used(monkeypatch):
-    monkeypatch.setattr(multiple.shutil, "which", lambda tool: f"/root/.cargo/bin/{tool}")
+def test_a_toolchain_outside_usr_is_not_used(monkeypatch, tmp_path):
+    """The sandbox sees /usr only: a rustup rustc first on PATH is no toolchain, the distribution's one behind it
+    is (the sandbox's own PATH finds it)."""
+    cargo = tmp_path / "cargo" / "bin"
+    cargo.mkdir(parents=True)
+    (cargo / "rustc").write_text("#!/bin/sh\n")
+    (cargo / "rustc").chmod(0o755)
+    monkeypatch.setenv("PATH", str(cargo))
     assert "outside /usr" in multiple.toolchain_problem("rs")
-    monkeypatch.setattr(multiple.shutil, "which", lambda tool: None)
+    real = multiple.shutil.which
+    monkeypatch.setattr(multiple.shutil, "which", lambda tool, path=None: real(tool, path=path) or (
+        "/usr/bin/rustc" if path == "/usr/bin" and tool == "rustc" else None))  # fmt: skip
+    monkeypatch.setenv("PATH", f"{cargo}:/usr/bin")
+    assert multiple.toolchain_problem("rs") is None
+    monkeypatch.setattr(multiple.shutil, "which", lambda tool, path=None: None)
     assert "not installed" in multiple.toolchain_problem("js")
 
 
