@@ -54,7 +54,7 @@ lint: setup
 test: lint
 	scripts/system-deps.sh test
 	$(MAKE) $(DEMO_STAMP)
-	pytest -q -rs
+	pytest -q -rs --durations=20
 
 format: setup
 	snakefmt .
