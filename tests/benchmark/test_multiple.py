@@ -199,3 +199,16 @@ def test_the_toolchain_is_asked_inside_the_sandbox_for_an_image():
     assert multiple.image_toolchain_problem(sandbox, "swift").startswith("swiftc is not in the sandbox image")
     if not multiple.toolchain_problem("js"):
         assert multiple.image_toolchain_problem(sandbox, "js") is None
+
+
+def test_rust_is_a_debug_build_as_upstream_so_an_overflow_fails(tmp_path):
+    """MultiPL-E's rust evaluator runs ``rustc`` without ``-O``: integer overflow panics. This completion is right
+    only when the addition wraps (a release build), so upstream's verdict, and ours, is a failure."""
+    bwrap_or_skip()
+    problem = multiple.toolchain_problem("rs")
+    if problem:
+        pytest.skip(f"rs: {problem}")
+    wraps = "    let x: u8 = 255;\n    (x + string.len() as u8).wrapping_sub(255) as isize\n"
+    report = run_suite(tmp_path, "rs", {"HumanEval_23_strlen": wraps})
+    assert report["per_task"]["HumanEval_23_strlen"] == "fail"
+    assert "overflow" in report["failures"]["HumanEval_23_strlen"]
