@@ -2,7 +2,11 @@
 import json
 import os
 import shlex
+import sys
 
+# The rules read names from this checkout's aiev package (the benchmark suites, the report's figures), also where
+# snakemake itself runs without aiev installed (--sdm conda): those modules need the standard library only.
+sys.path.insert(0, workflow.basedir)
 from aiev.suites import family, wildcard_pattern
 
 
