@@ -359,11 +359,16 @@ def test_loop_each_branch(repo, tmp_path, tool_env, tiny_student, branch):
         assert stages[1]["next"] == "teaching" and {e["model"] for e in batch2} == {"scripted"}
     else:
         # batch 1's own student generated batch 2; when batch 1 (all written by a 2-step tiny student, so all
-        # rejected) had nothing to train on, its student is batch 0's, carried forward and served as such
-        trained = (res / "batch_1" / "student" / "config.json").exists()
-        expected = "results/batch_1/student" if trained else "results/batch_0/student"
-        assert trained or read_json(res / "batch_1" / "train_report.json")["trained"] is False
-        assert {e["model"] for e in batch2} == {expected} and "results/batch_1/student" in gen_log
+        # rejected) had nothing to train on, its student is batch 0's checkpoint, hard-linked into its own folder,
+        # so the jobs that read batch 1's student read only their declared input (the read audit above)
+        assert {e["model"] for e in batch2} == {"results/batch_1/student"} and "results/batch_1/student" in gen_log
+        report1 = read_json(res / "batch_1" / "train_report.json")
+        if report1["trained"] is False and (res / "batch_0" / "student" / "config.json").exists():
+            assert report1["linked"] is True
+            assert os.path.samefile(
+                res / "batch_1" / "student" / "config.json", res / "batch_0" / "student" / "config.json"
+            )
+            assert not (res / "batch_1" / "student" / "metrics.json").exists()
     summary = read_json(res / "summary.json")
     assert [b["stage"] for b in summary["batches"]] == [s["stage"] for s in stages]
     assert [b["next"] for b in summary["batches"]] == [s["next"] for s in stages]

@@ -33,6 +33,32 @@ def worker_args(cfg: dict[str, Any], sft: list[str], base_model: str, output: st
     return [*args, "--base-model", base_model, "--output", output, "--state-dir", state_dir]
 
 
+def link_checkpoint(base: str, out: Path) -> bool:
+    """A batch that was not trained keeps the checkpoint it would have continued from: when that is an earlier
+    student of the same run (a folder beside ``out``'s batch), its files are hard-linked into ``out`` (no copy,
+    no space), so whatever reads this batch's student reads its own declared folder, never another batch's
+    behind a pointer. False (``skipped.json`` then names the model) for a base model elsewhere or a filesystem
+    without hard links."""
+    src = Path(base)
+    run_root = out.resolve().parent.parent
+    if not (src / "config.json").is_file() or not src.resolve().is_relative_to(run_root):
+        return False
+    try:
+        # not its training record (metrics.json, skipped.json) nor Snakemake's marker (.snakemake_timestamp)
+        own = ("skipped.json", "metrics.json")
+        for f in sorted(p for p in src.rglob("*") if p.is_file() and p.name not in own and not p.name.startswith(".")):
+            target = out / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            os.link(f, target)
+    except OSError:  # another filesystem: leave the pointer alone
+        for f in out.rglob("*"):
+            if f.is_file():
+                f.unlink()
+        return False
+    return True
+
+
 def run(
     cfg: dict[str, Any],
     *,
@@ -58,6 +84,7 @@ def run(
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         reason = f"{n} SFT record(s), fewer than train.min_records = {section['min_records']}: not trained"
+        info["linked"] = link_checkpoint(base, out)
         write_json(out / "skipped.json", {"reason": reason, **info})
         info.update(trained=False, reason=reason)
         write_json(report, info)

