@@ -4,10 +4,11 @@
   own conversation: its system prompt, and the other agent's messages as user turns.
 * ``completion`` (base models, such as the embedded default's Gemma-3-270M): the completions endpoint with a
   few-shot template per agent step (``prompts/completion_*.txt``): the problem from the seed, the solution and
-  its tests, the diagnosis, the fix. Each template ends where the model must go on (for code: inside an opened
-  ```` ```python ```` fence, so the model writes code, not chatter) and stop sequences end the reply at the
-  template's next section. The programmer's recorded answer is the opened fence plus what the model wrote, so
-  the entry's messages have the same shape in both modes and the same code-block rules apply.
+  its tests, the diagnosis, the fix (which goes on from the diagnosis prompt and its reply: one growing text,
+  so the engine's prompt cache serves its beginning). Each template ends where the model must go on (for code:
+  inside an opened ```` ```python ```` fence, so the model writes code, not chatter) and stop sequences end the
+  reply at the template's next section. The programmer's recorded answer is the opened fence plus what the model
+  wrote, so the entry's messages have the same shape in both modes and the same code-block rules apply.
 
 Templates are package files; their SHA-256 goes into every entry's provenance (``prompts_sha256``).
 """
@@ -136,18 +137,18 @@ class CompletionAgents:
     async def answer(self, problem: str) -> str:
         return _code_reply(await self.ask(fill(self.p["completion_solve"], problem=problem.strip()), CODE_STOP))
 
+    def _failed(self, code: str, result: str) -> str:
+        """The diagnosis prompt: the problem, the failed code and its result, up to the explanation."""
+        values = {"problem": self._problem, "code": code.strip("\n"), "result": _tail(result, RESULT_CHARS)}
+        return fill(self.p["completion_diagnose"], **values)
+
     async def diagnose(self, code: str, result: str) -> str:
-        prompt = fill(self.p["completion_diagnose"], code=code.strip("\n"), result=_tail(result, RESULT_CHARS))
-        return (await self.ask(prompt, TEXT_STOP)).strip()
+        return (await self.ask(self._failed(code, result), TEXT_STOP)).strip()
 
     async def fix(self, code: str, result: str, diagnosis: str) -> str:
-        prompt = fill(
-            self.p["completion_fix"],
-            problem=self._problem,
-            code=code.strip("\n"),
-            result=_tail(result, RESULT_CHARS),
-            diagnosis=diagnosis.strip(),
-        )
+        """The fix prompt is the diagnosis prompt, the explanation and the fix template: it begins with the prompt
+        the engine served just before, so the engine evaluates only the new end (aiev.llm.gate)."""
+        prompt = self._failed(code, result) + fill(self.p["completion_fix"], diagnosis=diagnosis.strip())
         return _code_reply(await self.ask(prompt, CODE_STOP))
 
 

@@ -10,6 +10,11 @@ interleave and each request evicts the beginning the next one needed.
 waiting request whose prompt shares the longest beginning with the prompt sent last; equals go in arrival order,
 and a request passed over ``max_skips`` times goes next, so none waits for ever. With nothing waiting a request
 goes at once: the order changes, never the requests or their replies.
+
+A freed slot is handed on one turn of the event loop later, not at once: the dialogue whose reply just came back
+asks its next question in that turn when it needs nothing else first (the solution after the problem, the fix
+after the explanation), and that question begins with the prompt just served, so it goes next and the engine
+evaluates only its new end instead of another dialogue's whole prompt.
 """
 
 from __future__ import annotations
@@ -98,6 +103,12 @@ class PrefixGate:
         self._last = text
 
     def _release(self) -> None:
+        if self.order == "prefix":  # let the request that just ended send its follow-up first (module docstring)
+            asyncio.get_running_loop().call_soon(self._hand_on)
+        else:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
         if not self._waiting:
             self._free += 1
             return

@@ -85,8 +85,15 @@ def test_completion_requests_use_the_templates_and_stop_sequences(completion_run
             assert prompt.endswith("### Solution\n```python\n") and stop == CODE_STOP
             kinds["solve"] += 1
         assert req["temperature"] == 0.0 and req["max_tokens"] > 0
-    # identical prompts are asked once (the two pass1 problems read alike; "never" repeats its diagnosis)
-    assert kinds == {"problem": 5, "solve": 4, "diagnose": 2, "fix": 3}
+    # identical prompts are asked once (the two pass1 problems read alike; "never" repeats its diagnosis of the
+    # same code and problem)
+    assert kinds == {"problem": 5, "solve": 4, "diagnose": 3, "fix": 3}
+    # a fix goes on from its diagnosis prompt and reply: one growing text, so the engine's cache serves it
+    asked = [r["prompt"] for r in requests]
+    for i, fix in enumerate(asked):
+        if fix.endswith("### Fixed solution\n```python\n"):
+            diagnosis = fix.rsplit("### Explanation\n", 1)[0] + "### Explanation\n"
+            assert diagnosis in asked[:i]
 
 
 def test_completion_replies_are_cached(completion_run, tmp_path, wheelhouse):
@@ -127,13 +134,12 @@ def test_completion_kill_9_then_resume_pays_nothing_twice(completion_run, tmp_pa
 RENDER = {
     "completion_problem": {"seed": "def twice(x):\n    return 2 * x"},
     "completion_solve": {"problem": "Write a function `twice(x)` that returns 2 * x. For example, `twice(2)` is `4`."},
-    "completion_diagnose": {"code": "def twice(x):\n    return x\n\nassert twice(2) == 4", "result": "AssertionError"},
-    "completion_fix": {
+    "completion_diagnose": {
         "problem": "Write a function `twice(x)` that returns 2 * x.",
         "code": "def twice(x):\n    return x\n\nassert twice(2) == 4",
         "result": "AssertionError",
-        "diagnosis": "It returns x, not 2 * x.",
     },
+    "completion_fix": {"diagnosis": "It returns x, not 2 * x."},
 }  # fmt: skip
 
 

@@ -57,6 +57,32 @@ def test_the_gate_counts_how_much_of_each_prompt_began_like_the_one_before():
     assert by_prefix.stats.reordered > 0 and by_arrival.stats.reordered == 0
 
 
+@pytest.mark.parametrize("order", ["prefix", "fifo"])
+def test_a_dialogue_that_asks_again_at_once_keeps_the_engine(order):
+    """A's explanation comes back and A asks for its fix at once, a prompt that begins with the one just served:
+    by prefix it goes before B and C, who waited, so the engine evaluates only its new end; in arrival order
+    it queues behind them."""
+    sent: list[str] = []
+
+    async def turn(gate: PrefixGate, text: str) -> None:
+        async with gate.slot(text):
+            sent.append(text)
+            await asyncio.sleep(0)
+
+    async def dialogue(gate: PrefixGate, name: str) -> None:
+        explain = TEMPLATES["explain"] + f" dialogue {name}"
+        await turn(gate, explain)
+        await turn(gate, explain + " explanation ### fix")  # no await in between: it asks in the same turn
+
+    async def go() -> None:
+        gate = PrefixGate(1, order=order)
+        await asyncio.gather(dialogue(gate, "A"), *(turn(gate, TEMPLATES["explain"] + f" dialogue {n}") for n in "BC"))
+
+    asyncio.run(go())
+    names = [p.split("dialogue ")[1][0] + ("+fix" if p.endswith("fix") else "") for p in sent]
+    assert names == (["A", "A+fix", "B", "C"] if order == "prefix" else ["A", "B", "C", "A+fix"])
+
+
 def test_equals_go_in_arrival_order():
     prompts = [TEMPLATES["solve"] + f" dialogue {i}" for i in range(6)]
     assert send(PrefixGate(1), prompts) == prompts
