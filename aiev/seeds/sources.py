@@ -205,7 +205,15 @@ def self_contained(node: Any) -> bool:
     return bool(params) and returns and all(name in known for name in loads)
 
 
-def _functions(source: str, lo: int, hi: int, only_self_contained: bool = False) -> list[tuple[int, int, str]]:
+def parameter_count(node: Any) -> int:
+    """How many parameters a function takes: positional, keyword-only, ``*args`` and ``**kwargs`` alike."""
+    a = node.args
+    return len(a.posonlyargs + a.args + a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def _functions(
+    source: str, lo: int, hi: int, only_self_contained: bool = False, max_params: int | None = None
+) -> list[tuple[int, int, str]]:
     """(start, end, name) of the module-level functions of lo..hi lines (decorators included), in order."""
     import ast
 
@@ -216,6 +224,8 @@ def _functions(source: str, lo: int, hi: int, only_self_contained: bool = False)
     out = []
     for node in tree.body:
         if only_self_contained and isinstance(node, ast.FunctionDef) and not self_contained(node):
+            continue
+        if max_params is not None and isinstance(node, ast.FunctionDef) and parameter_count(node) > max_params:
             continue
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("test") and node.end_lineno is not None:
             start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
@@ -246,7 +256,8 @@ def _stdlib_seeds(src: dict[str, Any], limits: Limits, skips: SkipLog) -> Iterat
                 lines_cache[rel] = None
                 continue
             text = "\n".join(lines_cache[rel] or [])
-            functions += [(rel, *f) for f in _functions(text, lo, hi, src.get("self_contained", False))]
+            found = _functions(text, lo, hi, src.get("self_contained", False), src.get("max_params"))
+            functions += [(rel, *f) for f in found]
         rng.shuffle(functions)
     quiet = SkipLog()  # a discarded draw is redrawn, so it is not a lost row
     made = 0

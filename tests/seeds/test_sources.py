@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aiev.config import load_config
+from aiev.config import ConfigError, load_config
 from aiev.records import record_errors
 from aiev.seeds import sources as seeds
 from aiev.seeds.sources import SeedError, collect_seeds, stdlib_root
@@ -215,6 +215,24 @@ def test_stdlib_whole_self_contained_functions():
         lines = (Path(stdlib_root()) / p["module"]).read_text(encoding="utf-8").splitlines()
         assert s["text"] == "\n".join(lines[p["start_line"] - 1 : p["end_line"]]).strip("\n")
         assert not any(isinstance(n, ast.Import | ast.ImportFrom | ast.Global) for n in ast.walk(fn))
+
+
+def test_stdlib_functions_up_to_max_params():
+    import ast
+
+    from aiev.seeds.sources import parameter_count
+
+    src = {"name": "fn", "type": "stdlib", "count": 40, "seed": 1, "unit": "function", "self_contained": True,
+           "min_lines": 2, "max_lines": 10}  # fmt: skip
+    counts = {}
+    for limit in (None, 1):
+        seeds, _ = collect_seeds(load_config({"seeds": {"sources": [{**src, "max_params": limit}]}})["seeds"])
+        assert len(seeds) == 40
+        counts[limit] = [parameter_count(ast.parse(s["text"]).body[0]) for s in seeds]
+    assert set(counts[1]) == {1} and max(counts[None]) > 1
+    assert parameter_count(ast.parse("def f(a, /, b, *c, d, **e): pass").body[0]) == 5
+    with pytest.raises(ConfigError, match="max_params"):
+        load_config({"seeds": {"sources": [{**src, "max_params": 0}]}})
 
 
 def test_self_contained_rule():
