@@ -135,6 +135,11 @@ def truncate(completion: str, stops: list[str]) -> str:
     return completion[:cut]
 
 
+def program(task: dict[str, Any], completion: str) -> str:
+    """What runs, as MultiPL-E builds it: the prompt, the completion cut at a stop token, a newline, the tests."""
+    return task["prompt"] + truncate(completion, task.get("stop_tokens") or []) + "\n" + task["tests"]
+
+
 def score(
     cfg: dict[str, Any], *, lang: str, samples: str | Path, output: str | Path, limit: int | None = None,
     data: str | None = None,
@@ -162,9 +167,8 @@ def score(
     limits = Limits(section["multipl_e_timeout_s"], 2048, 256, 1 << 20)
 
     def run(task: dict[str, Any], row: dict[str, Any]) -> tuple[str, str]:
-        completion = truncate(row.get("completion", ""), task.get("stop_tokens") or [])
-        program = task["prompt"] + completion + "\n" + task["tests"]
-        return verdict(sandbox.run({spec.file: program}, ["sh", "-c", spec.command], limits))
+        files = {spec.file: program(task, row.get("completion", ""))}
+        return verdict(sandbox.run(files, ["sh", "-c", spec.command], limits))
 
     verdicts, again = run_all(run, tasks, rows, section["workers"], section["rescore_failures"],
                               lambda row: bool(row["completion"].strip()))  # fmt: skip

@@ -15,69 +15,20 @@ from tests.generate.test_dialogue import bwrap_or_skip
 
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks" / "multipl-e"
 
-# Our reference completions (MultiPL-E ships none): the function body, and the closing brace where the tests do not
-# open with one.
-REFERENCE = {
-    "js": {
-        "HumanEval_23_strlen": "  return string.length;\n}\n",
-        "HumanEval_89_encrypt": (
-            "  return s.split('').map(c => String.fromCharCode((c.charCodeAt(0) - 97 + 4) % 26 + 97)).join('');\n}\n"
-        ),
-        "HumanEval_95_check_dict_case": (
-            "  const keys = Object.keys(dict);\n  if (keys.length === 0) return false;\n"
-            "  return keys.every(k => /^[a-z]+$/.test(k)) || keys.every(k => /^[A-Z]+$/.test(k));\n}\n"
-        ),
-    },
-    "cpp": {
-        "HumanEval_23_strlen": "    return string.size();\n",
-        "HumanEval_89_encrypt": (
-            "    std::string out;\n    for (char c : s) out += (char)((c - 'a' + 4) % 26 + 'a');\n    return out;\n"
-        ),
-        "HumanEval_95_check_dict_case": (
-            "    if (dict.empty()) return false;\n    bool lower = true, upper = true;\n"
-            "    for (auto& kv : dict) for (char c : kv.first) { if (!islower(c)) lower = false; "
-            "if (!isupper(c)) upper = false; }\n    return lower || upper;\n"
-        ),
-    },
-    "java": {
-        "HumanEval_23_strlen": "        return (long) string.length();\n",
-        "HumanEval_89_encrypt": (
-            "        StringBuilder out = new StringBuilder();\n"
-            "        for (char c : s.toCharArray()) out.append((char) ((c - 'a' + 4) % 26 + 'a'));\n"
-            "        return out.toString();\n"
-        ),
-        "HumanEval_95_check_dict_case": (
-            "        if (dict.isEmpty()) return false;\n        boolean lower = true, upper = true;\n"
-            "        for (String k : dict.keySet()) for (char c : k.toCharArray()) {\n"
-            "            if (!Character.isLowerCase(c)) lower = false;\n"
-            "            if (!Character.isUpperCase(c)) upper = false;\n        }\n"
-            "        return lower || upper;\n"
-        ),
-    },
-    "rs": {
-        "HumanEval_23_strlen": "    string.len() as isize\n",
-        "HumanEval_89_encrypt": "    s.chars().map(|c| ((c as u8 - b'a' + 4) % 26 + b'a') as char).collect()\n",
-        "HumanEval_95_check_dict_case": (
-            "    if dict.is_empty() {\n        return false;\n    }\n"
-            "    let lower = dict.keys().all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase()));\n"
-            "    let upper = dict.keys().all(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase()));\n"
-            "    lower || upper\n"
-        ),
-    },
-    "php": {
-        "HumanEval_23_strlen": "    return mb_strlen($string);\n}\n",
-        "HumanEval_89_encrypt": (
-            "    $out = '';\n    foreach (str_split($s) as $c) { $out .= chr((ord($c) - 97 + 4) % 26 + 97); }\n"
-            "    return $out;\n}\n"
-        ),
-        "HumanEval_95_check_dict_case": (
-            "    if (count($dict) == 0) return false;\n    $lower = true; $upper = true;\n"
-            "    foreach (array_keys($dict) as $k) {\n        $k = (string) $k;\n"
-            "        if (!ctype_lower($k)) $lower = false;\n        if (!ctype_upper($k)) $upper = false;\n    }\n"
-            "    return $lower || $upper;\n}\n"
-        ),
-    },
-}
+# Our completions of the excerpt (MultiPL-E ships none), each with the verdict MultiPL-E's own evaluator gave it
+# where one was recorded (benchmarks/multiple_upstream.py): "reference" ones are right, "wrong" ones are not,
+# "broken" ones do not build.
+CASES = json.loads((EXCERPT / "upstream_verdicts.json").read_text(encoding="utf-8"))["cases"]
+REFERENCE = {lang: {c["task"]: c["completion"] for c in CASES if c["lang"] == lang and c["kind"] == "reference"}
+             for lang in sorted({c["lang"] for c in CASES})}  # fmt: skip
+
+
+def upstream_agrees(lang: str, kinds: tuple[str, ...], per_task: dict[str, str]) -> None:
+    """Our verdicts equal the upstream evaluator's (its OK is a pass, any other status a failure)."""
+    recorded = [c for c in CASES if c["lang"] == lang and c["kind"] in kinds and c["upstream"]]
+    for c in recorded:
+        assert per_task[c["task"]] == ("pass" if c["upstream"] == "OK" else "fail"), (c["task"], c["upstream"])
+    assert recorded or lang == "js"  # js: no upstream evaluator that runs (docs/benchmarks.md)
 
 
 def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
@@ -94,14 +45,27 @@ def test_reference_completions_pass(tmp_path, lang):
     if problem:
         pytest.skip(f"{lang}: {problem}")
     report = run_suite(tmp_path, lang, REFERENCE[lang])
+    assert json.loads((tmp_path / f"{lang}.json").read_text()) == report
+    upstream_agrees(lang, ("reference",), report["per_task"])
     if lang == "php":
         # a quirk of the data set, kept as it scores: its strlen task redeclares a PHP builtin, so every
         # completion fails with a fatal error (docs/benchmarks.md)
         assert "Cannot redeclare strlen()" in report["failures"].pop("HumanEval_23_strlen")
         assert report["n"] == 3 and report["failures"] == {}
-        return
-    assert report["n"] == 3 and report["pass@1"] == 1.0, report["failures"]
-    assert json.loads((tmp_path / f"{lang}.json").read_text()) == report
+    else:
+        assert report["n"] == 3 and report["pass@1"] == 1.0, report["failures"]
+
+
+@pytest.mark.parametrize("lang", sorted(REFERENCE))
+def test_wrong_and_broken_completions_fail_as_upstream_says(tmp_path, lang):
+    bwrap_or_skip()
+    problem = multiple.toolchain_problem(lang)
+    if problem:
+        pytest.skip(f"{lang}: {problem}")
+    faulty = {c["task"]: c["completion"] for c in CASES if c["lang"] == lang and c["kind"] in ("wrong", "broken")}
+    report = run_suite(tmp_path, lang, faulty)
+    assert [report["per_task"][t] for t in faulty] == ["fail", "fail"]
+    upstream_agrees(lang, ("wrong", "broken"), report["per_task"])
 
 
 @pytest.mark.parametrize("lang", ["js", "cpp", "java", "rs"])
