@@ -54,7 +54,7 @@ lint: setup
 test: lint
 	scripts/system-deps.sh test
 	$(MAKE) $(DEMO_STAMP)
-	pytest -q -rs --durations=20
+	scripts/run-tests.sh
 
 format: setup
 	snakefmt .
