@@ -1,7 +1,6 @@
 # Input functions and helpers shared by all .smk files (no step logic: that lives in the aiev package).
 import json
 import os
-import re
 import shlex
 import sys
 
@@ -278,21 +277,8 @@ def summary_inputs(wildcards):
     }
 
 
-def batch_dir_args(files):
-    """``--batch-dir`` for each batch folder holding one of the declared input ``files``, in batch order: the step
-    opens only files of these folders that its rule declares (tests/test_workflow.py audits the reads).
-    """
-    dirs = {
-        os.path.dirname(f)
-        for f in files
-        if re.fullmatch(r"results/batch_\d+", os.path.dirname(f))
-    }
-    ordered = sorted(dirs, key=lambda d: int(d.rsplit("_", 1)[1]))
-    return " ".join(f"--batch-dir {shlex.quote(d)}" for d in ordered)
-
-
 def summary_args(wildcards, input):
-    args = [batch_dir_args(input.reports)]
+    args = [f"--batch-dir results/batch_{k}" for k in batch_ids()]
     args += [f"--benchmark {shlex.quote(p)}" for p in input.benchmarks]
     return " ".join(args)
 
@@ -308,8 +294,8 @@ def plots_inputs(wildcards):
     return files
 
 
-def plots_args(wildcards, input):
-    return batch_dir_args(input.batches)
+def plots_args(wildcards):
+    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
 
 
 # The config sections that decide the data set's entries (their hash goes into its card), and its own.
@@ -348,7 +334,7 @@ def dataset_inputs(wildcards):
 
 
 def dataset_args(wildcards, input):
-    return batch_dir_args(input.batches)
+    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
 
 
 def all_outputs(wildcards):

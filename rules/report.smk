@@ -20,9 +20,8 @@ rule dataset:
     params:
         config=sections(*DATASET_SECTIONS),
         args=dataset_args,
-        folder=lambda wildcards, output: os.path.dirname(output.report),
     shell:
-        "aiev dataset --config {params.config:q} {params.args} --output {params.folder:q} "
+        "aiev dataset --config {params.config:q} {params.args} --output results/dataset "
         "--report {output.report} 2> {log}"
 
 
@@ -73,6 +72,5 @@ rule plots:
         "../envs/aiev.yaml"
     params:
         args=plots_args,
-        outdir=lambda wildcards, output: os.path.dirname(output.numbers),
     shell:
-        "aiev plots --summary {input.summary} {params.args} --outdir {params.outdir:q} 2> {log}"
+        "aiev plots --summary {input.summary} {params.args} --outdir results/report 2> {log}"
