@@ -10,7 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 base=$(mktemp -d "${TMPDIR:-/tmp}/aiev-pytest.XXXXXX")
-trap 'rm -rf "$base"' EXIT
+slurm=
+# interrupted or not, no session is left running behind this script
+trap '[ -n "$slurm" ] && kill "$slurm" 2>/dev/null; rm -rf "$base"' EXIT
 
 pytest -q -rs --durations=10 -m slurm --basetemp "$base/slurm" "$@" >"$base/slurm.log" 2>&1 &
 slurm=$!
