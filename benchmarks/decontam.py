@@ -172,15 +172,9 @@ def main() -> None:
         src = Path(tmp, "in.jsonl")
         src.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
         start = time.perf_counter()
-        report = run(
-            src,
-            Path(tmp, "kept.jsonl"),
-            Path(tmp, "removed.jsonl"),
-            snippets,
-            args.threshold,
-            args.metric,
-            args.workers,
-        )
+        section = {"threshold": args.threshold, "metric": args.metric, "workers": args.workers}
+        report = run(section, input=src, output=Path(tmp, "kept.jsonl"), removed=Path(tmp, "removed.jsonl"),
+                     report=Path(tmp, "report.json"), snippets=snippets)  # fmt: skip
         wall = time.perf_counter() - start
     pairs = report["blocks"]["total"] * len(texts)
     scale = PAPER_ENTRIES / len(entries)
