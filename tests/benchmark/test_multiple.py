@@ -31,6 +31,14 @@ def upstream_agrees(lang: str, kinds: tuple[str, ...], per_task: dict[str, str])
     assert recorded or lang == "js"  # js: no upstream evaluator that runs (docs/benchmarks.md)
 
 
+def needs_toolchain(lang: str) -> None:
+    """The sandbox and the language's toolchain, or a skip naming what is missing (CI installs both)."""
+    bwrap_or_skip()
+    problem = multiple.toolchain_problem(lang)
+    if problem:
+        pytest.skip(f"{lang}: {problem}")
+
+
 def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
     write_jsonl(tmp_path / f"{lang}.jsonl", [{"name": k, "completion": v} for k, v in completions.items()])
     cfg = load_config({"benchmark": {"data": {"multipl_e": str(EXCERPT)}, "workers": 2}})
@@ -40,10 +48,7 @@ def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
 
 @pytest.mark.parametrize("lang", sorted(REFERENCE))
 def test_reference_completions_pass(tmp_path, lang):
-    bwrap_or_skip()
-    problem = multiple.toolchain_problem(lang)
-    if problem:
-        pytest.skip(f"{lang}: {problem}")
+    needs_toolchain(lang)
     report = run_suite(tmp_path, lang, REFERENCE[lang])
     assert json.loads((tmp_path / f"{lang}.json").read_text()) == report
     upstream_agrees(lang, ("reference",), report["per_task"])
@@ -58,10 +63,7 @@ def test_reference_completions_pass(tmp_path, lang):
 
 @pytest.mark.parametrize("lang", sorted(REFERENCE))
 def test_wrong_and_broken_completions_fail_as_upstream_says(tmp_path, lang):
-    bwrap_or_skip()
-    problem = multiple.toolchain_problem(lang)
-    if problem:
-        pytest.skip(f"{lang}: {problem}")
+    needs_toolchain(lang)
     faulty = {c["task"]: c["completion"] for c in CASES if c["lang"] == lang and c["kind"] in ("wrong", "broken")}
     report = run_suite(tmp_path, lang, faulty)
     assert [report["per_task"][t] for t in faulty] == ["fail", "fail"]
@@ -70,10 +72,7 @@ def test_wrong_and_broken_completions_fail_as_upstream_says(tmp_path, lang):
 
 @pytest.mark.parametrize("lang", ["js", "cpp", "java", "rs"])
 def test_a_wrong_completion_fails_and_a_missing_one_is_counted(tmp_path, lang):
-    bwrap_or_skip()
-    problem = multiple.toolchain_problem(lang)
-    if problem:
-        pytest.skip(f"{lang}: {problem}")
+    needs_toolchain(lang)
     refs = dict(REFERENCE[lang])
     refs.pop("HumanEval_95_check_dict_case")
     refs["HumanEval_89_encrypt"] = refs["HumanEval_89_encrypt"].replace("+ 4", "+ 3")
