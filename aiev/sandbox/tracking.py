@@ -43,6 +43,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+LEFTOVER_WAIT_S = 2.0  # how long a finished run waits for its last processes to die after SIGKILL
+
 _CG_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 _CG_V2_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 
@@ -87,6 +89,15 @@ def descendants(pid: int) -> list[int]:
         found += new
         todo += new
     return found
+
+
+def gone(pid: int, start: int) -> bool:
+    """Has the recorded process exited (dead, reaped, a zombie, or its pid reused)?"""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] == "Z" or int(fields[19]) != start
+    except (OSError, IndexError, ValueError):
+        return True
 
 
 def kill_recorded(pid: int, start: int) -> None:
@@ -206,13 +217,22 @@ class RunCgroup:
             pass
         return 0
 
-    def empty(self) -> bool:
-        """Kill whatever is left in it; True once nothing is (then the next run may take it)."""
-        pids = cgroup_pids(self.path)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        return not pids
+    def empty(self, wait_s: float = 0.0) -> bool:
+        """Kill whatever is left in it; True once nothing is (then the next run may take it).
+
+        ``wait_s``: how long to wait for the killed processes to be gone (SIGKILL is delivered, not done, when
+        ``kill`` returns)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            pids = cgroup_pids(self.path)
+            if not pids:
+                return True
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
 
 
 def cgroup_pids(path: Path) -> list[int]:
@@ -299,6 +319,7 @@ class Run:
         # With a cgroup its members are the record (the clean-up kills them all); without one, the pids are written.
         self.file = None if self.cgroup is not None else tracker.record / f"run-{n}"
         self._fh = open(self.file, "a", encoding="ascii") if self.file else None  # noqa: SIM115 (closed in finish)
+        self._pids: list[tuple[int, int]] = []
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command that enters the run's cgroup, then execs ``argv`` (same pid: nothing is born outside)."""
@@ -311,14 +332,30 @@ class Run:
         if self._fh is not None and start is not None:
             self._fh.write(f"{pid} {start}\n")
             self._fh.flush()
+            self._pids.append((pid, start))
 
     def finish(self) -> bool:
-        """Kill whatever of the run is left, free its cgroup or remove its record; True when OOM-killed."""
+        """Kill whatever of the run is left and wait (up to ``LEFTOVER_WAIT_S``) until it is gone; free its
+        cgroup or remove its record; True when OOM-killed.
+
+        A sandbox's own process can exit a moment before the processes it leaves behind do (bwrap's monitor
+        returns the program's status while its pid-namespace init is still tearing the namespace down), so
+        "the run returned" must wait here for "nothing of the run is left"."""
         oom = False
         if self.cgroup is not None:
+            emptied = self.cgroup.empty(wait_s=LEFTOVER_WAIT_S)
             oom = self.cgroup.oom_kills() > self._oom_before
-            self.tracker.give_back(self.cgroup)
+            if emptied:
+                self.tracker.give_back(self.cgroup)
+            else:
+                log.warning("sandbox cgroup %s not empty %.0f s after SIGKILL: retired", self.cgroup.path,
+                            LEFTOVER_WAIT_S)  # fmt: skip
         if self._fh is not None and self.file is not None:
+            for pid, start in self._pids:
+                kill_recorded(pid, start)
+            deadline = time.monotonic() + LEFTOVER_WAIT_S
+            while not all(gone(pid, start) for pid, start in self._pids) and time.monotonic() < deadline:
+                time.sleep(0.002)
             self._fh.close()
             with contextlib.suppress(OSError):
                 self.file.unlink()

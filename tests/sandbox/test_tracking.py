@@ -198,3 +198,35 @@ def test_memory_bomb_is_stopped_by_the_cgroup_limit(need_bwrap):
     ok = "x = bytearray(100 << 20)\nx[:: 4096] = b'1' * len(x[:: 4096])\nprint('fine')\n"
     res = sb.run({"main.py": ok}, ["python3", "main.py"], Limits(timeout_s=30, memory_mb=200))
     assert (res.exit_code, res.stdout, res.oom_killed) == (0, "fine\n", False)
+
+
+LEFTOVER = textwrap.dedent(
+    """
+    import subprocess, sys
+    from aiev.sandbox.tracking import JobTracker, gone, start_time
+    run = JobTracker.get().begin(256 << 20)
+    # The run's first process leaves a child behind and exits, as a sandbox's monitor does when it returns the
+    # program's status while its pid-namespace init is still tearing down (the init is recorded, as bwrap's is).
+    first = subprocess.Popen(run.wrap(["/bin/sh", "-c", "sleep 300 & echo $!"]), stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    run.add(first.pid)
+    left = int(first.stdout.readline())
+    start = start_time(left)
+    run.add(left)
+    first.wait()
+    assert not gone(left, start)
+    run.finish()
+    print(gone(left, start), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_finished_run_returns_only_once_nothing_of_it_is_left(mode):
+    """What a run left behind is dead when ``finish`` returns, not merely sent SIGKILL: a caller that looks right
+    after (a test, the next run reusing the cgroup) never finds it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **_mode_env(mode))
+    out = subprocess.run([sys.executable, "-c", LEFTOVER], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "True\n"
