@@ -277,12 +277,6 @@ def summary_inputs(wildcards):
     }
 
 
-def summary_args(wildcards, input):
-    args = [f"--batch-dir results/batch_{k}" for k in batch_ids()]
-    args += [f"--benchmark {shlex.quote(p)}" for p in input.benchmarks]
-    return " ".join(args)
-
-
 def plots_inputs(wildcards):
     """What the plots read beside the summary: each batch's test-check and decontamination reports and, trained,
     its student."""
@@ -292,10 +286,6 @@ def plots_inputs(wildcards):
     if config["train"]["enabled"]:
         files += [student_dir(k) for k in ks]
     return files
-
-
-def plots_args(wildcards):
-    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
 
 
 # The config sections that decide the data set's entries (their hash goes into its card), and its own.
@@ -331,10 +321,6 @@ def dataset_inputs(wildcards):
         "stages": decided_stages() if loop_enabled() else [],
         "image": sandbox_image(wildcards),
     }
-
-
-def dataset_args(wildcards, input):
-    return " ".join(f"--batch-dir results/batch_{k}" for k in batch_ids())
 
 
 def all_outputs(wildcards):

@@ -19,10 +19,9 @@ rule dataset:
         "../envs/aiev.yaml"
     params:
         config=sections(*DATASET_SECTIONS),
-        args=dataset_args,
     shell:
-        "aiev dataset --config {params.config:q} {params.args} --output results/dataset "
-        "--report {output.report} 2> {log}"
+        "aiev dataset --config {params.config:q} --batch-files {input.batches:q} {input.stages:q} "
+        "--output $(dirname {output.report:q}) --report {output.report:q} 2> {log}"
 
 
 rule summary:
@@ -42,9 +41,9 @@ rule summary:
         "../envs/aiev.yaml"
     params:
         config=sections("summary"),
-        args=summary_args,
     shell:
-        "aiev summary --config {params.config:q} {params.args} --dedup-report {input.dedup} "
+        "aiev summary --config {params.config:q} --batch-files {input.reports:q} {input.stages:q} "
+        "--benchmarks {input.benchmarks:q} --dedup-report {input.dedup} "
         "--batches-report {input.batches} --dataset-report {input.dataset} --output {output.summary} "
         "--markdown {output.markdown} 2> {log}"
 
@@ -70,7 +69,6 @@ rule plots:
         "results/logs/report/plots.log",
     conda:
         "../envs/aiev.yaml"
-    params:
-        args=plots_args,
     shell:
-        "aiev plots --summary {input.summary} {params.args} --outdir results/report 2> {log}"
+        "aiev plots --summary {input.summary} --batch-files {input.batches:q} "
+        "--outdir $(dirname {output.numbers:q}) 2> {log}"

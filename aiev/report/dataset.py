@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,8 +42,9 @@ from typing import Any
 
 from aiev import __version__
 from aiev.config import load_schema
-from aiev.io import SkipLog, atomic_dir, dumps, fsync_path, read_json_if_exists, read_jsonl, sha256_file, write_json
+from aiev.io import SkipLog, atomic_dir, dumps, fsync_path, read_jsonl, sha256_file, write_json
 from aiev.records import record_errors
+from aiev.report.batches import BatchFiles
 
 SPLITS = ("train", "test")
 #: Config sections that decide which entries the data set holds (the card's config hash covers these).
@@ -326,11 +326,6 @@ def decontamination(batches: list[dict[str, Any]]) -> dict[str, Any]:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def _batch_index(folder: Path, position: int) -> int:
-    m = re.fullmatch(r"batch_(\d+)", folder.name)
-    return int(m.group(1)) if m else position
-
-
 class _ShardWriter:
     """Rows of one split into numbered shards of both formats (named ``-of-N`` once N is known)."""
 
@@ -384,11 +379,12 @@ def _read_entries(path: Path, skips: SkipLog) -> Iterator[tuple[int, dict[str, A
     yield from read_jsonl(path, skips)
 
 
-def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path,
+def run(cfg: dict[str, Any], *, batch_files: list[BatchFiles], output: str | Path,
         report: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """The ``dataset`` step: the data set of the batches in ``batch_dirs`` (``results/batch_K``: their
-    ``train.jsonl``, ``test.jsonl`` and reports), written to the directory ``output``; ``report`` (default
-    ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the whole validated config."""
+    """The ``dataset`` step: the data set of the batches in ``batch_files`` (each batch's ``train.jsonl``,
+    ``test.jsonl``, reports and stage record as handed to the step: :mod:`aiev.report.batches`), written to the
+    directory ``output``; ``report`` (default ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the
+    whole validated config."""
     from aiev.report import card
 
     dest = Path(output).resolve()
@@ -397,14 +393,13 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
     schema, feats = entry_schema(), features()
     skips, stats = SkipLog(), Stats()
     batches = []
-    for i, d in enumerate(batch_dirs):
-        folder = Path(d)
+    for b in batch_files:
         batches.append({
-            "batch": _batch_index(folder, i), "dir": str(d),
-            "generate": read_json_if_exists(folder / "generate_report.json") or {},
-            "decontam": read_json_if_exists(folder / "decontam_report.json") or {},
-            "checks": read_json_if_exists(folder / "check_report.json") or {},
-            "stage_record": read_json_if_exists(folder / "stage.json") or {},
+            "batch": b.index, "dir": str(b.folder),
+            "generate": b.json("generate_report.json"),
+            "decontam": b.json("decontam_report.json"),
+            "checks": b.json("check_report.json"),
+            "stage_record": b.json("stage.json"),
         })  # fmt: skip
     with atomic_dir(dest) as tmp:
         (tmp / "data").mkdir()
@@ -414,8 +409,11 @@ def run(cfg: dict[str, Any], *, batch_dirs: list[str | Path], output: str | Path
         num_bytes = {}
         for split in SPLITS:
             writer = _ShardWriter(tmp, split, shard_rows, feats)
-            for b in batches:
-                path = Path(b["dir"]) / f"{split}.jsonl"
+            for b, handed in zip(batches, batch_files, strict=True):
+                path = handed.path(f"{split}.jsonl")
+                if path is None:  # not handed over: absent, whatever lies on disk
+                    skips.add("missing-file", file=str(handed.folder / f"{split}.jsonl"))
+                    continue
                 for line, entry in _read_entries(path, skips):
                     row, reason = to_row(entry, split, schema)
                     if row is None:

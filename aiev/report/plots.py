@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
+from aiev.report.batches import BatchFiles
 
 
 @dataclass(frozen=True)
@@ -205,14 +206,14 @@ def stages(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
     return _rst([head, "", *[f"- {x}" for x in lines]])
 
 
-def checks(plt: Any, batch_dirs: list[Path], path: Path) -> str:
+def checks(plt: Any, batches: list[BatchFiles], path: Path) -> str:
     """The test checks over the batches: the mutation-score histogram and the removals by reason."""
     scores: list[float] = []
     reasons: dict[str, int] = {}
     modes: set[str] = set()
     entries = 0
-    for d in batch_dirs:
-        rep = read_json_if_exists(d / "check_report.json") or {}
+    for b in batches:
+        rep = b.json("check_report.json")
         if not rep:
             continue
         modes.add(rep.get("mode", "?"))
@@ -239,11 +240,11 @@ def checks(plt: Any, batch_dirs: list[Path], path: Path) -> str:
                  f"over {len(scores)} entries with mutants; {verb}: {why}."])  # fmt: skip
 
 
-def decontam(plt: Any, batch_dirs: list[Path], path: Path) -> str:
+def decontam(plt: Any, batches: list[BatchFiles], path: Path) -> str:
     per: dict[str, dict[str, int]] = {}
     threshold = None
-    for d in batch_dirs:
-        rep = read_json_if_exists(d / "decontam_report.json") or {}
+    for b in batches:
+        rep = b.json("decontam_report.json")
         threshold = rep.get("threshold", threshold)
         for name, b in (rep.get("benchmarks") or {}).items():
             row = per.setdefault(name, {"removed": 0, "snippets": 0})
@@ -295,14 +296,15 @@ def usage(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
                  f"${sum(cost):.2f} over {len(rows)} batch(es)."])  # fmt: skip
 
 
-def loss(plt: Any, batch_dirs: list[Path], path: Path) -> str:
+def loss(plt: Any, batches: list[BatchFiles], path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     curves = []
-    for d in batch_dirs:
-        metrics = read_json_if_exists(d / "student" / "metrics.json")
+    for b in batches:
+        student = b.path("student")  # the trained student's folder, handed over whole
+        metrics = read_json_if_exists(student / "metrics.json") if student is not None else None
         points = (metrics or {}).get("loss") or []
         if points:
-            curves.append((d.name.removeprefix("batch_"), points, metrics))
+            curves.append((b.index, points, metrics))
             ax.plot(
                 [p["step"] for p in points], [p["loss"] for p in points], marker=".", label=f"batch {curves[-1][0]}"
             )
@@ -409,10 +411,11 @@ def benchmarks_table(summary: dict[str, Any]) -> str:
     return _table("pass@1 (%) beside the paper's", ["model", *cols], rows, notes or "")
 
 
-def run(*, summary: str | Path, batch_dirs: list[str], outdir: str | Path) -> dict[str, Any]:
-    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``."""
+def run(*, summary: str | Path, batch_files: list[BatchFiles], outdir: str | Path) -> dict[str, Any]:
+    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``; ``batch_files``:
+    each batch's test-check and decontamination reports and trained student (:mod:`aiev.report.batches`)."""
     info = json.loads(Path(summary).read_text(encoding="utf-8"))
-    dirs = [Path(d) for d in batch_dirs]
+    dirs = batch_files
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()

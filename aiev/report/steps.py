@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from aiev.report.batches import group
 from aiev.steps import Step
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-dir", dest="batch_dirs", action="append", required=True,
-                   help="a batch's results directory (results/batch_K: train.jsonl, test.jsonl and its reports); "
-                        "repeat in batch order")  # fmt: skip
+    p.add_argument("--batch-files", dest="batch_files", nargs="+", required=True, metavar="FILE",
+                   help="every batch file the data set is made of (results/batch_K/: train.jsonl, test.jsonl, "
+                        "generate_report.json, check_report.json, decontam_report.json, stage.json); only these "
+                        "are read")  # fmt: skip
     p.add_argument("--output", required=True, help="the data set's directory (Hugging Face datasets layout)")
     p.add_argument("--report", help="dataset_report.json (default: OUTPUT/dataset_report.json)")
 
@@ -19,17 +21,17 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 def _dataset(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import dataset
 
-    return dataset.run(cfg, batch_dirs=args.batch_dirs, output=args.output, report=args.report)
+    return dataset.run(cfg, batch_files=group(args.batch_files), output=args.output, report=args.report)
 
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-dir", dest="batch_dirs", action="append", required=True,
-                   help="a batch's results directory (results/batch_K); repeat in batch order")  # fmt: skip
+    p.add_argument("--batch-files", dest="batch_files", nargs="+", required=True, metavar="FILE",
+                   help="each batch's reports and stage record (results/batch_K/...); only these are read")  # fmt: skip
     p.add_argument("--dedup-report", dest="dedup_report", required=True)
     p.add_argument("--batches-report", dest="batches_report", required=True)
     p.add_argument("--dataset-report", dest="dataset_report")
-    p.add_argument("--benchmark", dest="benchmarks", action="append", default=[],
-                   help="a benchmark scores JSON (results/benchmarks/MODEL/SUITE.json); repeatable")  # fmt: skip
+    p.add_argument("--benchmarks", nargs="*", default=[], metavar="FILE",
+                   help="the benchmark scores JSONs (results/benchmarks/MODEL/SUITE.json)")  # fmt: skip
     p.add_argument("--output", required=True, help="summary.json")
     p.add_argument("--markdown", required=True, help="summary.md")
 
@@ -38,7 +40,7 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import summary
 
     return summary.run(
-        cfg["summary"], batch_dirs=args.batch_dirs, dedup_report=args.dedup_report,
+        cfg["summary"], batches=group(args.batch_files), dedup_report=args.dedup_report,
         batches_report=args.batches_report, dataset_report=args.dataset_report, output=args.output,
         markdown=args.markdown, benchmarks=args.benchmarks,
     )  # fmt: skip
@@ -46,15 +48,16 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 def _plots_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, help="the run summary (summary.json)")
-    p.add_argument("--batch-dir", dest="batch_dirs", action="append", default=[],
-                   help="a batch directory (decontamination report, student metrics); repeat in order")  # fmt: skip
+    p.add_argument("--batch-files", dest="batch_files", nargs="*", default=[], metavar="FILE",
+                   help="each batch's check and decontamination reports and trained student folder "
+                        "(results/batch_K/...); only these are read")  # fmt: skip
     p.add_argument("--outdir", required=True, help="where the plots, their numbers and the tables go")
 
 
 def _plots(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import plots
 
-    return plots.run(summary=args.summary, batch_dirs=args.batch_dirs, outdir=args.outdir)
+    return plots.run(summary=args.summary, batch_files=group(args.batch_files), outdir=args.outdir)
 
 
 def _summary_line(r: dict[str, Any]) -> str:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
+from aiev.report.batches import BatchFiles
 from aiev.suites import SUITES, family
 
 #: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
@@ -75,16 +75,17 @@ def benchmark_table(paths: list[str]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def batch_row(k: int, folder: Path) -> dict[str, Any]:
-    gen = read_json_if_exists(folder / "generate_report.json") or {}
-    usage = read_json_if_exists(folder / "usage.json") or {}
-    dec = read_json_if_exists(folder / "decontam_report.json") or {}
-    chk = read_json_if_exists(folder / "check_report.json") or {}
-    split = read_json_if_exists(folder / "split_report.json") or {}
-    train = read_json_if_exists(folder / "train_report.json") or {}
-    teacher = read_json_if_exists(folder / "eval" / "teacher.json") or {}
-    student = read_json_if_exists(folder / "eval" / "student.json") or {}
-    stage = read_json_if_exists(folder / "stage.json") or {}
+def batch_row(b: BatchFiles) -> dict[str, Any]:
+    k = b.index
+    gen = b.json("generate_report.json")
+    usage = b.json("usage.json")
+    dec = b.json("decontam_report.json")
+    chk = b.json("check_report.json")
+    split = b.json("split_report.json")
+    train = b.json("train_report.json")
+    teacher = b.json("eval/teacher.json")
+    student = b.json("eval/student.json")
+    stage = b.json("stage.json")
     runs = gen.get("shard_runs") or []
     return {
         "batch": k,
@@ -191,7 +192,7 @@ def project(rows: list[dict[str, Any]], seeds_total: int, batch_size: int, jobs:
 def run(
     section: dict[str, Any],
     *,
-    batch_dirs: list[str],
+    batches: list[BatchFiles],
     dedup_report: str | Path,
     batches_report: str | Path,
     output: str | Path,
@@ -199,12 +200,11 @@ def run(
     dataset_report: str | Path | None = None,
     benchmarks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary`` step, with the ``summary`` section (the projection's settings)."""
-    # a batch's index is its directory's (results/batch_K), else its position
-    rows = [batch_row(int(Path(d).name[6:]) if re.fullmatch(r"batch_\d+", Path(d).name) else i, Path(d))
-            for i, d in enumerate(batch_dirs)]  # fmt: skip
+    """The ``summary`` step, with the ``summary`` section (the projection's settings); ``batches``: each batch's
+    reports and stage record as handed to the step (:mod:`aiev.report.batches`)."""
+    rows = [batch_row(b) for b in batches]
     dedup = read_json_if_exists(Path(dedup_report)) or {}
-    batches = read_json_if_exists(Path(batches_report)) or {}
+    batching = read_json_if_exists(Path(batches_report)) or {}
     proj = section["projection"]
     seeds_total = proj["seeds"] or dedup.get("kept") or 0
     totals = {
@@ -216,7 +216,7 @@ def run(
     dataset = read_json_if_exists(Path(dataset_report)) if dataset_report else None
     info = {
         "seeds_after_dedup": dedup.get("kept"),
-        "batch_size": batches.get("batch_size"),
+        "batch_size": batching.get("batch_size"),
         "batches_run": len(rows),
         "batches": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
         "totals": totals,
@@ -225,7 +225,7 @@ def run(
         "benchmarks": benchmark_table(benchmarks or []),
         "paper_benchmarks": PAPER_BENCHMARKS,
         "projection": project(
-            rows, seeds_total, batches.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
+            rows, seeds_total, batching.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
         ),
     }
     write_json(output, info)

@@ -18,6 +18,7 @@ from aiev.cli import main as aiev_main
 from aiev.config import load_config
 from aiev.records import record_errors
 from aiev.report import dataset, summary
+from aiev.report.batches import BatchFiles
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -121,8 +122,7 @@ def cfg(**dataset_section) -> dict:
 def build(tmp_path: Path, dirs: list[Path], **section) -> tuple[Path, dict]:
     out = tmp_path / "results" / "dataset"
     argv = ["dataset", "--config", json.dumps({k: v for k, v in cfg(**section).items() if k in ("seeds", "dataset")})]
-    for d in dirs:
-        argv += ["--batch-dir", str(d)]
+    argv += ["--batch-files", *(str(p) for d in dirs for p in sorted(d.rglob("*")) if p.is_file())]
     assert aiev_main([*argv, "--output", str(out), "--report", str(out / "dataset_report.json")]) == 0
     return out, json.loads((out / "dataset_report.json").read_text())
 
@@ -170,7 +170,8 @@ def test_loads_with_datasets_and_its_counts_are_the_summarys(tmp_path):
     out, rep = build(tmp_path, dirs)
     write(tmp_path / "dedup.json", {"kept": 20})
     write(tmp_path / "batches.json", {"batch_size": 10})
-    s = summary.run(load_config({})["summary"], batch_dirs=[str(d) for d in dirs], dedup_report=tmp_path / "dedup.json",
+    s = summary.run(load_config({})["summary"], batches=[BatchFiles.of_dir(d) for d in dirs],
+                    dedup_report=tmp_path / "dedup.json",
                     batches_report=tmp_path / "batches.json", dataset_report=out / "dataset_report.json",
                     output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
     ds = load(out, tmp_path)
@@ -361,7 +362,7 @@ def test_a_rerun_replaces_the_data_set_whole_and_a_failed_one_leaves_the_old(tmp
 
     monkeypatch.setattr(dataset._ShardWriter, "flush", failing)
     with pytest.raises(OSError, match="disk full"):
-        dataset.run(cfg(shard_rows=1), batch_dirs=dirs, output=out)
+        dataset.run(cfg(shard_rows=1), batch_files=[BatchFiles.of_dir(d) for d in dirs], output=out)
     monkeypatch.undo()
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in out.parent.iterdir()] == ["dataset"]
@@ -376,7 +377,9 @@ def flush(self):
     real(self)
     os.kill(os.getpid(), signal.SIGKILL)
 dataset._ShardWriter.flush = flush
-dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), batch_dirs={[str(d) for d in dirs]!r}, output={str(out)!r})
+from aiev.report.batches import BatchFiles
+handed = [BatchFiles.of_dir(d) for d in {[str(d) for d in dirs]!r}]
+dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), batch_files=handed, output={str(out)!r})
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
