@@ -206,3 +206,32 @@ def test_the_benchmark_scripts_use_the_packages_public_names_only():
                     if alias.name.startswith("_"):
                         bad.append(f"{path.name}: from {node.module} import {alias.name}")
     assert not bad, "\n".join(bad)
+
+
+def _shell_commands(text: str) -> list[str]:
+    """The shell command of each rule in a .smk file: the string lines right after ``shell:``."""
+    out, current = [], None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped == "shell:":
+            current = []
+            out.append(current)
+        elif current is not None and stripped.startswith('"'):
+            current.append(stripped)
+        else:
+            current = None
+    return [" ".join(c) for c in out]
+
+
+def test_every_path_a_rule_hands_its_step_is_a_declared_input_or_output():
+    """A rule's command names no results/ path and no folder to look into: the step gets {input...} and {output...}
+    (what it opens inside them, tests/test_workflow.py audits)."""
+    commands = {
+        f"{smk.name}#{i}": cmd
+        for smk in sorted((REPO / "rules").glob("*.smk"))
+        for i, cmd in enumerate(_shell_commands(smk.read_text()))
+    }
+    assert len(commands) >= 15
+    bad = {k: c for k, c in commands.items() if "results/" in c or "--batch-dir" in c}
+    assert bad == {}
+    assert "--batch-dir" not in (REPO / "rules" / "common.smk").read_text()
