@@ -24,3 +24,28 @@ def test_decontam_benchmark_runs_and_agrees_with_the_naive_loop():
 def test_dedup_benchmark_runs_and_drops_no_original():
     out = script("dedup.py", "--n", "2000", "--workers", "1")
     assert "0 lost every seed, 0 planted copies missed" in out
+
+
+def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
+    import json
+    import os
+    from datetime import datetime
+
+    results = tmp_path / "results"
+    results.mkdir()
+    batch = {"batch": 0, "seeds": 172, "passed": 13, "prompt_cache": 0.731,
+             "wall_seconds": {"generate": 1675.2, "train": 156.0, "evaluate_teacher": None}}  # fmt: skip
+    (results / "summary.json").write_text(json.dumps({"batches": [batch]}))
+    logs = tmp_path / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    log = logs / "2026-12-02T173557.144587.snakemake.log"
+    log.write_text("")
+    start = datetime(2026, 12, 2, 17, 35, 57).timestamp()
+    os.utime(log, (start + 1230, start + 1230))
+    out = script("demo_run.py", "--workdir", str(tmp_path))
+    lines = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "20.5 min, 13 of 172 dialogues passed" in lines["workflow (snakemake, after set-up)"]
+    assert lines["workflow (snakemake, after set-up)"].endswith("NO")
+    assert "generate 1675 s, train 156 s" in lines["batch 0: wall seconds by step"]
+    cache = lines["batch 0: prompt tokens from the engines' caches"]
+    assert "73.1%" in cache and ">= 85%" in cache and cache.endswith("NO")
