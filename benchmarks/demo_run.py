@@ -5,7 +5,7 @@
 
 Reads what the run wrote, nothing else: ``results/summary.json`` (per batch: dialogues, passed, the engines'
 prompt-cache share by their own counters, each step's wall seconds) and the newest Snakemake log
-(``.snakemake/log/<start>.snakemake.log``: its name is the workflow's start, its last change the end). The
+(``.snakemake/log/<start>.snakemake.log`` of the last run that ran jobs: its ``Elapsed time``). The
 workflow's time is the ``snakemake`` run's, after the set-up (virtual environment, engine build), as the issue's
 table counts it; ``make demo``'s own minutes are the caller's clock.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +29,19 @@ GOAL_CACHE = 0.85
 
 
 def workflow_seconds(workdir: Path) -> tuple[float, str] | None:
-    """(seconds, log name) of the newest Snakemake run in ``workdir``; None when there is no log."""
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
-    if not logs:
-        return None
-    log = logs[-1]
-    started = datetime.strptime(log.name.split(".")[0], "%Y-%m-%dT%H%M%S")
-    return log.stat().st_mtime - started.timestamp(), log.name
+    """(seconds, log name) of the newest Snakemake run in ``workdir`` that ran jobs (``snakemake --report`` writes a
+    log too); the log's own ``Elapsed time`` where it has one, else from its name to its last change."""
+    for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if "steps (" not in text:
+            continue
+        elapsed = re.findall(r"^Elapsed time: (\d+):(\d+):(\d+(?:\.\d+)?)", text, re.M)
+        if elapsed:
+            h, m, sec = elapsed[-1]
+            return int(h) * 3600 + int(m) * 60 + float(sec), log.name
+        started = datetime.strptime(log.name.split(".")[0], "%Y-%m-%dT%H%M%S")
+        return log.stat().st_mtime - started.timestamp(), log.name
+    return None
 
 
 def rows(workdir: Path) -> list[tuple[str, str, str, bool | None]]:

@@ -39,9 +39,10 @@ def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
     logs = tmp_path / ".snakemake" / "log"
     logs.mkdir(parents=True)
     log = logs / "2026-12-02T173557.144587.snakemake.log"
-    log.write_text("")
+    log.write_text("1 of 2 steps (50%) done\n2 of 2 steps (100%) done\n")  # no Elapsed line: from name to mtime
     start = datetime(2026, 12, 2, 17, 35, 57).timestamp()
     os.utime(log, (start + 1230, start + 1230))
+    (logs / "2026-12-02T180535.295169.snakemake.log").write_text("Creating report...\n")  # snakemake --report
     out = script("demo_run.py", "--workdir", str(tmp_path))
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     assert "20.5 min, 13 of 172 dialogues passed" in lines["workflow (snakemake, after set-up)"]
@@ -49,3 +50,6 @@ def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
     assert "generate 1675 s, train 156 s" in lines["batch 0: wall seconds by step"]
     cache = lines["batch 0: prompt tokens from the engines' caches"]
     assert "73.1%" in cache and ">= 85%" in cache and cache.endswith("NO")
+    log.write_text(log.read_text() + "Complete log(s): x\nElapsed time: 0:14:26.5\n")  # snakemake's own count
+    out = script("demo_run.py", "--workdir", str(tmp_path))
+    assert "14.4 min, 13 of 172 dialogues passed" in out and "yes" in out
