@@ -38,14 +38,13 @@ class BatchFiles:
         return (read_json_if_exists(path) or {}) if path is not None else {}
 
     @classmethod
-    def of_dir(cls, folder: str | Path, index: int | None = None) -> BatchFiles:
-        """Every file now in ``folder`` (for library use and tests; steps are handed their files)."""
+    def of_dir(cls, folder: str | Path) -> BatchFiles:
+        """Everything now in ``folder`` (for library use and tests; steps are handed their files). Its index is
+        the folder's ``batch_K``, else 0."""
         root = Path(folder)
         m = _BATCH_DIR.fullmatch(root.name)
-        k = index if index is not None else int(m.group(1)) if m else 0
-        files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
-        files.update({p.name: p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {})
-        return cls(k, root, files)
+        return cls(int(m.group(1)) if m else 0, root,
+                   {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))})  # fmt: skip
 
 
 def group(paths: Iterable[str | Path]) -> list[BatchFiles]:

@@ -246,10 +246,10 @@ def decontam(plt: Any, batches: list[BatchFiles], path: Path) -> str:
     for b in batches:
         rep = b.json("decontam_report.json")
         threshold = rep.get("threshold", threshold)
-        for name, b in (rep.get("benchmarks") or {}).items():
+        for name, bench in (rep.get("benchmarks") or {}).items():
             row = per.setdefault(name, {"removed": 0, "snippets": 0})
-            row["removed"] += b.get("removed") or 0
-            row["snippets"] = max(row["snippets"], b.get("snippets") or 0)
+            row["removed"] += bench.get("removed") or 0
+            row["snippets"] = max(row["snippets"], bench.get("snippets") or 0)
     fig, ax = plt.subplots(figsize=(7, 3))
     if not per:
         _empty(ax, "no batch was decontaminated")
@@ -415,7 +415,6 @@ def run(*, summary: str | Path, batch_files: list[BatchFiles], outdir: str | Pat
     """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``; ``batch_files``:
     each batch's test-check and decontamination reports and trained student (:mod:`aiev.report.batches`)."""
     info = json.loads(Path(summary).read_text(encoding="utf-8"))
-    dirs = batch_files
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()
@@ -424,10 +423,10 @@ def run(*, summary: str | Path, batch_files: list[BatchFiles], outdir: str | Pat
         "rounds": lambda path: rounds(plt, batches, path),
         "rejections": lambda path: rejections(plt, batches, path),
         "stages": lambda path: stages(plt, batches, path),
-        "checks": lambda path: checks(plt, dirs, path),
-        "decontam": lambda path: decontam(plt, dirs, path),
+        "checks": lambda path: checks(plt, batch_files, path),
+        "decontam": lambda path: decontam(plt, batch_files, path),
         "usage": lambda path: usage(plt, batches, path),
-        "loss": lambda path: loss(plt, dirs, path),
+        "loss": lambda path: loss(plt, batch_files, path),
         "benchmarks": lambda path: benchmarks(
             plt, info.get("benchmarks") or {}, info.get("paper_benchmarks") or {}, path
         ),

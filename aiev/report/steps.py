@@ -40,7 +40,7 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import summary
 
     return summary.run(
-        cfg["summary"], batches=group(args.batch_files), dedup_report=args.dedup_report,
+        cfg["summary"], batch_files=group(args.batch_files), dedup_report=args.dedup_report,
         batches_report=args.batches_report, dataset_report=args.dataset_report, output=args.output,
         markdown=args.markdown, benchmarks=args.benchmarks,
     )  # fmt: skip

@@ -192,7 +192,7 @@ def project(rows: list[dict[str, Any]], seeds_total: int, batch_size: int, jobs:
 def run(
     section: dict[str, Any],
     *,
-    batches: list[BatchFiles],
+    batch_files: list[BatchFiles],
     dedup_report: str | Path,
     batches_report: str | Path,
     output: str | Path,
@@ -200,11 +200,11 @@ def run(
     dataset_report: str | Path | None = None,
     benchmarks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary`` step, with the ``summary`` section (the projection's settings); ``batches``: each batch's
+    """The ``summary`` step, with the ``summary`` section (the projection's settings); ``batch_files``: each batch's
     reports and stage record as handed to the step (:mod:`aiev.report.batches`)."""
-    rows = [batch_row(b) for b in batches]
+    rows = [batch_row(b) for b in batch_files]
     dedup = read_json_if_exists(Path(dedup_report)) or {}
-    batching = read_json_if_exists(Path(batches_report)) or {}
+    batches = read_json_if_exists(Path(batches_report)) or {}
     proj = section["projection"]
     seeds_total = proj["seeds"] or dedup.get("kept") or 0
     totals = {
@@ -216,7 +216,7 @@ def run(
     dataset = read_json_if_exists(Path(dataset_report)) if dataset_report else None
     info = {
         "seeds_after_dedup": dedup.get("kept"),
-        "batch_size": batching.get("batch_size"),
+        "batch_size": batches.get("batch_size"),
         "batches_run": len(rows),
         "batches": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
         "totals": totals,
@@ -225,7 +225,7 @@ def run(
         "benchmarks": benchmark_table(benchmarks or []),
         "paper_benchmarks": PAPER_BENCHMARKS,
         "projection": project(
-            rows, seeds_total, batching.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
+            rows, seeds_total, batches.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
         ),
     }
     write_json(output, info)

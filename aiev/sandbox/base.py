@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aiev.sandbox.tracking import JobTracker, Run, descendants
+from aiev.sandbox.tracking import JobTracker, Run, descendants, gone
 
 #: Inside every sandbox: the scratch directory (cwd and HOME), the per-dialogue install prefix, the wheelhouse.
 SCRATCH = "/sandbox"
@@ -347,15 +347,8 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
     end = time.monotonic() + 5
     while seen and time.monotonic() < end:
-        seen = {p for p in seen if Path(f"/proc/{p}").exists() and not _zombie(p)}
+        seen = {p for p in seen if not gone(p)}
         time.sleep(0.01)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _kill(proc: subprocess.Popen[bytes], kill: Callable[[subprocess.Popen[bytes]], None] | None) -> None:

@@ -91,11 +91,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def gone(pid: int, start: int) -> bool:
-    """Has the recorded process exited (dead, reaped, a zombie, or its pid reused)?"""
+def gone(pid: int, start: int | None = None) -> bool:
+    """Has the process exited: no such pid, a zombie, or (given its ``start`` time) the pid now another's?"""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] == "Z" or int(fields[19]) != start
+        return fields[0] == "Z" or (start is not None and int(fields[19]) != start)
     except (OSError, IndexError, ValueError):
         return True
 

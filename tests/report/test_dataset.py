@@ -170,7 +170,7 @@ def test_loads_with_datasets_and_its_counts_are_the_summarys(tmp_path):
     out, rep = build(tmp_path, dirs)
     write(tmp_path / "dedup.json", {"kept": 20})
     write(tmp_path / "batches.json", {"batch_size": 10})
-    s = summary.run(load_config({})["summary"], batches=[BatchFiles.of_dir(d) for d in dirs],
+    s = summary.run(load_config({})["summary"], batch_files=[BatchFiles.of_dir(d) for d in dirs],
                     dedup_report=tmp_path / "dedup.json",
                     batches_report=tmp_path / "batches.json", dataset_report=out / "dataset_report.json",
                     output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip

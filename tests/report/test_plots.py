@@ -36,7 +36,7 @@ def fake_run(root: Path) -> tuple[Path, list[Path]]:
     bench = root / "benchmarks" / "student_1" / "humaneval.json"
     write(bench, {"suite": "humaneval", "n": 164, "base_pass@1": 0.25, "plus_pass@1": 0.2})
     section = load_config({})["summary"]
-    summary.run(section, batches=[BatchFiles.of_dir(d) for d in dirs], dedup_report=root / "dedup.json",
+    summary.run(section, batch_files=[BatchFiles.of_dir(d) for d in dirs], dedup_report=root / "dedup.json",
                 batches_report=root / "batches.json", output=root / "summary.json", markdown=root / "s.md",
                 benchmarks=[str(bench)])  # fmt: skip
     return root / "summary.json", dirs
