@@ -12,6 +12,13 @@ fault), so an AMX machine runs the next best one (AVX-512 with VNNI and BF16).
 ``AIEV_LLAMA_CPU_VARIANT=NAME`` forces one variant (a benchmark, or a node that misreports its CPU).
 ``python -m aiev.llm.llama_server --which`` prints the choice as JSON and exits (``aiev doctor`` shows it).
 The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated.
+
+llama-cpp-python's server has one slot: its context holds the last request's tokens, so a request from another
+dialogue throws away the beginning the next request of this one would have reused. The launcher keeps that work:
+before a request replaces the context, the context's state (llama.cpp's sequence 0: its KV cells, a few MB) is
+saved under its tokens, and a request that begins more like a saved state than like the context starts from that
+state (:class:`PromptStates`; ``--prompt_states_mb N`` bounds them, least recently used out first, 0 turns them
+off). A restored state gives the same tokens as the prompt cache it stands for (tests/llm/test_llama_server.py).
 A llama-cpp-python build with its CPU backend linked in (pip's default, native build) runs as it is, with a
 warning: it may be built for another CPU than this one.
 """
@@ -96,13 +103,120 @@ def load(choice: dict[str, Any]) -> None:
 
 
 #: The engine's own prompt-cache figures since it started, served as JSON at ``GET /aiev/counters``.
-COUNTERS = {"requests": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "prompt_tokens_evaluated": 0}
+COUNTERS = {"requests": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "prompt_tokens_evaluated": 0,
+            "states_saved": 0, "states_restored": 0, "state_tokens_restored": 0}  # fmt: skip
 COUNTERS_PATH = "/aiev/counters"
+STATES_FLAG = "--prompt_states_mb"
+STATES_MB = 1024
+#: A context is saved only when a request would drop at least this many of its tokens, and a saved state is
+#: restored only when it serves at least this many more tokens than the context: below that, evaluating is cheap.
+MIN_TOKENS = 16
 
 
-def count_prompt_cache() -> None:
-    """Count, per request, the prompt tokens llama.cpp kept from the previous prompt (its one slot's cache) and
-    those it evaluated: the tokens in context when a request's first evaluation starts are the reused
+def shared(a: Any, b: Any) -> int:
+    """How many tokens the sequences ``a`` and ``b`` begin with alike."""
+    import numpy as np
+
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if len(differ) else n
+
+
+class PromptStates:
+    """Saved contexts of the engine's one slot: each the llama.cpp state of sequence 0 under the tokens it holds,
+    at most ``capacity`` bytes in all, the least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self.size = 0
+        self.items: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+
+    def best(self, tokens: Any) -> tuple[tuple[int, ...] | None, int]:
+        """The saved state that begins like ``tokens`` for longest, and how many tokens it serves."""
+        key, most = None, 0
+        for k in self.items:
+            n = shared(k, tokens)
+            if n > most:
+                key, most = k, n
+        return key, most
+
+    def save(self, llm: Any) -> None:
+        import llama_cpp
+
+        key = tuple(int(t) for t in llm._input_ids)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        if size > self.capacity:
+            return
+        buf = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0) != size:
+            return  # not saved: the request evaluates what it would have restored
+        self.items[key] = bytes(buf)
+        self.size += size
+        COUNTERS["states_saved"] += 1
+        while self.size > self.capacity:
+            _, dropped = self.items.popitem(last=False)
+            self.size -= len(dropped)
+
+    def restore(self, llm: Any, key: tuple[int, ...]) -> bool:
+        import llama_cpp
+
+        data = self.items[key]
+        self.items.move_to_end(key)
+        llm._ctx.kv_cache_seq_rm(0, -1, -1)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(data), 0) != len(data):
+            llm._ctx.kv_cache_seq_rm(0, -1, -1)
+            llm.n_tokens = 0  # an empty context: the request evaluates its whole prompt
+            return False
+        llm.input_ids[: len(key)] = key
+        llm.n_tokens = len(key)
+        llm._requires_eval = True  # the logits are not restored: generate evaluates at least the last token
+        COUNTERS["states_restored"] += 1
+        COUNTERS["state_tokens_restored"] += len(key)
+        return True
+
+    def before(self, llm: Any, tokens: Any) -> None:
+        """Called as a request starts: keep the context if the request would drop much of it, and start from a
+        saved state if one serves much more of the request than the context does."""
+        held = shared(llm._input_ids, tokens)
+        key, served = self.best(tokens)
+        if llm.n_tokens - held >= MIN_TOKENS:
+            self.save(llm)
+        if key is not None and served - held >= MIN_TOKENS:
+            self.restore(llm, key)
+
+
+def take_states_flag(argv: list[str]) -> tuple[list[str], int]:
+    """``argv`` without ``--prompt_states_mb N``, and N (default :data:`STATES_MB`)."""
+    mb, rest, it = STATES_MB, [], iter(argv)
+    for arg in it:
+        if arg == STATES_FLAG:
+            value = next(it, None)
+        elif arg.startswith(STATES_FLAG + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+            continue
+        try:
+            mb = int(value or "")
+        except ValueError:
+            raise SystemExit(f"{STATES_FLAG} takes a whole number of MB (0: off), not {value!r}") from None
+        if mb < 0:
+            raise SystemExit(f"{STATES_FLAG} takes a whole number of MB (0: off), not {value!r}")
+    return rest, mb
+
+
+def count_prompt_cache(states: PromptStates | None = None) -> None:
+    """Count, per request, the prompt tokens llama.cpp kept from the previous prompt or a saved state (``states``)
+    and those it evaluated: the tokens in context when a request's first evaluation starts are the reused
     beginning, that evaluation's tokens the rest of the prompt. llama-cpp-python reports neither."""
     from llama_cpp import Llama
 
@@ -111,6 +225,8 @@ def count_prompt_cache() -> None:
     def counted_generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
         COUNTERS["requests"] += 1
         COUNTERS["prompt_tokens"] += len(tokens)
+        if states is not None and kwargs.get("reset", True):
+            states.before(self, tokens)
         self._aiev_prompt_pending = True
         yield from generate(self, tokens, *args, **kwargs)
 
@@ -148,8 +264,9 @@ def main(argv: list[str]) -> None:
         print("aiev: warning: this llama-cpp-python has its CPU backend linked in (a native build by pip?): it may "
               "crash on a CPU other than the one it was built on; scripts/install-engine.sh builds the portable one",
               file=sys.stderr)  # fmt: skip
+    argv, states_mb = take_states_flag(argv)
     sys.argv = [f"{sys.argv[0]} (llama_cpp.server)", *argv]
-    count_prompt_cache()
+    count_prompt_cache(PromptStates(states_mb << 20) if states_mb else None)
     from llama_cpp.server.__main__ import main as serve
 
     serve()
