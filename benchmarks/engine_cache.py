@@ -4,16 +4,17 @@
 
 Runs the embedded default's generation twice at once on the same seeds (the first ``--seeds`` of its stdlib
 source), each job under ``aiev serve`` with its own llama.cpp engine (one thread each, both cores busy), as the
-demo's shards run:
+demo's shards run, in the demo's order (``llm.order: prefix``: 1 in flight, 8 dialogues at once, the waiting
+request that shares the longest beginning with the last prompt sent goes next):
 
-- ``fifo``: requests sent in arrival order, 2 in flight, 2 dialogues at once (the demo before issue 24);
-- ``prefix``: 1 in flight, 8 dialogues at once (the demo now), the waiting request that shares the longest
-  beginning with the last prompt sent goes next (``llm.order: prefix``).
+- ``context``: the engine reuses only what its one context holds (``--prompt_states_mb 0``: the demo before);
+- ``states``: the engine also saves the context before a request drops it and starts a request from the saved
+  state that serves most of it (aiev.llm.llama_server.PromptStates, the demo now).
 
-The figures come from the engine's own log (llama-cpp-python, verbose): per request, the prompt tokens reused
-from its cache (``N prefix-match hit``) and those evaluated (``prompt eval time = ... / N tokens``), and the
-decoding runs (the same figures each shard's report now holds, under ``this_run.engine_cache``). Goal: >= 85%
-of prompt tokens served from the cache. Needs the demo's engine (``make .venv/.demo-stamp``).
+The cache figures are the engine's own counters (``GET /aiev/counters``, as each shard's report holds them under
+``this_run.engine_cache``); the times come from its log (llama-cpp-python, verbose: ``prompt eval time = ... / N
+tokens`` per request, and the decoding runs). Goal: >= 85% of prompt tokens served from the cache. Needs the
+demo's engine (``make .venv/.demo-stamp``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ sys.path.insert(0, str(ROOT))
 from aiev.config import load_config, with_overrides  # noqa: E402
 from aiev.seeds.sources import collect_seeds  # noqa: E402
 
-VARIANTS = {
-    "fifo": {"llm.order": "fifo", "llm.concurrency": 2, "generate.concurrent_dialogues": 2},
-    "prefix": {"llm.order": "prefix", "llm.concurrency": 1, "generate.concurrent_dialogues": 8},
-}
+ORDER = {"llm.order": "prefix", "llm.concurrency": 1, "generate.concurrent_dialogues": 8}
+#: Engine arguments added to the config's, per variant.
+VARIANTS = {"context": ["--prompt_states_mb", "0"], "states": []}
 HIT = re.compile(r"Llama\.generate: (\d+) prefix-match hit")
 EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 DECODE = re.compile(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs")
@@ -70,8 +70,10 @@ def main() -> None:
     batch = work / "batch.jsonl"
     batch.write_text("".join(json.dumps(s) + "\n" for s in seeds[: args.seeds]))
     jobs = {}
-    for name, change in VARIANTS.items():
-        cfg = with_overrides(base, change)
+    for name, engine_args in VARIANTS.items():
+        cfg = with_overrides(base, ORDER)
+        serve = cfg["llm"]["teacher"]["serve"]
+        serve["args"] = [*(serve.get("args") or []), *engine_args]
         text = json.dumps({k: cfg[k] for k in ("llm", "generate", "sandbox")})
         out = work / name
         out.mkdir()
@@ -93,13 +95,18 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"{name}: the job failed; see {out / 'job.log'}")
         report = json.loads((out / "report.json").read_text())
+        cache = report["this_run"]["engine_cache"]
         rows[name] = engine_counts((out / "job.log").read_text()) | {
+            "prompt_tokens_cached": cache["prompt_tokens_cached"],
+            "prompt_tokens_evaluated": cache["prompt_tokens_evaluated"],
+            "cached_share": cache["prompt_tokens_cached"] / max(1, cache["prompt_tokens"]),
+            "states_restored": cache.get("states_restored", 0),
             "wall_s": ended[name] - t0,
             "passed": report["passed"],
             "order": report["this_run"].get("order", {}),
         }
     print(f"{len(seeds[: args.seeds])} seeds, one engine per variant, both at once ({work})")
-    print("| order | requests | prompt tokens cached / evaluated | cached | prompt eval s | decode tokens | "
+    print("| engine | requests | prompt tokens cached / evaluated | cached | prompt eval s | decode tokens | "
           "decode s | wall s | passed | goal |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():

@@ -2,13 +2,17 @@
 
 * ``chat`` (chat and instruct models, the paper): the chat endpoint with the paper's roles. Each agent keeps its
   own conversation: its system prompt, and the other agent's messages as user turns.
-* ``completion`` (base models, such as the embedded default's Gemma-3-270M): the completions endpoint with a
-  few-shot template per agent step (``prompts/completion_*.txt``): the problem from the seed, the solution and
-  its tests, the diagnosis, the fix (which goes on from the diagnosis prompt and its reply: one growing text,
-  so the engine's prompt cache serves its beginning). Each template ends where the model must go on (for code:
-  inside an opened ```` ```python ```` fence, so the model writes code, not chatter) and stop sequences end the
-  reply at the template's next section. The programmer's recorded answer is the opened fence plus what the model
-  wrote, so the entry's messages have the same shape in both modes and the same code-block rules apply.
+* ``completion`` (base models, such as the embedded default's Gemma-3-270M): the completions endpoint with
+  few-shot templates (``prompts/completion_*.txt``): the problem from the seed (``completion_problem``), then one
+  growing text per dialogue (the programmer's notebook): the solve template (whose examples show both a solved
+  problem and a failed program with its result, explanation and fix) with the problem, the solution and tests
+  as the model wrote them, then per failed round the result and the explanation (``completion_diagnose``), and
+  the fix (``completion_fix``). Every request of a dialogue after its problem begins with the one before it and
+  its reply, so the engine's prompt cache (or its saved state of this dialogue, aiev.llm.llama_server) serves
+  all but the new end. Each template ends where the model must go on (for code: inside an opened
+  ```` ```python ```` fence, so the model writes code, not chatter) and stop sequences end the reply at the
+  template's next section. The programmer's recorded answer is the opened fence plus what the model wrote, so
+  the entry's messages have the same shape in both modes and the same code-block rules apply.
 
 Templates are package files; their SHA-256 goes into every entry's provenance (``prompts_sha256``).
 """
@@ -46,6 +50,9 @@ TEXT_STOP = ["\n###", "\n\n\n", "```"]
 CODE_STOP = ["### End", "\n### Problem", "\n### Code", "\n### Result"]
 #: Completion mode: how much of an execution result a template shows (a small model's context is short).
 RESULT_CHARS = 1200
+#: Completion mode: past this length a dialogue's notebook starts again from the solve prompt (about 2,500
+#: tokens: room for the next round within the demo's 4,096-token context).
+NOTEBOOK_CHARS = 9000
 CODE_OPEN = "```python\n"
 
 Ask = Callable[..., Awaitable[str]]
@@ -128,28 +135,45 @@ class CompletionAgents:
         self.p = prompts
         self.ask = ask_complete
         self._problem = ""
+        self._notebook = ""  # the programmer's text so far: the last code prompt and the model's reply to it
 
     async def problem(self, seed: dict[str, Any]) -> str:
         text = await self.ask(fill(self.p["completion_problem"], seed=seed["text"].strip("\n")), TEXT_STOP)
         self._problem = text.strip()
         return self._problem
 
+    async def _code(self, prompt: str) -> str:
+        generated = await self.ask(prompt, CODE_STOP)
+        self._notebook = prompt + generated
+        return _code_reply(generated)
+
     async def answer(self, problem: str) -> str:
-        return _code_reply(await self.ask(fill(self.p["completion_solve"], problem=problem.strip()), CODE_STOP))
+        return await self._code(fill(self.p["completion_solve"], problem=problem.strip()))
 
     def _failed(self, code: str, result: str) -> str:
-        """The diagnosis prompt: the problem, the failed code and its result, up to the explanation."""
-        values = {"problem": self._problem, "code": code.strip("\n"), "result": _tail(result, RESULT_CHARS)}
-        return fill(self.p["completion_diagnose"], **values)
+        """The diagnosis prompt: the notebook (the solve prompt, the failed code and its tests as the model wrote
+        them), then the result, up to the explanation. Where the notebook grew past :data:`NOTEBOOK_CHARS` (many
+        rounds), it starts again from the solve prompt with the failed code as it ran."""
+        notebook = self._notebook
+        if not notebook or len(notebook) > NOTEBOOK_CHARS:
+            notebook = fill(self.p["completion_solve"], problem=self._problem) + code.strip("\n") + "\n```\n"
+        if not notebook.endswith("\n"):
+            notebook += "\n"
+        if notebook.count("```") % 2:  # the reply ran out of tokens inside its code block: close it
+            notebook += "```\n"
+        return notebook + fill(self.p["completion_diagnose"], result=_tail(result, RESULT_CHARS))
 
     async def diagnose(self, code: str, result: str) -> str:
-        return (await self.ask(self._failed(code, result), TEXT_STOP)).strip()
+        prompt = self._failed(code, result)
+        diagnosis = (await self.ask(prompt, TEXT_STOP)).strip()
+        self._notebook = prompt  # the fix goes on from here
+        return diagnosis
 
     async def fix(self, code: str, result: str, diagnosis: str) -> str:
-        """The fix prompt is the diagnosis prompt, the explanation and the fix template: it begins with the prompt
-        the engine served just before, so the engine evaluates only the new end (aiev.llm.gate)."""
-        prompt = self._failed(code, result) + fill(self.p["completion_fix"], diagnosis=diagnosis.strip())
-        return _code_reply(await self.ask(prompt, CODE_STOP))
+        """The fix prompt is the diagnosis prompt, the explanation and the fix template."""
+        prompt = (self._notebook or self._failed(code, result)) + fill(self.p["completion_fix"],
+                                                                       diagnosis=diagnosis.strip())  # fmt: skip
+        return await self._code(prompt)
 
 
 def agents_for(mode: str, prompts: dict[str, str], llm: Any, usage: dict[str, int]) -> Agents:

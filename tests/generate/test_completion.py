@@ -19,6 +19,7 @@ from tests.scripted_server import ScriptedServer, completion_dialogue_script, di
 
 GOLDEN = Path(__file__).parent / "golden"
 SCENARIOS = ["pass1", "fix", "never", "nocode", "pass1"]
+CODE_PROMPT_ENDS = ("### Solution\n```python\n", "### Fixed solution\n```python\n")
 
 
 def completion_config(url: str, wheelhouse: Path | None, **gen) -> dict:
@@ -85,15 +86,21 @@ def test_completion_requests_use_the_templates_and_stop_sequences(completion_run
             assert prompt.endswith("### Solution\n```python\n") and stop == CODE_STOP
             kinds["solve"] += 1
         assert req["temperature"] == 0.0 and req["max_tokens"] > 0
-    # identical prompts are asked once (the two pass1 problems read alike; "never" repeats its diagnosis of the
-    # same code and problem)
-    assert kinds == {"problem": 5, "solve": 4, "diagnose": 3, "fix": 3}
-    # a fix goes on from its diagnosis prompt and reply: one growing text, so the engine's cache serves it
+    # identical prompts are asked once (the two pass1 problems read alike); a dialogue's later rounds go on from
+    # its earlier ones, so "never" and "nocode" ask a new diagnosis in each of their 2 failed rounds, "fix" in 1
+    assert kinds == {"problem": 5, "solve": 4, "diagnose": 5, "fix": 5}
+    # after its problem, a dialogue is one growing text: a diagnosis goes on from the code prompt before it and
+    # that prompt's reply, a fix from its diagnosis prompt and reply, so the engine's cache serves all but the end
     asked = [r["prompt"] for r in requests]
-    for i, fix in enumerate(asked):
-        if fix.endswith("### Fixed solution\n```python\n"):
-            diagnosis = fix.rsplit("### Explanation\n", 1)[0] + "### Explanation\n"
+    for i, prompt in enumerate(asked):
+        if prompt.endswith("### Fixed solution\n```python\n"):
+            diagnosis = prompt.rsplit("### Explanation\n", 1)[0] + "### Explanation\n"
             assert diagnosis in asked[:i]
+        if prompt.endswith("### Explanation\n"):
+            code_prompts = [p for p in asked[:i] if prompt.startswith(p) and p.endswith(CODE_PROMPT_ENDS)]
+            assert code_prompts, "a diagnosis goes on from the code prompt before it"
+            reply = prompt[len(max(code_prompts, key=len)) :].split("### Result\n", 1)[0]
+            assert reply.startswith(("def add", "I would add"))  # the programmer's reply, as the model wrote it
 
 
 def test_completion_replies_are_cached(completion_run, tmp_path, wheelhouse):
@@ -134,11 +141,7 @@ def test_completion_kill_9_then_resume_pays_nothing_twice(completion_run, tmp_pa
 RENDER = {
     "completion_problem": {"seed": "def twice(x):\n    return 2 * x"},
     "completion_solve": {"problem": "Write a function `twice(x)` that returns 2 * x. For example, `twice(2)` is `4`."},
-    "completion_diagnose": {
-        "problem": "Write a function `twice(x)` that returns 2 * x.",
-        "code": "def twice(x):\n    return x\n\nassert twice(2) == 4",
-        "result": "AssertionError",
-    },
+    "completion_diagnose": {"result": "exit code 1\nstderr:\nAssertionError"},
     "completion_fix": {"diagnosis": "It returns x, not 2 * x."},
 }  # fmt: skip
 
