@@ -3,16 +3,23 @@ starts (and stops, also on failure) around the tests, setting AIEV_SLURM_TESTS=1
 `snakemake --profile profiles/slurm` with CI's overrides (tests/slurm/profile: account, partition, small
 resources): the tiny loop end to end, its results equal to a local run's and every job COMPLETED in sacct; the
 training launched under SLURM; then the faults: a job killed for memory retried with more, a failing batch that
-costs the others nothing, snakemake itself killed mid-run, and the node set DOWN under a running job."""
+costs the others nothing, snakemake itself killed mid-run, and the node set DOWN under a running job.
+
+README's test command runs these tests in two pytest sessions at once (scripts/run-tests.sh: the tiny loop, and
+the rest): they spend most of their time waiting for SLURM. They share the cluster, except the test that sets the
+node DOWN, which would kill the other session's jobs: it holds the cluster alone (:func:`the_cluster`)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +39,24 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+#: The lock the SLURM sessions take the cluster by (scripts/run-tests.sh names one per test run).
+LOCK = Path(os.environ.get("AIEV_SLURM_LOCK") or Path(tempfile.gettempdir()) / "aiev-slurm-tests.lock")
+
+
+@pytest.fixture(autouse=True)
+def the_cluster(request):
+    """Each SLURM test shares the cluster with the other session's, but one marked ``slurm_alone`` holds it
+    alone: it waits until no other test runs on it, and none starts until it is done."""
+    alone = request.node.get_closest_marker("slurm_alone") is not None
+    with open(LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 HOST = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
 
 
@@ -293,6 +318,7 @@ def test_snakemake_killed_mid_run_then_run_again_redoes_nothing_and_pays_nothing
         assert teacher.repeated == 0, twice(teacher)  # every reply was paid once, across the kill
 
 
+@pytest.mark.slurm_alone
 def test_a_node_set_down_under_a_running_job_gets_it_requeued(tmp_path, tool_env):
     """The node is set DOWN while a generation job runs: SLURM kills it (NODE_FAIL) and, the profile asking for
     --requeue, puts it back in the queue under the same job id; once the node is back it runs again and
