@@ -250,15 +250,7 @@ def execute(
     run = JobTracker.get().begin(limits.memory_mb << 20)
     try:
         try:
-            proc = subprocess.Popen(
-                run.wrap(list(argv)),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=tuple(pass_fds),
-                env=dict(env) if env is not None else {"PATH": "/usr/local/bin:/usr/bin:/bin"},
-                start_new_session=True,
-            )
+            proc = run.spawn(list(argv), tuple(pass_fds), dict(env) if env is not None else None)
         except OSError as exc:
             raise SandboxError(f"cannot start {argv[0]}: {exc}") from exc
         run.add(proc.pid)

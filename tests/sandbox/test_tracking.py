@@ -3,6 +3,7 @@ sweep of a dead job's leftovers, and the cgroup memory limit."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -230,3 +231,57 @@ def test_a_finished_run_returns_only_once_nothing_of_it_is_left(mode):
                          timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout == "True\n"
+
+
+SPARES = textwrap.dedent(
+    """
+    import json, signal, sys, time
+    from aiev.sandbox import Limits, get_sandbox
+    from aiev.sandbox import tracking
+    from aiev.sandbox.tracking import JobTracker, cgroup_pids
+
+    started = []
+    start = tracking.Spare.start
+    def recorded(self, argv, pass_fds):
+        proc = start(self, argv, pass_fds)
+        started.append(proc is not None)
+        return proc
+    tracking.Spare.start = recorded
+
+    sb = get_sandbox("bwrap")
+    program = "print(open('data.txt').read().upper())"
+    first = sb.run({"main.py": program, "data.txt": "one"}, ["python3", "main.py"], Limits(timeout_s=30))
+    tracker = JobTracker.get()
+    free = list(tracker._free)
+    # every free cgroup holds its spare, which entered it before any command reached it
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(c.spare.proc.pid in cgroup_pids(c.path) for c in free):
+        time.sleep(0.01)
+    inside = [c.spare is not None and c.spare.proc.pid in cgroup_pids(c.path) for c in free]
+    later = [sb.run({"main.py": program, "data.txt": word}, ["python3", "main.py"], Limits(timeout_s=30))
+             for word in ("two", "three")]
+    bomb = "x = bytearray(1 << 30)\\nx[:: 4096] = b'1' * len(x[:: 4096])\\nprint('survived')\\n"
+    oom = sb.run({"main.py": bomb}, ["python3", "main.py"], Limits(timeout_s=30, memory_mb=200))
+    print(json.dumps({"free": len(free), "inside": inside, "started": started,
+                      "out": [r.stdout for r in [first, *later]], "codes": [r.exit_code for r in [first, *later]],
+                      "oom": [oom.oom_killed, oom.exit_code == -signal.SIGKILL, "survived" in oom.stdout]}))
+    """
+)
+
+
+def test_runs_start_from_spares_that_entered_their_cgroup_in_advance(need_bwrap):
+    """After the job's first run every run is exec'd by a spare: a process that entered a free cgroup of the
+    pool before the run asked for it (it is a member while it waits). The run's files reach the program through
+    it, and the cgroup's memory limit holds for it."""
+    if CgroupRoot.detect() is None:
+        pytest.skip("no writable cgroup with the memory controller here")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", SPARES], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["free"] >= 1 and all(got["inside"])
+    # each run after the job's first (get_sandbox's probe, or the first above), all by a spare
+    assert len(got["started"]) >= 3 and all(got["started"])
+    assert got["out"] == ["ONE\n", "TWO\n", "THREE\n"] and got["codes"] == [0, 0, 0]
+    assert got["oom"] == [True, True, False]
