@@ -285,3 +285,25 @@ def test_runs_start_from_spares_that_entered_their_cgroup_in_advance(need_bwrap)
     assert len(got["started"]) >= 3 and all(got["started"])
     assert got["out"] == ["ONE\n", "TWO\n", "THREE\n"] and got["codes"] == [0, 0, 0]
     assert got["oom"] == [True, True, False]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_run_cgroups_limit_and_oom_count_in_each_cgroup_version(tmp_path, version):
+    """The files each cgroup version uses for the memory limit (swap included) and the OOM-kill count, on a
+    stand-in folder: this machine's memory controller is bound to cgroup v1, so a real v2 hierarchy with it cannot
+    be mounted here (the kernel path of v2 runs on v2 machines: CgroupRoot.detect picks it there)."""
+    from aiev.sandbox.tracking import RunCgroup
+
+    cg = RunCgroup(tmp_path / "slot-0", version)
+    events = "memory.oom_control" if version == 1 else "memory.events"
+    (cg.path / events).write_text("oom 0\noom_kill 3\n" if version == 2 else "oom_kill_disable 0\noom_kill 3\n")
+    assert cg.configure(200 << 20) == 3
+    if version == 1:
+        assert (cg.path / "memory.limit_in_bytes").read_text() == str(200 << 20)
+        assert (cg.path / "memory.memsw.limit_in_bytes").read_text() == str(200 << 20)
+        assert not (cg.path / "memory.max").exists()
+    else:
+        assert (cg.path / "memory.max").read_text() == str(200 << 20)
+        assert (cg.path / "memory.swap.max").read_text() == "0"
+        assert not (cg.path / "memory.limit_in_bytes").exists()
+    assert cg.procs == cg.path / "cgroup.procs"
