@@ -194,6 +194,7 @@ class Spare:
     """A shell already inside a run cgroup, waiting for the command it will exec (see the module docstring)."""
 
     def __init__(self, procs: Path) -> None:
+        self.procs = procs
         self.proc = subprocess.Popen(
             ["/bin/bash", "-c", SPARE_SCRIPT, str(procs)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=BACKEND_ENV,
@@ -201,8 +202,14 @@ class Spare:
         )  # fmt: skip
 
     def start(self, argv: list[str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes] | None:
-        """Hand the spare ``argv`` to exec, with ``pass_fds`` at the same numbers; None if it is gone."""
-        if self.proc.poll() is not None or self.proc.stdin is None:
+        """Hand the spare ``argv`` to exec, with ``pass_fds`` at the same numbers; None (and the spare stopped)
+        unless it is inside its cgroup now: still entering, failed to, or gone."""
+        if (
+            self.proc.poll() is not None
+            or self.proc.stdin is None
+            or self.proc.pid not in cgroup_pids(self.procs.parent)
+        ):
+            self.stop()
             return None
         lines = ["exec 0</dev/null"]
         for fd in pass_fds:
