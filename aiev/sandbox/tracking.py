@@ -11,9 +11,11 @@ Three layers, all in this module and used by every backend through :func:`aiev.s
    v1 with Linux 6.18), so each free cgroup of the pool holds a *spare*: a shell that entered it in advance,
    beside the runs, and waits for the command it will exec (its stdout and stderr are the run's; the files the
    backend needs are re-opened from ``/proc/<job>/fd``). A run takes a free cgroup with its spare and, when no
-   free one is left, a new one starts entering for the next run. Without a spare (the first run, an unusual
-   environment) the run's first process enters itself, as above. Elsewhere the backend's pids (and bwrap's
-   sandbox init) are recorded with their start times as soon as they are known.
+   free one is left, a new one starts entering for the next run. Spares are started by one thread of the
+   job's that never ends (a sandbox dies with the thread that forked it, and a spare serves another thread's
+   run). Without a spare (the first run, an unusual environment) the run's first process enters itself, as
+   above. Elsewhere the backend's pids (and bwrap's sandbox init) are recorded with their start times as soon as
+   they are known.
 2. **A reaper.** With the job's first run, a small process is started in a session of its own, holding the read
    end of a pipe whose write end only the job holds. However the job ends, the pipe closes; the reaper then kills
    every process of the job's runs (the members of its cgroups, or the recorded pids and their descendants),
@@ -39,6 +41,7 @@ import fcntl
 import itertools
 import logging
 import os
+import queue
 import shlex
 import signal
 import subprocess
@@ -473,6 +476,12 @@ class JobTracker:
         self._free: collections.deque[RunCgroup] = collections.deque()  # the longest free first
         self._slots = itertools.count()
         self._pool_lock = threading.Lock()
+        # Spares are started by one thread that lives as long as the job: a sandbox started with
+        # --die-with-parent is killed when the *thread* that forked it exits (PR_SET_PDEATHSIG), and a spare is
+        # used by a run of another thread, which may outlive the thread the spare came from.
+        self._to_prepare: queue.SimpleQueue[RunCgroup] = queue.SimpleQueue()
+        if self.cgroup_dir is not None:
+            threading.Thread(target=self._prepare_spares, name="aiev-sandbox-spares", daemon=True).start()
         self.reaper = self._start_reaper()
 
     @classmethod
@@ -500,11 +509,15 @@ class JobTracker:
         if taken is None:
             taken = self._new_cgroup()
         if ahead:
-            spare = self._new_cgroup()
-            spare.prepare()
-            with self._pool_lock:
-                self._free.append(spare)
+            self._to_prepare.put(self._new_cgroup())
         return taken
+
+    def _prepare_spares(self) -> None:
+        while True:
+            cgroup = self._to_prepare.get()
+            cgroup.prepare()
+            with self._pool_lock:
+                self._free.append(cgroup)
 
     def _new_cgroup(self) -> RunCgroup:
         return RunCgroup(self.cgroup_dir / f"slot-{next(self._slots)}", self.root.version)  # type: ignore[operator,union-attr]
@@ -513,9 +526,7 @@ class JobTracker:
         """A cgroup whose run is over goes back to the pool once empty, with a new spare; one whose last processes
         are still exiting is retired (the job's clean-up removes it) rather than waited for."""
         if cgroup.empty():
-            cgroup.prepare()
-            with self._pool_lock:
-                self._free.append(cgroup)
+            self._to_prepare.put(cgroup)
 
     def _start_reaper(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -252,9 +252,11 @@ SPARES = textwrap.dedent(
     program = "print(open('data.txt').read().upper())"
     first = sb.run({"main.py": program, "data.txt": "one"}, ["python3", "main.py"], Limits(timeout_s=30))
     tracker = JobTracker.get()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not tracker._free:  # the spares are started by a thread of their own
+        time.sleep(0.01)
     free = list(tracker._free)
     # every free cgroup holds its spare, which entered it before any command reached it
-    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not all(c.spare.proc.pid in cgroup_pids(c.path) for c in free):
         time.sleep(0.01)
     inside = [c.spare is not None and c.spare.proc.pid in cgroup_pids(c.path) for c in free]
@@ -307,3 +309,47 @@ def test_a_run_cgroups_limit_and_oom_count_in_each_cgroup_version(tmp_path, vers
         assert (cg.path / "memory.swap.max").read_text() == "0"
         assert not (cg.path / "memory.limit_in_bytes").exists()
     assert cg.procs == cg.path / "cgroup.procs"
+
+
+THREADS = textwrap.dedent(
+    """
+    import json, threading, time
+    from aiev.sandbox import Limits, get_sandbox
+
+    sb = get_sandbox("bwrap")
+    first_done, may_end, results = threading.Event(), threading.Event(), []
+
+    def first():  # a worker thread that runs programs, then ends while another thread's run goes on
+        for _ in range(3):  # (the pool's cgroups are given back by this thread)
+            sb.run({}, ["true"], Limits(timeout_s=30))
+        first_done.set()
+        may_end.wait()
+
+    def second():
+        results.append(sb.run({}, ["python3", "-c", "import time; time.sleep(1.5); print('done')"],
+                              Limits(timeout_s=30)))
+
+    a = threading.Thread(target=first)
+    a.start()
+    first_done.wait()
+    time.sleep(0.5)  # the spares of the first run's making are ready
+    b = threading.Thread(target=second)
+    b.start()
+    time.sleep(0.5)
+    may_end.set()
+    a.join()
+    b.join()
+    print(json.dumps([results[0].exit_code, results[0].stdout]))
+    """
+)
+
+
+def test_a_run_outlives_the_thread_of_an_earlier_run(need_bwrap):
+    """Worker threads come and go: a run must not die with the thread that ran the job's run before it (the
+    sandbox is started with --die-with-parent, whose signal follows the thread that forked it; spares are forked
+    by a thread of their own)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", THREADS], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [0, "done\n"]
