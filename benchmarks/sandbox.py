@@ -26,6 +26,7 @@ from typing import Any
 from aiev.interpreter import run_checked, run_program
 from aiev.sandbox import Limits, get_sandbox
 from aiev.sandbox.base import memory_by_cgroup
+from aiev.sandbox.tracking import CgroupRoot
 
 WORK = "s = 0\nfor i in range(300_000):\n    s += i * i\nprint(s)\n"
 
@@ -113,6 +114,16 @@ def main() -> None:
     out["background_busy_pct"] = round(100 * (busy1 - busy0) / max(1, total1 - total0), 1)
     print(f"background load before measuring: {out['background_busy_pct']}% of cores busy", flush=True)
     out["bare_python_ms"] = round(median_ms(bare, args.n), 2)
+    root = CgroupRoot.detect()
+    if root is not None:  # what a process pays to enter a cgroup (here: the one it is in already), unsandboxed
+        enter = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(root.parent / "cgroup.procs"), python, "-c",
+                 "pass"]  # fmt: skip
+        plain = ["/bin/sh", "-c", 'exec "$@"', "sh", python, "-c", "pass"]
+        out["sh_python_ms"] = round(median_ms(lambda: subprocess.run(plain, check=True), args.n), 2)
+        out["sh_enter_cgroup_python_ms"] = round(median_ms(lambda: subprocess.run(enter, check=True), args.n), 2)
+        print(f"entering a cgroup (v{root.version}): sh + python3 -c pass {out['sh_python_ms']} ms, with "
+              f"'echo $$ > cgroup.procs' first {out['sh_enter_cgroup_python_ms']} ms (the cost the spares take off "
+              "a run's start)", flush=True)  # fmt: skip
     out["sandbox_true_ms"] = round(median_ms(sandboxed(["true"]), args.n), 2)
     out["sandbox_python_ms"] = round(median_ms(sandboxed(["python3", "-c", "pass"]), args.n), 2)
     out["overhead_ratio"] = round(out["sandbox_python_ms"] / out["bare_python_ms"], 3)

@@ -214,6 +214,7 @@ class Spare:
         ):
             self.stop()
             return None
+        # (bash adds SHLVL=0 to the backend's environment on exec: both backends clear it for the program)
         lines = ["exec 0</dev/null"]
         for fd in pass_fds:
             writes = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
