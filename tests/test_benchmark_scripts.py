@@ -53,3 +53,30 @@ def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
     log.write_text(log.read_text() + "Complete log(s): x\nElapsed time: 0:14:26.5\n")  # snakemake's own count
     out = script("demo_run.py", "--workdir", str(tmp_path))
     assert "14.4 min, 13 of 172 dialogues passed" in out and "yes" in out
+
+
+CI_LOG = """snakemake --lint
+============================= slowest 20 durations =============================
+169.32s call     tests/test_workflow.py::test_loop_each_branch[teacher-stays]
+1 failed, 528 passed, 32 skipped, 6 deselected in 836.95s (0:13:56)
+
+== the SLURM tests (tests/test_slurm.py, loop), run beside the others: exit 0
+397.69s call     tests/test_slurm.py::test_the_tiny_loop_through_slurm_equals_a_local_run
+1 passed, 566 deselected in 420.10s (0:07:00)
+
+== the SLURM tests (tests/test_slurm.py, faults), run beside the others: exit 0
+5 passed, 562 deselected in 950.50s (0:15:50)
+"""
+
+
+def test_ci_minutes_reads_each_session_of_the_test_log_beside_the_goal(tmp_path):
+    log = tmp_path / "test.log"
+    log.write_text(CI_LOG)
+    out = script("ci_minutes.py", str(log))
+    lines = out.splitlines()
+    assert "the rest" in lines[0] and "13.9 min" in lines[0] and "1 failed, 528 passed" in lines[0]
+    assert "loop" in lines[1] and "7.0 min" in lines[1]
+    assert "faults" in lines[2] and "15.8 min" in lines[2]
+    assert "15.8 min" in lines[3] and lines[3].endswith("NO")  # the sessions run at once: the longest counts
+    log.write_text(CI_LOG.replace("950.50s", "700.00s"))
+    assert script("ci_minutes.py", str(log)).splitlines()[-1].endswith("13.9 min  goal <= 15 min: yes")
