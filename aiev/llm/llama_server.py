@@ -134,12 +134,23 @@ class PromptStates:
         self.capacity = capacity
         self.size = 0
         self.items: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._arrays: dict[tuple[int, ...], Any] = {}  # each key as an array, made once (best() runs per request)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self._arrays.clear()
+        self.size = 0
 
     def best(self, tokens: Any) -> tuple[tuple[int, ...] | None, int]:
         """The saved state that begins like ``tokens`` for longest, and how many tokens it serves."""
-        key, most = None, 0
+        import numpy as np
+
+        key, most, tokens = None, 0, np.asarray(tokens)
         for k in self.items:
-            n = shared(k, tokens)
+            array = self._arrays.get(k)
+            if array is None:
+                array = self._arrays[k] = np.asarray(k)
+            n = shared(array, tokens)
             if n > most:
                 key, most = k, n
         return key, most
@@ -162,7 +173,8 @@ class PromptStates:
         self.size += size
         COUNTERS["states_saved"] += 1
         while self.size > self.capacity:
-            _, dropped = self.items.popitem(last=False)
+            old, dropped = self.items.popitem(last=False)
+            self._arrays.pop(old, None)
             self.size -= len(dropped)
 
     def restore(self, llm: Any, key: tuple[int, ...]) -> bool:

@@ -156,8 +156,7 @@ def ask(llm, prompt):
 def run(order, use_states):
     for k in ls.COUNTERS:
         ls.COUNTERS[k] = 0
-    states.items.clear()
-    states.size = 0
+    states.clear()
     states.capacity = (64 << 20) if use_states else 0
     llm = engine()
     first = ask(llm, a)
