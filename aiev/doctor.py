@@ -60,9 +60,15 @@ def check_python(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]
 
 
 def check_workflow(cfg: dict[str, Any], opts: argparse.Namespace) -> list[Finding]:
-    if shutil.which("snakemake") is None:
-        return [Finding("snakemake", FAIL, "snakemake is not on PATH", "pip install -r requirements.lock (make setup)")]
-    return [Finding("snakemake", OK, shutil.which("snakemake") or "")]
+    found = shutil.which("snakemake")
+    if found is not None:
+        return [Finding("snakemake", OK, found)]
+    # `.venv/bin/aiev doctor` run as README says, without the environment activated: it is installed all the same
+    beside = Path(sys.executable).parent / "snakemake"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [Finding("snakemake", WARN, f"{beside} (installed, not on PATH)",
+                        f"source {beside.parent}/activate, or call {beside}")]  # fmt: skip
+    return [Finding("snakemake", FAIL, "snakemake is not on PATH", "pip install -r requirements.lock (make setup)")]
 
 
 def _needs_sandbox(cfg: dict[str, Any]) -> bool:

