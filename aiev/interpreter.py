@@ -240,6 +240,8 @@ def _execution(res: dict[str, Any]) -> dict[str, Any]:
 
 #: The file that runs a program and counts its checks inside the sandbox (:mod:`aiev.sandbox.harness`).
 HARNESS_NAME = "_aiev_run.py"
+#: The file the harness reads its nonce from (and unlinks before the program starts).
+NONCE_NAME = ".aiev_nonce"
 NO_CHECKS_NOTE = (
     "The program exited 0 but no test ran: no assert of the tests and no unittest check was executed. Make the "
     "tests run when the file runs (call the test functions, or end with unittest.main())."
@@ -253,39 +255,84 @@ def harness_source() -> str:
 
 
 def run_checked(sandbox: Any, source: str, tests_line: int, limits: Any, prefix: Path | None) -> dict[str, Any]:
-    """Run ``source`` as ``main.py`` like :func:`run_program`, counting the checks its tests execute (from line
-    ``tests_line`` on): the execution dict gains ``checks`` ({asserts, assert_calls, tests_run, tests_failed,
-    ran}; None when the program ended without the count: killed, timed out, ``os._exit``). A program that
-    defines ``unittest.TestCase`` classes and runs none has them run (``checks.ran``); a ``note`` says so."""
+    """Run ``source`` as ``main.py`` like :func:`run_program`, counting what its tests check (from line
+    ``tests_line`` on): the execution dict gains ``checks`` (the harness's counts: checks executed and failed,
+    tests run and failed, distinct cases, the first failures, what the harness ran itself; None when the program
+    ended without the count: killed, timed out, ``os._exit``) and ``verdict`` (:func:`verdict`). Tests the program
+    defined and did not run are run (``checks.ran``); a ``note`` says so, and quotes failures a plain run hides."""
     use = prefix if prefix is not None and prefix.exists() else None
-    nonce = "aiev-checks-" + secrets.token_hex(8)
+    nonce = "aiev-checks-" + secrets.token_hex(16)
     res = sandbox.run(
-        {"main.py": source, HARNESS_NAME: harness_source()},
-        ["python3", HARNESS_NAME, "main.py", str(tests_line), nonce],
+        {"main.py": source, HARNESS_NAME: harness_source(), NONCE_NAME: nonce},
+        ["python3", HARNESS_NAME, "main.py", str(tests_line)],
         limits,
         prefix=use,
     ).to_dict()
     out = _execution(res)
     out["stderr"], out["checks"] = _take_counts(out["stderr"], nonce)
+    notes = []
     ran = (out["checks"] or {}).get("ran") or []
     if "unittest" in ran:
-        out["note"] = "Nothing ran the program's unittest.TestCase classes: the interpreter ran them."
-    elif ran:
-        out["note"] = f"Nothing called the test functions {', '.join(ran)}: the interpreter called them."
+        notes.append("Nothing ran some of the program's unittest.TestCase tests: the interpreter ran them.")
+    names = [n for n in ran if n != "unittest"]
+    if names:
+        notes.append(f"Nothing called the test functions {', '.join(names)}: the interpreter called them.")
+    passed, why = verdict(out)
+    if why and why != "tests_not_run" and out.get("exit_code") == 0 and not out.get("timed_out"):
+        notes.append(_failure_note(out["checks"] or {}, why))
+    if notes:
+        out["note"] = "\n".join(notes)
+    out["verdict"] = "pass" if passed else why
     return out
+
+
+def verdict(execution: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether a checked execution passed, and if not why: ``error`` (the program failed, timed out or ended
+    without its count), ``tests_not_run`` (no check executed), ``checks_failed`` (a check failed or raised, even
+    one the program caught, or a test failed, whatever the exit code), ``exited_early`` (it left by ``sys.exit``
+    before top-level checks that follow). A pass needs exit 0, one check executed and none failed."""
+    checks = execution.get("checks")
+    if execution.get("timed_out") or execution.get("exit_code") != 0 or checks is None:
+        if checks and (checks.get("failed") or checks.get("tests_failed")):
+            return False, "checks_failed"
+        return False, "error"
+    if checks.get("failed") or checks.get("tests_failed"):
+        return False, "checks_failed"
+    if checks.get("skipped"):
+        return False, "exited_early"
+    if checks_executed(execution) == 0:
+        return False, "tests_not_run"
+    return True, None
+
+
+def _failure_note(checks: dict[str, Any], why: str) -> str:
+    if why == "exited_early":
+        return (
+            f"The program exited before the checks from line {checks.get('skipped')} on ran: they did not pass. "
+            "Let every test run (no sys.exit before them)."
+        )
+    failed = int(checks.get("failed") or 0) + int(checks.get("tests_failed") or 0)
+    quoted = "\n".join(f"- {f}" for f in checks.get("failures") or [])
+    return f"The program exited 0, but its tests reported {failed} failure(s):\n{quoted}".rstrip()
 
 
 def run_batch(sandbox: Any, job: dict[str, Any], limits: Any) -> dict[str, Any] | None:
     """One sandbox execution of the harness's batch mode (:mod:`aiev.sandbox.harness`): ``job['programs']`` each
-    in a forked child under ``job['timeout_s']``, then ``job['examples']`` on ``job['solution']``. The raw
-    results ({programs: [{status, timed_out, result}], examples}), or None when the run ended without them."""
-    nonce = "aiev-batch-" + secrets.token_hex(8)
+    in a forked child, in its own folder as ``main.py``, under ``job['timeout_s']``, then ``job['examples']`` on
+    ``job['solution']``. The raw results ({programs: [{status, timed_out, result}], examples}), or None when the
+    run ended without them."""
+    nonce = "aiev-batch-" + secrets.token_hex(16)
     res = sandbox.run(
-        {"main.py": job["programs"][0]["source"], HARNESS_NAME: harness_source(), "job.json": json.dumps(job)},
-        ["python3", HARNESS_NAME, "--batch", "job.json", nonce],
+        {HARNESS_NAME: harness_source(), "job.json": json.dumps(job), NONCE_NAME: nonce},
+        ["python3", HARNESS_NAME, "--batch", "job.json"],
         limits,
     ).to_dict()
     return _take_counts(res["stderr"], nonce)[1]
+
+
+def program_passed(result: dict[str, Any]) -> bool:
+    """The dialogue's verdict (:func:`verdict`) on one program of a batch (``{status, timed_out, result}``)."""
+    return verdict({"exit_code": result["status"], "timed_out": result["timed_out"], "checks": result["result"]})[0]
 
 
 def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
@@ -302,6 +349,8 @@ def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
 
 
 def checks_executed(execution: dict[str, Any]) -> int:
-    """How many checks of the tests ran: assertions reached and unittest check calls (0 when not counted)."""
+    """How many checks of the tests ran: asserts, unittest check calls and doctest examples (0 when not counted)."""
     checks = execution.get("checks") or {}
+    if "checks" in checks:
+        return int(checks["checks"])
     return int(checks.get("asserts", 0)) + int(checks.get("assert_calls", 0))

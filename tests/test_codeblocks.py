@@ -11,6 +11,7 @@ from aiev.codeblocks import Program, extract_program, fenced_blocks, normalize_c
 from aiev.curate.format import DEFAULT_TOKENS, format_entry
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor
 from aiev.llm.client import Reply
+from aiev.interpreter import NONCE_NAME
 
 
 def codes(text: str) -> list[tuple[str, str]]:
@@ -97,7 +98,7 @@ class RecordingSandbox:
         source = files["main.py"]
         self.ran.append(source)
         ok = "return a + b" in source
-        counts = "\n" + command[-1] + ' {"asserts": 1, "assert_calls": 0, "tests_run": 0, "ran": []}\n'
+        counts = "\n" + files[NONCE_NAME] + ' {"checks": 1, "failed": 0, "tests_failed": 0, "ran": []}\n'
         return SimpleNamespace(
             to_dict=lambda: {"exit_code": 0 if ok else 1, "stdout": "", "stderr": ("" if ok else "AssertionError")
                              + counts, "timed_out": False}

@@ -22,7 +22,6 @@ resumes without checking an entry twice.
 from __future__ import annotations
 
 import ast
-import builtins
 import dataclasses
 import hashlib
 import json
@@ -35,8 +34,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from aiev.codeblocks import fenced_blocks, normalize_code
+from aiev.codeblocks import normalize_code
 from aiev.curate.mutants import mutants
+from aiev.curate.problem import asked_functions, code_fragments, fragment_program, stated_examples
+from aiev.interpreter import program_passed
 from aiev.io import ProgressStore, SkipLog, fsync_path, read_jsonl, write_json, write_jsonl
 from aiev.llm.agents import STAGE_ROLE
 
@@ -48,23 +49,16 @@ REASONS = (
     "tests_not_run",  # the program executed no check of its tests
     "tests_fail",  # run here (a TestCase nothing ran before is run), the tests fail
     "tautology",  # every check is always true
-    "swallowed",  # every check sits in a try whose handler swallows its failure
-    "not_called",  # the tests use none of the solution's functions, or the problem's function is not defined
-    "solution_in_problem",  # the problem statement already holds the solution's code
+    "not_called",  # the tests call none of the solution's functions, or the function asked for is not defined
+    "solution_in_problem",  # code the problem holds already passes the tests
     "example_mismatch",  # the solution disagrees with an example the problem states
-    "weak",  # fewer distinct checks than check_tests.min_distinct_checks, or too few mutants killed
+    "weak",  # fewer distinct cases than check_tests.min_distinct_checks, or too few mutants killed
 )
 #: Which model wrote a batch, by its stage (the second solution asks the same one).
 #: Why an entry could not be run (kept, counted): installs it needs, a program that fails here but passed there.
 UNCHECKED = ("installs", "does_not_parse", "sandbox_error")
 ASSERT_CALL = re.compile(r"^(assert\w*|fail\w*|raises)$")
-_EXAMPLE = re.compile(
-    r"`(?P<call>[A-Za-z_][\w.]*\([^`]*\))`\s*(?:should\s+)?(?:returns?|gives|is|==|->|=>|evaluates to|yields)\s+"
-    r"`(?P<expected>[^`]+)`"
-)
-_DOCTEST = re.compile(r"^\s*>>> (?P<call>.+)\n\s*(?P<expected>(?!>>>)\S.*)$", re.M)
-_NAMED = re.compile(r"(?:`|\bdef\s+)(?<![.\w])([A-Za-z_]\w*)\s*\(")
-_BUILTINS = frozenset(dir(builtins))
+_DOCTEST_LINE = re.compile(r"^\s*>>> ", re.M)
 
 
 # ------------------------------------------------------------------------------------------------ static facts
@@ -138,12 +132,6 @@ def _defined(tree: ast.AST) -> tuple[list[str], set[str]]:
     return top, every
 
 
-def named_functions(problem: str) -> list[str]:
-    """The functions a problem names (`` `name(...)` `` or ``def name(``), builtins left out."""
-    names = dict.fromkeys(m.group(1) for m in _NAMED.finditer(problem or ""))
-    return [n for n in names if n not in _BUILTINS and not n.startswith("test")]
-
-
 def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
     """What the syntax trees say (``parse_error`` when the tests or the solution do not parse)."""
     try:
@@ -152,6 +140,7 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
     except SyntaxError as exc:
         return {"parse_error": f"line {exc.lineno}: {exc.msg}"}
     checks = _assert_nodes(tests_tree)
+    examples = len(_DOCTEST_LINE.findall(tests)) if "doctest" in tests else 0  # doctest examples are checks too
     swallowed = _swallowed(tests_tree)
     texts = [ast.unparse(n) for n in checks]
     live = [t for n, t in zip(checks, texts, strict=True) if not _always_true(n) and id(n) not in swallowed]
@@ -159,9 +148,9 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
     used = {n.id for n in ast.walk(tests_tree) if isinstance(n, ast.Name)} | {
         n.attr for n in ast.walk(tests_tree) if isinstance(n, ast.Attribute)
     }
-    named = named_functions(problem)
+    named = asked_functions(problem)
     return {
-        "assertions": len(checks),
+        "assertions": len(checks) + examples,
         "tautologies": sum(_always_true(n) for n in checks),
         "swallowed": len(swallowed),
         "duplicates": len(texts) - len(set(texts)),
@@ -169,37 +158,20 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
         "called": [name for name in top if name in used],
         "named": named,
         "named_defined": [n for n in named if n in every],
-        "_live": len(live),
-        "distinct": len(set(live)),
+        "_live": len(live) + examples,
+        "distinct": len(set(live)) + examples,
     }
 
 
-def problem_examples(problem: str, defined: set[str]) -> list[dict[str, str]]:
-    """The examples a problem states for the solution's functions: `` `f(2)` returns `5` `` and doctest
-    lines; only those whose expected value is a Python literal."""
-    found = [(m.group("call"), m.group("expected")) for m in _EXAMPLE.finditer(problem or "")]
-    found += [(m.group("call").strip(), m.group("expected").strip()) for m in _DOCTEST.finditer(problem or "")]
-    out = []
-    for call, expected in dict.fromkeys(found):
-        try:
-            node = ast.parse(call, mode="eval").body
-            ast.literal_eval(expected)
-        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in defined:
-            out.append({"call": call, "expected": expected})
-    return out
-
-
-def solution_in_problem(problem: str, solution: str) -> float:
-    """How much of the solution the problem already holds: the highest similarity of the solution to a code block
-    of the problem (or to the problem's text, when it has none), by decontamination's Levenshtein measure."""
+def solution_similarity(problem: str, solution: str) -> float:
+    """How much of the solution the problem's text holds, by decontamination's Levenshtein measure (the highest
+    similarity to a code fragment of the problem, or to its text): the fallback of an entry that cannot be run."""
     from aiev.curate.decontam import similarity
 
     sol = normalize_code(solution)
     if not sol:
         return 0.0
-    blocks = [normalize_code(f.code) for f in fenced_blocks(problem or "")]
+    blocks = [normalize_code(f) for f in code_fragments(problem or "")]
     candidates = [b for b in blocks if b] or [normalize_code(problem or "")]
     best = max((similarity(sol, b, "levenshtein") for b in candidates), default=Fraction(0))
     return float(best)
@@ -218,8 +190,10 @@ def judge(measured: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
     reason, detail = _verdict(facts, run, section)
     quality = {k: v for k, v in facts.items() if not k.startswith("_")}
     if run is not None:
-        quality |= {k: run[k] for k in ("checks_executed", "mutants", "killed", "mutation_score", "survivors")}
+        keys = ("checks_executed", "cases", "calls", "mutants", "killed", "stillborn", "mutation_score", "survivors")
+        quality |= {k: run.get(k) for k in keys}
         quality["examples"] = len(run.get("examples") or [])
+        quality["examples_unchecked"] = run.get("examples_unchecked", 0)
         if "second_solution_passes" in run:
             # a second solution that fails the tests: the tests (or the problem) may say something else
             quality["second_solution_passes"] = run["second_solution_passes"]
@@ -227,27 +201,32 @@ def judge(measured: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[str, Any]) -> tuple[str | None, str]:
-    """(reason, detail) of a removal, or (None, "") when the entry is kept."""
-    if facts["assertions"] == 0:
-        return "no_assertions", "the tests hold no assertion and no unittest check"
+    """(reason, detail) of a removal, or (None, "") when the entry is kept. Where the entry ran, its run decides
+    (what executed, in any style); the syntax tree decides only what a run cannot say (always-true checks) and
+    stands in for the run where there is none."""
+    executed = None if run is None else run.get("checks_executed")
+    if facts["assertions"] == 0 and not executed:
+        return "no_assertions", "the tests hold no assertion, unittest check or doctest example"
     if run is not None and run.get("failed"):
         return "tests_fail", run["failed"]
-    if run is not None and run.get("checks_executed") == 0:
+    if executed == 0:
         return "tests_not_run", "the program executed no check of its tests"
     if facts["tautologies"] == facts["assertions"]:
         return "tautology", f"all {facts['assertions']} assertion(s) are always true"
-    if facts["_live"] == 0:
-        return "swallowed", "every assertion sits in a try whose handler swallows its failure"
-    if facts["distinct"] < section["min_distinct_checks"]:
-        repeated = f" ({facts['duplicates']} repeated assertion(s))" if facts["duplicates"] else ""
-        return "weak", f"the tests check {facts['distinct']} distinct case(s){repeated}"
-    if facts["defined"] and not facts["called"]:
+    calls = None if run is None else run.get("calls")
+    if facts["defined"] and not facts["called"] and not calls:
         return "not_called", f"the tests use none of {', '.join(facts['defined'][:5])}"
     if facts["named"] and not facts["named_defined"] and facts["defined"]:
-        return "not_called", f"the problem names {', '.join(facts['named'][:3])}, the solution defines " + ", ".join(
+        return "not_called", f"the problem asks for {', '.join(facts['named'][:3])}, the solution defines " + ", ".join(
             facts["defined"][:3]
         )
-    if facts["solution_in_problem"] > section["solution_in_problem"]:
+    cases = facts["distinct"] if run is None or run.get("cases") is None else run["cases"]
+    if cases < section["min_distinct_checks"]:
+        repeated = f" ({facts['duplicates']} repeated assertion(s))" if facts["duplicates"] else ""
+        return "weak", f"the tests check {cases} distinct case(s){repeated}"
+    if run is not None and run.get("given_away"):
+        return "solution_in_problem", run["given_away"]
+    if run is None and facts.get("solution_in_problem", 0) > section["solution_in_problem"]:
         return (
             "solution_in_problem",
             f"the problem holds the solution's code (similarity {facts['solution_in_problem']:.2f})",
@@ -279,7 +258,7 @@ class Checker:
         """What one entry is: ``facts`` (static), ``run`` (the sandbox's figures, None when it could not run),
         ``unchecked`` (why not) and ``seconds``. ``second``: an independent solution of the same problem, run
         against the entry's tests (a disagreement is spec doubt)."""
-        from aiev.interpreter import passing_installs, run_batch
+        from aiev.interpreter import passing_installs
 
         t0 = time.perf_counter()
         problem, solution, tests = entry.get("problem") or "", entry.get("solution") or "", entry.get("tests") or ""
@@ -289,62 +268,99 @@ class Checker:
         if "parse_error" in facts:
             unchecked = "does_not_parse"
         elif passing_installs(entry):
-            facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
+            facts["solution_in_problem"] = round(solution_similarity(problem, solution), 4)
             unchecked = "installs"  # its packages are in the dialogue's prefix, not here: static facts only
         else:
-            facts["solution_in_problem"] = round(solution_in_problem(problem, solution), 4)
-            target = next(iter(facts["named_defined"]), None)
-            muts = mutants(solution, self.section["mutants"], seed=entry["id"], target=target)
-            tests_line = solution.count("\n") + 3
-            programs = [{"source": f"{solution}\n\n{tests}\n", "tests_line": tests_line}]
-            programs += [{"source": f"{m.source}\n\n{tests}\n", "tests_line": m.source.count("\n") + 3} for m in muts]
-            if second is not None:
-                programs.append({"source": f"{second}\n\n{tests}\n", "tests_line": second.count("\n") + 3})
-            _, every = _defined(ast.parse(solution))
-            examples = problem_examples(problem, every) if self.section["examples"] else []
-            job = {"programs": programs, "examples": examples, "solution": solution,
-                   "timeout_s": self.section["mutant_timeout_s"]}  # fmt: skip
-            raw = run_batch(self.sandbox, job, self.limits)
-            second_run = None
-            if raw and second is not None and len(raw.get("programs") or []) == len(programs):
-                second_run = raw["programs"].pop()
-            run = _summarise(raw, muts, examples)
-            if run is not None and second_run is not None:
-                run["second_solution_passes"] = second_run["status"] == 0 and not second_run["timed_out"]
+            run = self._run(entry["id"], problem, solution, tests, facts, second)
             unchecked = "sandbox_error" if run is None else None
         return {"id": entry["id"], "facts": facts, "run": run, "unchecked": unchecked,
                 "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
+    def _run(self, eid: str, problem: str, solution: str, tests: str, facts: dict[str, Any],
+             second: str | None) -> dict[str, Any] | None:  # fmt: skip
+        """One sandbox execution: the entry's program, its mutants, the problem's code fragments and the second
+        solution (each against the tests, each as its own ``main.py``), and the stated examples on the solution."""
+        from aiev.interpreter import run_batch
 
-def _summarise(raw: dict[str, Any] | None, muts: list[Any], examples: list[dict[str, str]]) -> dict[str, Any] | None:
-    """The run's figures from the sandbox batch's raw result (None: the execution ended without them)."""
-    if raw is None or not raw.get("programs"):
-        return None
-    original, *rest = raw["programs"]
+        target = next(iter(facts["named_defined"]), None)
+        muts = mutants(solution, self.section["mutants"], seed=eid, target=target)
+        fragments = [fragment_program(f, solution) for f in code_fragments(problem)]
+        programs = [_program(solution, tests)]
+        programs += [_program(m.source, tests) for m in muts]
+        programs += [_program(f, tests) for f in fragments]
+        if second is not None:
+            programs.append(_program(second, tests))
+        top = {n.name for n in ast.parse(solution).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        examples, unchecked = stated_examples(problem, top) if self.section["examples"] else ([], 0)
+        job = {"programs": programs, "examples": [e.to_dict() for e in examples], "solution": solution,
+               "timeout_s": self.section["mutant_timeout_s"]}  # fmt: skip
+        raw = run_batch(self.sandbox, job, self.limits)
+        if raw is None or len(raw.get("programs") or []) != len(programs):
+            return None
+        results = raw["programs"]
+        second_run = results.pop() if second is not None else None
+        fragment_runs = results[len(results) - len(fragments) :] if fragments else []
+        results = results[: len(results) - len(fragments)]
+        run = _summarise(results, muts, job["examples"], raw.get("examples"))
+        run["examples_unchecked"] = unchecked
+        given = [i for i, r in enumerate(fragment_runs) if program_passed(r)]
+        if given and not run.get("failed"):
+            run["given_away"] = f"code the problem holds passes the tests ({len(given)} of {len(fragments)} fragments)"
+        if second_run is not None:
+            run["second_solution_passes"] = program_passed(second_run)
+        return run
+
+
+def _program(solution: str, tests: str) -> dict[str, Any]:
+    return {"source": f"{solution}\n\n{tests}\n", "tests_line": solution.count("\n") + 3}
+
+
+def _summarise(results: list[dict[str, Any]], muts: list[Any], examples: list[dict[str, Any]],
+               examples_raw: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """The run's figures from the batch's results: the entry's program first, then its mutants. A mutant is
+    killed when the tests' verdict on it is a fail; one that died in the solution's own module code before the
+    tests ran (``stillborn``) says nothing of the tests and is left out of the score."""
+    original, *rest = results
     counts = original.get("result") or {}
-    executed = int(counts.get("asserts", 0)) + int(counts.get("assert_calls", 0))
-    if original["status"] != 0 or original["timed_out"]:
-        why = "ran past the time limit" if original["timed_out"] else f"exited with {original['status']}"
-        ran = counts.get("ran") or []
-        if ran:
-            why += f" (its {', '.join(ran)} tests, which nothing had run, were run)"
-        return {"checks_executed": executed, "mutants": 0, "killed": 0, "mutation_score": None, "survivors": [],
-                "examples": [], "failed": f"the entry's program {why}"}  # fmt: skip
-    killed = [r["status"] != 0 or r["timed_out"] for r in rest]
-    survivors = [m.what for m, k in zip(muts, killed, strict=False) if not k]
-    ex = []
-    ex_raw = (raw.get("examples") or {}).get("result") or []
-    for spec, got in zip(examples, ex_raw, strict=False):
-        ex.append({**spec, **got})
-    run = {
-        "checks_executed": executed,
-        "mutants": len(rest),
+    figures = {"checks_executed": int(counts.get("checks", 0)), "cases": counts.get("cases"),
+               "calls": counts.get("calls")}  # fmt: skip
+    nothing = {"mutants": 0, "killed": 0, "stillborn": 0, "mutation_score": None, "survivors": [], "examples": []}
+    if not program_passed(original):
+        quiet = original["status"] == 0 and not original["timed_out"] and original.get("result") is not None
+        if quiet and not (counts.get("failed") or counts.get("tests_failed") or counts.get("skipped")):
+            return figures | nothing  # exit 0 and nothing failed, but no check executed: tests_not_run
+        return figures | nothing | {"failed": f"the entry's program {_why_failed(original)}"}
+    stillborn = [((r.get("result") or {}).get("died_in") == "solution") for r in rest]
+    killed = [not program_passed(r) and not born for r, born in zip(rest, stillborn, strict=True)]
+    judged = len(rest) - sum(stillborn)
+    survivors = [m.what for m, k, b in zip(muts, killed, stillborn, strict=False) if not k and not b]
+    ex = [{**spec, **got} for spec, got in zip(examples, (examples_raw or {}).get("result") or [], strict=False)]
+    return figures | {
+        "mutants": judged,
         "killed": sum(killed),
-        "mutation_score": round(sum(killed) / len(rest), 4) if rest else None,
+        "stillborn": sum(stillborn),
+        "mutation_score": round(sum(killed) / judged, 4) if judged else None,
         "survivors": survivors[:5],
         "examples": ex,
     }
-    return run
+
+
+def _why_failed(result: dict[str, Any]) -> str:
+    counts = result.get("result") or {}
+    if result["timed_out"]:
+        why = "ran past the time limit"
+    elif counts.get("failed") or counts.get("tests_failed"):
+        n = int(counts.get("failed") or 0) + int(counts.get("tests_failed") or 0)
+        first = (counts.get("failures") or [""])[0]
+        why = f"reported {n} failed check(s) or test(s)" + (f" ({first})" if first else "")
+    elif counts.get("skipped"):
+        why = f"exited before the checks from line {counts['skipped']} on ran"
+    else:
+        why = f"exited with {result['status']}"
+    ran = counts.get("ran") or []
+    if ran:
+        why += f" (its {', '.join(ran)} tests, which nothing had run, were run)"
+    return why
 
 
 # ------------------------------------------------------------------------------------------------ second solution

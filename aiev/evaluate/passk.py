@@ -100,8 +100,11 @@ async def _evaluate(
             if inst["exit_code"] != 0:
                 return {"exit_code": None, "timed_out": inst["timed_out"], "stderr": inst["stderr"][-2000:],
                         "reason": "install_failed"}  # fmt: skip
-        res = interpreter.run_program(sandbox, solution + "\n\n" + task["tests"], limits, prefix)
-        return {"exit_code": res["exit_code"], "timed_out": res["timed_out"], "stderr": res["stderr"][-2000:]}
+        # the task's tests judged as generation judged them: passing means its checks ran and none failed
+        source = solution + "\n\n" + task["tests"]
+        res = interpreter.run_checked(sandbox, source, solution.count("\n") + 3, limits, prefix)
+        out = {"exit_code": res["exit_code"], "timed_out": res["timed_out"], "stderr": res["stderr"][-2000:]}
+        return out | {"verdict": res["verdict"], "checks": res["checks"]}
 
     async def one(client: LLMClient, task: dict[str, Any]) -> None:
         usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
@@ -120,7 +123,7 @@ async def _evaluate(
             row.update(passed=False, reason=reason, execution=None)
         else:
             execution = await loop.run_in_executor(pool, run_program, task, solution)
-            passed = execution["exit_code"] == 0 and not execution["timed_out"]
+            passed = execution.get("verdict") == "pass"
             failed = execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
             row.update(passed=passed, reason=None if passed else failed, execution=execution)
         row["fingerprint"] = fp

@@ -16,9 +16,10 @@ install``); other languages are never run. The program is the Python blocks, ver
 blocks: the last is the tests, the others are the solution. One block: split where its tests begin (the first
 top-level test class or function, assertion or ``if __name__ == ...``; imports at the top stay with the
 solution); without tests the round fails with "no unit tests", quoting what the block holds. No Python block:
-the round fails with "no code". Pass = install (if any) and program exit 0, no timeout, and at least one check
-of the tests executed (counted in the sandbox by :func:`aiev.interpreter.run_checked`, which also runs
-TestCase classes nothing ran); exit 0 with none is ``tests_not_run``.
+the round fails with "no code". Pass = the harness's verdict (:func:`aiev.interpreter.verdict`): install (if
+any) and program exit 0, no timeout, at least one check of the tests executed and none failed, whatever style
+the tests are written in (counted in the sandbox by :func:`aiev.interpreter.run_checked`, which also runs the
+tests nothing ran); exit 0 with no check executed is ``tests_not_run``.
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from aiev import __version__
 from aiev.codeblocks import CodeProblem, Program, extract_program
 from aiev.interpreter import (
     NO_CHECKS_NOTE,
-    checks_executed,
     describe_result,
     install_prefix,
     install_refusal,
     refused_install,
     run_checked,
     run_install,
+    verdict,
 )
 from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
 from aiev.llm.client import LLMClient, LLMError
@@ -109,12 +110,12 @@ class Dialogue:
                 else:
                     execution = await self.run_blocking(self.execute, extracted, seed["id"])
                     reason = "max_rounds"
-                    if execution.get("exit_code") == 0 and not execution.get("timed_out"):
-                        if checks_executed(execution) > 0:
-                            program = extracted
-                        else:  # exit 0 with no check executed is no pass: the tests never ran
-                            execution["note"] = "\n".join(filter(None, [execution.get("note"), NO_CHECKS_NOTE]))
-                            reason = "tests_not_run"
+                    passed, why = verdict(execution)
+                    if passed:
+                        program = extracted
+                    elif why == "tests_not_run":  # exit 0 with no check executed is no pass: the tests never ran
+                        execution["note"] = "\n".join(filter(None, [execution.get("note"), NO_CHECKS_NOTE]))
+                        reason = "tests_not_run"
                     code_shown = extracted.solution + "\n\n" + extracted.tests
                 result_text = describe_result(execution)
                 exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}

@@ -1,18 +1,30 @@
-"""Runs a program as ``python3 main.py`` would, and counts the checks its tests execute.
+"""Runs a program as ``python3 main.py`` would, and judges what its tests checked.
 
 This file is copied into the sandbox beside ``main.py`` and run there (standard library only, never imported by
-aiev): ``python3 _aiev_run.py main.py TESTS_LINE NONCE``. The program runs as ``__main__`` with its own file name
-in tracebacks, its ``sys.argv`` and its exit status, so what it prints is what a plain run prints. Counted:
+aiev): ``python3 _aiev_run.py main.py TESTS_LINE``. The program runs in a forked child as ``__main__``, with its
+own file name in tracebacks, its ``sys.argv`` and its exit status, so what it prints is what a plain run prints.
+The child counts, whatever style the tests are written in:
 
-- ``assert`` statements executed from line ``TESTS_LINE`` on (the tests; a solution's own asserts are not tests),
-- calls of ``unittest.TestCase`` check methods (``assertEqual``, ``fail``, ...), and the tests unittest ran
-  (for programs whose text names ``unittest``).
+- ``checks``: ``assert`` statements executed from line ``TESTS_LINE`` on (the tests; a solution's own asserts are
+  not tests), ``unittest.TestCase`` check calls (``assertEqual``, ``fail``, ...), doctest examples;
+- ``failed``: checks that failed or raised, even where the program caught the failure itself (a ``try`` around
+  an assert, a runner whose result nobody reads, ``unittest.main(exit=False)``), with the first messages;
+- ``tests_run``/``tests_failed``: every ``unittest`` result whatever ran it (``main()``, ``main(exit=False)``, a
+  runner of the program's own), subtests, top-level ``test_*`` functions;
+- ``cases``: distinct cases checked, counted as they execute: the inputs the tests gave the solution's functions
+  (recorded at each call from the tests) before each check. A loop over 5 inputs is 5 cases, three checks of one
+  input are 1, code that never runs is 0;
+- ``calls``: how many times the tests called the solution's functions.
 
-When the program ends with status 0 and no unittest test ran, the ``TestCase`` classes it defines are run (a
-program that defines tests and never runs them did not pass them); when it then executed no check at all, its
-top-level ``test_*`` functions (pytest's layout) are called. A test's failed ``assert A == B`` says what ``A`` was
-(``AssertionError: add(2, 3) is -1, not 5``), as pytest's does. The counts go to stderr as one line
-``NONCE {json}``, which :func:`aiev.interpreter.run_checked` removes.
+After the program, every ``TestCase`` and top-level ``test_*`` function it defined (even one it deleted) and did
+not run is run. A program that leaves by ``sys.exit`` before top-level checks that follow is marked
+(``skipped``), and where it died outside the tests (``died_in``: the solution's own module code, or the tests).
+
+The counts reach the parent through a pipe; the parent, once the child has ended, writes them to stderr as one
+line ``NONCE {json}``. The nonce is read from the file ``.aiev_nonce``, unlinked before the program starts and
+never in the child's memory, so the program's own output cannot imitate that line (:func:`aiev.interpreter
+.run_checked` removes it). The counting itself runs inside the program's process: a program written to tamper
+with the interpreter's memory could still lie about its counts, which no model writing tests does by accident.
 """
 
 import ast
@@ -20,28 +32,117 @@ import builtins
 import contextlib
 import json
 import os
+import reprlib
 import sys
 import types
 
 __unittest = True  # unittest leaves this file's frames (the counting wrappers) out of its tracebacks
-counts = {"asserts": 0, "assert_calls": 0, "tests_run": 0, "tests_failed": 0}
+NONCE_FILE = ".aiev_nonce"
+_MAX_FAILURES = 5
+
+counts = {"checks": 0, "failed": 0, "asserts": 0, "assert_calls": 0, "examples": 0, "tests_run": 0,
+          "tests_failed": 0, "cases": 0, "calls": 0}  # fmt: skip
+failures = []
 ran = []
-_depth = [0]
+state = {"depth": 0, "pending": {}, "last": None, "skipped": None, "died_in": None}
+_cases = set()
+_solution_codes = set()
+_module_code = [None]
+_tests_line = [1]
+_defined_tests = {}  # top-level test functions by name, recorded at definition
+_ran_tests = set()  # names of top-level test functions that ran, and (class, method) of TestCase tests
+_testcases = []  # every TestCase subclass the program defined, in order
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist = 4, 80, 80, 12
 
 
-def _count_assert():
+# ------------------------------------------------------------------------------------------------ counting
+
+
+def _note_failure(text):
+    if len(failures) < _MAX_FAILURES:
+        failures.append(text[:300])
+
+
+def _case(line):
+    """One check executed: its case is the inputs the tests gave the solution since the last check."""
+    pending = state["pending"]
+    if pending:
+        key = ("inputs", frozenset(pending))
+        state["pending"] = {}
+    elif state["last"] is not None and state["last"][0] != "line":
+        key = state["last"]  # another check of the inputs the last one checked
+    else:
+        key = ("line", line)  # a check that gave the solution nothing: its own case
+    state["last"] = key
+    if key not in _cases:
+        _cases.add(key)
+        counts["cases"] += 1
+
+
+def _check_done(line):
+    """An assert of the tests passed (its case: the inputs given to the solution while it was evaluated)."""
+    counts["checks"] += 1
     counts["asserts"] += 1
+    _case(line)
+
+
+def _check_failed(line, exc):
+    """An assert of the tests failed or raised, whether or not the program catches it."""
+    _check_done(line)
+    counts["failed"] += 1
+    _note_failure(f"line {line}: {type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _key_repr(value):
+    try:
+        text = _repr.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    at = text.find(" at 0x")  # the default repr of an object: its address says nothing about the case
+    return text if at < 0 else text[:at] + ">"
+
+
+def _called(name, params, local):
+    """A solution function started: when the tests (not the solution itself) called it, record its inputs."""
+    try:
+        caller = sys._getframe(2)
+        code = caller.f_code
+        if id(code) in _solution_codes or (code is _module_code[0] and caller.f_lineno < _tests_line[0]):
+            return
+        counts["calls"] += 1
+        key = (name, tuple(_key_repr(local.get(p)) for p in params))
+        state["pending"][key] = None
+    except Exception:  # never let the count break the program
+        pass
+
+
+def _test_defined(func):
+    _defined_tests.setdefault(func.__name__, func)
+    return func
+
+
+def _test_started(name):
+    _ran_tests.add(name)
 
 
 def _counted(method):
     def check(*args, **kwargs):
-        if _depth[0] == 0:
-            counts["assert_calls"] += 1
-        _depth[0] += 1
+        if state["depth"]:
+            return method(*args, **kwargs)
+        counts["checks"] += 1
+        counts["assert_calls"] += 1
+        line = sys._getframe(1).f_lineno
+        _case(line)  # its arguments were evaluated before the call
+        state["depth"] += 1
         try:
             return method(*args, **kwargs)
+        except Exception as exc:
+            counts["failed"] += 1
+            _note_failure(f"line {line}: {type(exc).__name__}: {exc}")
+            raise
         finally:
-            _depth[0] -= 1
+            state["depth"] -= 1
 
     check.__name__ = method.__name__
     check.__doc__ = method.__doc__
@@ -49,34 +150,192 @@ def _counted(method):
 
 
 def _count_unittest():
-    """Count unittest's checks and tests (imported only for programs that name it: ~25 ms saved otherwise)."""
+    """Count unittest's checks, tests and results, whatever runs them (imported only for programs that name it)."""
     import unittest
 
     if getattr(unittest.TestCase, "__aiev_counted__", False):
         return
     unittest.TestCase.__aiev_counted__ = True
-
     for name, method in list(vars(unittest.TestCase).items()):
         if isinstance(method, types.FunctionType) and (name.startswith("assert") or name == "fail"):
             setattr(unittest.TestCase, name, _counted(method))
-    start_test = unittest.TestResult.startTest
+
+    original = vars(unittest.TestCase).get("__init_subclass__")
+
+    def init_subclass(cls, **kwargs):
+        if cls.__module__ == "__main__":
+            _testcases.append(cls)
+        if original is not None:
+            return original.__func__(cls, **kwargs)
+        return super(unittest.TestCase, cls).__init_subclass__(**kwargs)
+
+    unittest.TestCase.__init_subclass__ = classmethod(init_subclass)
+    result = unittest.TestResult
+    start, fail, error, unexpected, sub = (result.startTest, result.addFailure, result.addError,
+                                           result.addUnexpectedSuccess, result.addSubTest)  # fmt: skip
 
     def started(self, test):
         counts["tests_run"] += 1
-        return start_test(self, test)
+        _ran_tests.add((type(test), getattr(test, "_testMethodName", "")))
+        return start(self, test)
 
-    unittest.TestResult.startTest = started
+    def failed(self, test, err):
+        counts["tests_failed"] += 1
+        _note_failure(f"{test}: {err[0].__name__}: {err[1]}")
+        return fail(self, test, err)
+
+    def errored(self, test, err):
+        counts["tests_failed"] += 1
+        _note_failure(f"{test}: {err[0].__name__}: {err[1]}")
+        return error(self, test, err)
+
+    def unexpected_success(self, test):
+        counts["tests_failed"] += 1
+        _note_failure(f"{test}: unexpected success")
+        return unexpected(self, test)
+
+    def subtest(self, test, subtest, err):
+        if err is not None:
+            counts["tests_failed"] += 1
+            _note_failure(f"{subtest}: {err[0].__name__}: {err[1]}")
+        return sub(self, test, subtest, err)
+
+    result.startTest, result.addFailure, result.addError = started, failed, errored
+    result.addUnexpectedSuccess, result.addSubTest = unexpected_success, subtest
 
 
-class _CountAsserts(ast.NodeTransformer):
+def _count_doctest():
+    """Each doctest example is a check (imported only for programs that name doctest)."""
+    import doctest
+
+    runner = doctest.DocTestRunner
+    if getattr(runner, "__aiev_counted__", False):
+        return
+    runner.__aiev_counted__ = True
+    success, failure, unexpected = runner.report_success, runner.report_failure, runner.report_unexpected_exception
+
+    def example(test, ex, failed_with=None):
+        counts["checks"] += 1
+        counts["examples"] += 1
+        _case(test.lineno or 0)
+        if failed_with is not None:
+            counts["failed"] += 1
+            _note_failure(f"doctest {test.name}: {ex.source.strip()} -> {failed_with}")
+
+    def ok(self, out, test, ex, got):
+        example(test, ex)
+        return success(self, out, test, ex, got)
+
+    def wrong(self, out, test, ex, got):
+        example(test, ex, f"got {got.strip()!r}, expected {ex.want.strip()!r}")
+        return failure(self, out, test, ex, got)
+
+    def raised(self, out, test, ex, exc_info):
+        example(test, ex, f"{exc_info[0].__name__}: {exc_info[1]}")
+        return unexpected(self, out, test, ex, exc_info)
+
+    runner.report_success, runner.report_failure, runner.report_unexpected_exception = ok, wrong, raised
+
+
+# ------------------------------------------------------------------------------------------------ instrumenting
+
+
+class _Instrument(ast.NodeTransformer):
+    """Asserts of the tests are counted (a failure too, even one the program catches); the solution's functions
+    record the inputs the tests give them; top-level test functions record their definition and their run."""
+
     def __init__(self, from_line):
         self.from_line = from_line
+        self.top_level = set()
 
     def visit_Assert(self, node):
         if node.lineno < self.from_line:
             return node
-        call = ast.Expr(ast.Call(ast.Name("__aiev_count_assert__", ast.Load()), [], []))
-        return [ast.copy_location(call, node), _explained(node)]
+        line = ast.Constant(node.lineno)
+        handler = ast.ExceptHandler(
+            ast.Name("Exception", ast.Load()),
+            "__aiev_exc",
+            [ast.Expr(_call("__aiev_check_failed__", line, ast.Name("__aiev_exc", ast.Load()))),
+             ast.Raise(exc=None, cause=None)],
+        )  # fmt: skip
+        done = ast.Expr(_call("__aiev_check_done__", line))
+        return ast.copy_location(ast.Try([_explained(node)], [handler], [done], []), node)
+
+    def visit_FunctionDef(self, node):
+        self.generic_visit(node)
+        if node.lineno < self.from_line:
+            return node
+        if id(node) in self.top_level and node.name.startswith("test"):
+            node.decorator_list.append(ast.Name("__aiev_test_defined__", ast.Load()))
+            mark = ast.Expr(_call("__aiev_test_started__", ast.Constant(node.name)))
+            at = _after_docstring(node.body)
+            node.body.insert(at, ast.copy_location(mark, node.body[at]))
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+
+def _call(name, *args):
+    return ast.Call(ast.Name(name, ast.Load()), list(args), [])
+
+
+def _top_level_defs(tree):
+    """The ids of function definitions at module level (also inside top-level if/try/with blocks)."""
+    out = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.add(id(node))
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo.extend(getattr(node, field, []) or [])
+        elif isinstance(node, ast.ExceptHandler):
+            todo.extend(node.body)
+    return out
+
+
+def _record_calls(tree, from_line):
+    """Make each function and method the solution defines at top level record its inputs when it starts."""
+    for node in tree.body:
+        if node.lineno >= from_line:
+            continue
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            _record_in(node, node.name, method=False)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    static = any(getattr(d, "id", "") == "staticmethod" for d in item.decorator_list)
+                    _record_in(item, f"{node.name}.{item.name}", method=not static)
+
+
+def _record_in(func, name, method):
+    args = func.args
+    params = [a.arg for a in [*args.posonlyargs, *args.args]]
+    if method:
+        params = params[1:]
+    params += [a.arg for a in args.kwonlyargs]
+    params += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+    body = func.body
+    at = _after_docstring(body)
+    record = ast.Expr(_call("__aiev_called__", ast.Constant(name), ast.Constant(tuple(params)),
+                            _call("__aiev_locals__")))  # fmt: skip
+    body.insert(at, ast.copy_location(record, body[at]))
+
+
+def _after_docstring(body):
+    """Where code may be inserted at the start of ``body`` without taking its docstring's place (a body that is
+    only a docstring gains a ``pass`` to insert before)."""
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        if len(body) == 1:
+            body.append(ast.copy_location(ast.Pass(), body[0]))
+        return 1
+    return 0
 
 
 def _explained(node):
@@ -120,6 +379,38 @@ def _explain(left, right, left_src, right_src, right_is_literal):
     return f"{left_src} is {_short_repr(left)}, {right_src} is {_short_repr(right)}"
 
 
+def _has_checks(node):
+    """Whether a top-level statement holds checks of the tests: asserts, test functions or classes, check calls."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Assert):
+            return True
+        if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef) and sub.name.startswith("test"):
+            return True
+        if isinstance(sub, ast.ClassDef) and any("Test" in ast.unparse(b) for b in sub.bases):
+            return True
+        if isinstance(sub, ast.Call):
+            func = sub.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name.startswith("assert") or name in ("main", "testmod", "run"):
+                return True
+    return False
+
+
+def _solution_code_ids(code, from_line):
+    """The ids of every code object compiled from the solution's part (functions, methods, comprehensions)."""
+    out = set()
+    todo = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    while todo:
+        c = todo.pop()
+        if c.co_firstlineno < from_line:
+            out.add(id(c))
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
 def _status(code):
     """The exit status ``sys.exit(code)`` gives (a non-int code is printed to stderr, status 1)."""
     if code is None:
@@ -131,37 +422,65 @@ def _status(code):
 
 
 def _report_exception(exc):
-    """The traceback a plain run prints, without this file's frame."""
+    """The traceback a plain run prints, without this file's frames."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == main.__code__.co_filename:
+    while tb is not None and tb.tb_frame.f_code.co_filename == _report_exception.__code__.co_filename:
         tb = tb.tb_next
     sys.excepthook(type(exc), exc.with_traceback(tb), tb)
 
 
-def _run_unrun_testcases(module):
+def _module_line(exc, code):
+    """The line of the top-level statement that was running when ``exc`` left the module's code."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return tb.tb_lineno
+        tb = tb.tb_next
+    return None
+
+
+def _where_it_stopped(tree, line, from_line):
+    """After an exit or error at module line ``line``: whether it was in the solution's part, and the line of a
+    later top-level statement with checks that never ran (None: nothing skipped)."""
+    if line is None:
+        return None, None
+    part = "solution" if line < from_line else "tests"
+    for node in tree.body:
+        if node.lineno > line and node.lineno >= from_line and _has_checks(node):
+            return part, node.lineno
+    return part, None
+
+
+def _run_unrun_testcases():
     unittest = sys.modules.get("unittest")
-    if unittest is None:
+    if unittest is None or not _testcases:
         return 0
-    cases = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, unittest.TestCase) and obj.__module__ == "__main__"
-    ]
-    if not cases:
+    bases = {b for c in _testcases for b in c.__mro__[1:]}
+    loader = unittest.defaultTestLoader
+    todo = []
+    for case in _testcases:
+        names = [n for n in loader.getTestCaseNames(case) if (case, n) not in _ran_tests]
+        ran_any = any((case, n) in _ran_tests for n in loader.getTestCaseNames(case))
+        if not names or (case in bases and not ran_any and _subclasses_ran(case)):
+            continue  # an abstract base whose concrete tests ran: its own tests are theirs
+        todo.extend(case(n) for n in names)
+    if not todo:
         return 0
     ran.append("unittest")
-    suite = unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromTestCase(c) for c in cases)
-    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
-    counts["tests_failed"] += len(result.failures) + len(result.errors)
+    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(unittest.TestSuite(todo))
     return 0 if result.wasSuccessful() else 1
 
 
-def _run_test_functions(module):
+def _subclasses_ran(case):
+    return any(issubclass(c, case) and c is not case for c, _ in [t for t in _ran_tests if isinstance(t, tuple)])
+
+
+def _run_test_functions():
     import inspect
 
     status = 0
-    for name, obj in list(vars(module).items()):
-        if not (name.startswith("test") and isinstance(obj, types.FunctionType) and obj.__module__ == "__main__"):
+    for name, obj in list(_defined_tests.items()):
+        if name in _ran_tests:
             continue
         try:
             if any(
@@ -174,11 +493,14 @@ def _run_test_functions(module):
         ran.append(name)
         counts["tests_run"] += 1
         try:
-            obj()
+            result = obj()
+            if inspect.iscoroutine(result):
+                result.close()
         except SystemExit as exc:
             status = status or _status(exc.code)
         except BaseException as exc:  # the program's own failure, printed as a plain run prints it
             counts["tests_failed"] += 1
+            _note_failure(f"{name}: {type(exc).__name__}: {exc}")
             _report_exception(exc)
             status = 1
     return status
@@ -192,58 +514,162 @@ def _execute(source, path, argv0, from_line):
         return None
     if b"unittest" in source:
         _count_unittest()
-    tree = ast.fix_missing_locations(_CountAsserts(from_line).visit(tree))
-    code = compile(tree, path, "exec")
-    builtins.__aiev_count_assert__ = _count_assert
-    builtins.__aiev_explain__ = _explain
+    if b"doctest" in source:
+        _count_doctest()
+    _tests_line[0] = from_line
+    _record_calls(tree, from_line)
+    instrument = _Instrument(from_line)
+    instrument.top_level = _top_level_defs(tree)
+    instrumented = ast.fix_missing_locations(instrument.visit(tree))
+    try:
+        code = compile(instrumented, path, "exec")
+    except (SyntaxError, ValueError):
+        return None
+    _module_code[0] = code
+    _solution_codes.update(_solution_code_ids(code, from_line))
+    plain = ast.parse(source, path)
+    for name, value in (
+        ("__aiev_check_done__", _check_done),
+        ("__aiev_check_failed__", _check_failed),
+        ("__aiev_explain__", _explain),
+        ("__aiev_called__", _called),
+        ("__aiev_test_defined__", _test_defined),
+        ("__aiev_test_started__", _test_started),
+        ("__aiev_locals__", locals),
+    ):
+        setattr(builtins, name, value)  # fmt: skip
     module = types.ModuleType("__main__")
     module.__file__ = path
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
     sys.argv = [argv0]
     sys.path[0] = os.path.dirname(path)
+    stopped = None
     try:
         exec(code, module.__dict__)
         status = 0
     except SystemExit as exc:
         status = _status(exc.code)
+        stopped = exc
     except BaseException as exc:  # the program's own failure, printed as a plain run prints it
         _report_exception(exc)
         status = 1
-    if status == 0 and counts["tests_run"] == 0:
-        status = _run_unrun_testcases(module)
-    if status == 0 and counts["asserts"] + counts["assert_calls"] == 0 and counts["tests_run"] == 0:
-        status = _run_test_functions(module)
+        stopped = exc
+    if stopped is not None:
+        part, skipped = _where_it_stopped(plain, _module_line(stopped, code), from_line)
+        state["died_in"] = part if status != 0 else None
+        state["skipped"] = skipped if status == 0 else None
+    if status == 0:
+        status = _run_unrun_testcases() or _run_test_functions()
     return status
+
+
+def _payload():
+    return dict(counts, failures=failures, ran=ran, skipped=state["skipped"], died_in=state["died_in"])
 
 
 def _flush():
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed stream: the counts still go out on fd 2
+        with contextlib.suppress(Exception):  # a closed stream: the counts still go out
             stream.flush()
 
 
+def _dumpable(on):
+    """Whether other processes of the sandbox's user may read this one's memory and descriptors (/proc/PID)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _open_nonce():
+    """The nonce file, opened and unlinked: only this process can read it from now on."""
+    fd = os.open(NONCE_FILE, os.O_RDONLY)
+    os.unlink(NONCE_FILE)
+    _dumpable(False)
+    return fd
+
+
+def _read_nonce(fd):
+    data = b""
+    while chunk := os.read(fd, 256):
+        data += chunk
+    os.close(fd)
+    return data.decode().strip()
+
+
+def _wait_reading(pid, r):
+    """Wait for child ``pid`` while reading pipe ``r``; (wait status, what it sent)."""
+    import select
+
+    chunks = []
+    status = None
+    while status is None:
+        ready, _, _ = select.select([r], [], [], 0.05)
+        if ready:
+            chunk = os.read(r, 65536)
+            if chunk:
+                chunks.append(chunk)
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = code
+    os.set_blocking(r, False)
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    os.close(r)
+    return status, b"".join(chunks)
+
+
+def _decode(data):
+    try:
+        return json.JSONDecoder().raw_decode(data.decode())[0] if data else None
+    except ValueError:
+        return None
+
+
 def main():
-    path, from_line, nonce = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    path, from_line = sys.argv[1], int(sys.argv[2])
+    nonce_fd = _open_nonce()
     with open(path, "rb") as fh:
         source = fh.read()
-    status = _execute(source, os.path.abspath(path), path, from_line)
-    if status is None:  # it cannot run; a plain run prints the error exactly as Python words it
-        os.execv(sys.executable, [sys.executable, path])
-    _flush()
-    os.write(2, f"\n{nonce} {json.dumps(dict(counts, ran=ran))}\n".encode())
-    sys.exit(status)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the program's process
+        os.close(r)
+        os.close(nonce_fd)
+        _dumpable(True)
+        status = _execute(source, os.path.abspath(path), path, from_line)
+        if status is None:  # it cannot run; a plain run prints the error exactly as Python words it
+            os.close(w)
+            os.execv(sys.executable, [sys.executable, path])
+        _flush()
+        with contextlib.suppress(OSError):
+            os.write(w, json.dumps(_payload()).encode())
+        os._exit(status)
+    os.close(w)
+    wait_status, data = _wait_reading(pid, r)
+    nonce = _read_nonce(nonce_fd)
+    os.write(2, f"\n{nonce} {json.dumps(_decode(data))}\n".encode())
+    if os.WIFSIGNALED(wait_status):  # die as the program died
+        import signal
+
+        sig = os.WTERMSIG(wait_status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    sys.exit(os.waitstatus_to_exitcode(wait_status))
 
 
 # ---------------------------------------------------------------------------------------- batch mode
-# ``python3 _aiev_run.py --batch JOB.json NONCE``: JOB holds ``programs`` ([{source, tests_line}]: the entry's
-# program first, then its mutants), ``examples`` ([{call, expected}]: the problem's stated examples, checked on
-# ``solution``) and ``timeout_s`` (per program). Each runs in its own forked child (own process group, output to
-# /dev/null, killed at its time limit), as many at once as the sandbox has cores (at most 4; ``parallel``), after
-# the program's imports were made once in the parent; the results go to stderr as one line ``NONCE {json}``.
+# ``python3 _aiev_run.py --batch JOB.json``: JOB holds ``programs`` ([{source, tests_line}]: the entry's program
+# first, then its mutants and any other), ``examples`` ([{call, expected, printed}]: the problem's stated
+# examples, checked on ``solution``) and ``timeout_s`` (per program). Each runs in its own forked child (own
+# process group and folder ``p<i>`` holding its ``main.py``, output to /dev/null, killed at its time limit), as
+# many at once as the sandbox has cores (at most 4; ``parallel``), after the program's imports were made once in
+# the parent; the results go to stderr as one line ``NONCE {json}``.
 
 
-def _child(run):
+def _child(run, folder=None):
     """Fork; the child runs ``run()`` (returning (status, payload)) and reports through a pipe."""
     r, w = os.pipe()
     pid = os.fork()
@@ -252,9 +678,12 @@ def _child(run):
         me = os.getpid()
         try:
             os.setpgid(0, 0)
+            _dumpable(True)
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
+            if folder is not None:
+                os.chdir(folder)
             status, payload = run()
             _flush()
             if os.getpid() == me:  # not a process the program forked, come back here
@@ -271,29 +700,30 @@ def _finish(pid, r, code, timed_out):
 
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)  # whatever the program left running
+    os.set_blocking(r, False)
     chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
     os.close(r)
-    try:  # the child's report (a process the program forked that outlived it never writes one)
-        payload = json.JSONDecoder().raw_decode(b"".join(chunks).decode())[0] if chunks else None
-    except ValueError:
-        payload = None
-    return {"status": os.waitstatus_to_exitcode(code), "timed_out": timed_out, "result": payload}
+    # the child's report (a process the program forked that outlived it never writes one)
+    return {"status": os.waitstatus_to_exitcode(code), "timed_out": timed_out, "result": _decode(b"".join(chunks))}
 
 
 def _run_all(runs, timeout_s, parallel):
-    """Each of ``runs`` in its own child, ``parallel`` at once, each killed after ``timeout_s``; their results."""
+    """Each of ``runs`` ((run, folder) pairs) in its own child, ``parallel`` at once, each killed after
+    ``timeout_s``; their results."""
+    import select
     import signal
     import time
 
     results = [None] * len(runs)
-    running = {}  # pid -> (index, read end, deadline)
+    running = {}  # pid -> (index, read end, deadline, chunks)
     todo = list(enumerate(runs))
     while todo or running:
         while todo and len(running) < parallel:
-            i, run = todo.pop(0)
-            pid, r = _child(run)
+            i, (run, folder) = todo.pop(0)
+            pid, r = _child(run, folder)
             running[pid] = (i, r, time.monotonic() + timeout_s)
         for pid, (i, r, deadline) in list(running.items()):
             done, code = os.waitpid(pid, os.WNOHANG)
@@ -307,7 +737,7 @@ def _run_all(runs, timeout_s, parallel):
                 del running[pid]
                 results[i] = _finish(pid, r, code, timed_out)
         if running:
-            time.sleep(0.001)
+            select.select([], [], [], 0.001)
     return results
 
 
@@ -325,10 +755,27 @@ def _preimport(source):
 
 def _run_one(source, tests_line):
     def run():
+        with open("main.py", "w", encoding="utf-8") as fh:
+            fh.write(source)
         status = _execute(source.encode(), os.path.abspath("main.py"), "main.py", tests_line)
-        return (1 if status is None else status), dict(counts, ran=ran)
+        return (1 if status is None else status), _payload()
 
     return run
+
+
+def _close(got, want):
+    """Equal, floats within a relative 1e-6 (lists, tuples, sets and dicts compared item by item)."""
+    import math
+
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got == want
+    if isinstance(got, int | float) and isinstance(want, int | float):
+        return got == want or math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return type(got) is type(want) and len(got) == len(want) and all(map(_close, got, want))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(_close(got[k], want[k]) for k in got)
+    return got == want
 
 
 def _check_examples(solution, examples):
@@ -338,9 +785,12 @@ def _check_examples(solution, examples):
         out = []
         for ex in examples:
             try:
-                expected = ast.literal_eval(ex["expected"])
                 got = eval(compile(ex["call"], "<example>", "eval"), namespace)
-                out.append({"ok": bool(got == expected), "got": repr(got)[:200]})
+                if ex.get("printed"):
+                    ok = str(got).strip() == ex["expected"].strip()
+                else:
+                    ok = _close(got, ast.literal_eval(ex["expected"]))
+                out.append({"ok": bool(ok), "got": _short_repr(got)})
             except BaseException as exc:
                 out.append({"ok": False, "got": f"{type(exc).__name__}: {exc}"[:200]})
         return 0, out
@@ -348,23 +798,29 @@ def _check_examples(solution, examples):
     return run
 
 
-def batch(job_path, nonce):
+def batch(job_path):
+    nonce_fd = _open_nonce()
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
     programs = job["programs"]
     if programs:
         _preimport(programs[0]["source"])
-    runs = [_run_one(p["source"], p["tests_line"]) for p in programs]
+    runs = []
+    for i, p in enumerate(programs):
+        folder = f"p{i}"
+        os.mkdir(folder)
+        runs.append((_run_one(p["source"], p["tests_line"]), folder))
     if job.get("examples"):
-        runs.append(_check_examples(job["solution"], job["examples"]))
+        runs.append((_check_examples(job["solution"], job["examples"]), None))
     parallel = job.get("parallel") or min(4, len(os.sched_getaffinity(0)))
     results = _run_all(runs, job["timeout_s"], parallel)
     examples = results.pop() if job.get("examples") else None
+    nonce = _read_nonce(nonce_fd)
     os.write(2, f"\n{nonce} {json.dumps({'programs': results, 'examples': examples})}\n".encode())
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--batch":
-        batch(sys.argv[2], sys.argv[3])
+        batch(sys.argv[2])
     else:
         main()

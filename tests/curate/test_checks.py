@@ -56,7 +56,7 @@ CASES = {
     "tautology": (entry("tautology", "Write `add(a, b)`.", ADD, "assert True\nassert add(1, 2) == add(1, 2)\n"),
                   "tautology"),
     "swallowed": (entry("swallowed", "Write `add(a, b)`.", ADD,
-                        "try:\n    assert add(2, 3) == 6\nexcept AssertionError:\n    pass\n"), "swallowed"),
+                        "try:\n    assert add(2, 3) == 6\nexcept AssertionError:\n    pass\n"), "tests_fail"),
     "not_called": (entry("not_called", "Write `noop(obj)` returning obj.", "def my_noop(obj):\n    return obj\n",
                          "assert my_noop(1) == 1\nassert my_noop('a') == 'a'\n"), "not_called"),
     "never_uses_solution": (entry("never_uses_solution", "Write `add`.", ADD, "assert 1 + 1 == 2\nassert 3 > 1\n"),
@@ -146,13 +146,12 @@ def test_mutants_are_distinct_deterministic_and_lead_with_the_stand_ins():
     assert mutants("def f(:\n", 8) == []
 
 
-def test_problem_examples_and_named_functions():
+def test_problem_examples_and_asked_functions():
+    from aiev.curate.problem import Example, asked_functions, stated_examples
+
     text = "Write `f(x)`. For example, `f(2)` returns `5`, and `g(1)` returns `2`; `len(x)` is used.\n>>> f(3)\n7\n"
-    assert checks.problem_examples(text, {"f"}) == [
-        {"call": "f(2)", "expected": "5"},
-        {"call": "f(3)", "expected": "7"},
-    ]
-    assert checks.named_functions(text) == ["f", "g"]  # builtins left out
+    assert stated_examples(text, {"f"}) == ([Example("f(3)", "7"), Example("f(2)", "5")], 1)  # g: not defined
+    assert asked_functions(text) == ["f"]  # g is only mentioned; builtins left out
 
 
 def run_step(tmp_path: Path, rows: list[dict], mode: str = "filter", extra: dict | None = None,
