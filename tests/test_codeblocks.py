@@ -10,8 +10,8 @@ import pytest
 from aiev.codeblocks import Program, extract_program, fenced_blocks, normalize_code
 from aiev.curate.format import DEFAULT_TOKENS, format_entry
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor
-from aiev.llm.client import Reply
 from aiev.interpreter import NONCE_NAME
+from aiev.llm.client import Reply
 
 
 def codes(text: str) -> list[tuple[str, str]]:

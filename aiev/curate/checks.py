@@ -213,6 +213,8 @@ def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[st
         return "tests_not_run", "the program executed no check of its tests"
     if facts["tautologies"] == facts["assertions"]:
         return "tautology", f"all {facts['assertions']} assertion(s) are always true"
+    if run is not None and run.get("given_away"):
+        return "solution_in_problem", run["given_away"]
     calls = None if run is None else run.get("calls")
     if facts["defined"] and not facts["called"] and not calls:
         return "not_called", f"the tests use none of {', '.join(facts['defined'][:5])}"
@@ -224,8 +226,6 @@ def _verdict(facts: dict[str, Any], run: dict[str, Any] | None, section: dict[st
     if cases < section["min_distinct_checks"]:
         repeated = f" ({facts['duplicates']} repeated assertion(s))" if facts["duplicates"] else ""
         return "weak", f"the tests check {cases} distinct case(s){repeated}"
-    if run is not None and run.get("given_away"):
-        return "solution_in_problem", run["given_away"]
     if run is None and facts.get("solution_in_problem", 0) > section["solution_in_problem"]:
         return (
             "solution_in_problem",
@@ -286,7 +286,7 @@ class Checker:
         muts = mutants(solution, self.section["mutants"], seed=eid, target=target)
         fragments = [fragment_program(f, solution) for f in code_fragments(problem)]
         programs = [_program(solution, tests)]
-        programs += [_program(m.source, tests) for m in muts]
+        programs += [_program(_without_self_checks(m.source), tests) for m in muts]
         programs += [_program(f, tests) for f in fragments]
         if second is not None:
             programs.append(_program(second, tests))
@@ -309,6 +309,14 @@ class Checker:
         if second_run is not None:
             run["second_solution_passes"] = program_passed(second_run)
         return run
+
+
+def _without_self_checks(source: str) -> str:
+    """A mutant without the solution's own top-level asserts: they would kill it before the tests run, and a
+    mutant is judged by the tests alone."""
+    tree = ast.parse(source)
+    body = [n for n in tree.body if not isinstance(n, ast.Assert)]
+    return source if len(body) == len(tree.body) else ast.unparse(ast.Module(body or [ast.Pass()], []))
 
 
 def _program(solution: str, tests: str) -> dict[str, Any]:

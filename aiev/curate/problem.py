@@ -211,15 +211,30 @@ def _code_in_prose(text: str) -> list[str]:
         end = i + 1
         while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
             end += 1
-        for j in range(end, i, -1):
-            code = textwrap.dedent("\n".join([" " * indent + head, *lines[i + 1 : j]])).strip("\n")
-            if _parses(code) is not None:
-                out.append(code)
-                break
+        out += _parsing_cuts(head, lines[i + 1 : end], indent)
     return out
 
 
-def code_fragments(problem: str, limit: int = 4) -> list[str]:
+def _parsing_cuts(head: str, body: list[str], indent: int) -> list[str]:
+    """The definition starting with ``head``: with as many of the ``body`` lines as parse; or, for a one-line
+    definition inside a sentence, ``head`` cut after each of its last words where it still parses (the longest
+    three: the sentence's words after the code may parse as names too)."""
+    for j in range(len(body), 0, -1):
+        code = textwrap.dedent("\n".join([" " * indent + head, *body[:j]])).strip("\n")
+        if _parses(code) is not None:
+            return [code]
+    words = head.split(" ")
+    cuts = []
+    for k in range(len(words), 1, -1):
+        code = " ".join(words[:k]).rstrip(".,;")
+        if code.rstrip().endswith(":") or len(cuts) == 3:
+            break
+        if _parses(code) is not None:
+            cuts.append(code)
+    return cuts
+
+
+def code_fragments(problem: str, limit: int = 6) -> list[str]:
     """The pieces of code ``problem`` holds that define a function or class (fenced, indented, inline, or lines of
     code in its prose), distinct, at most ``limit``."""
     text = problem or ""

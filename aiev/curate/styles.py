@@ -53,7 +53,8 @@ def render(style: str, func: str, cases: Sequence[Case]) -> str:
         rows = [f"        ({tuple(args)!r}, {want!r})," for args, want in cases]
         lines = ["import unittest", "", "", "class TestAll(unittest.TestCase):", "    CASES = [", *rows, "    ]", "",
                  "    def test_cases(self):", "        for args, expected in self.CASES:",
-                 "            with self.subTest(args=args):", f"                self.assertEqual({func}(*args), expected)",
+                 "            with self.subTest(args=args):",
+                 f"                self.assertEqual({func}(*args), expected)",
                  "", "", "unittest.main(exit=False)"]  # fmt: skip
     elif style == "doctest":
         examples = []

@@ -266,7 +266,7 @@ class _Instrument(ast.NodeTransformer):
         if node.lineno < self.from_line:
             return node
         if id(node) in self.top_level and node.name.startswith("test"):
-            node.decorator_list.append(ast.Name("__aiev_test_defined__", ast.Load()))
+            node.decorator_list.append(ast.Name(_hook("test_defined"), ast.Load()))
             mark = ast.Expr(_call("__aiev_test_started__", ast.Constant(node.name)))
             at = _after_docstring(node.body)
             node.body.insert(at, ast.copy_location(mark, node.body[at]))
@@ -275,7 +275,18 @@ class _Instrument(ast.NodeTransformer):
     visit_AsyncFunctionDef = visit_FunctionDef
 
 
+#: The hooks' names in the program's builtins, with a suffix drawn per run (a program cannot name them in advance).
+_HOOKS = ("check_done", "check_failed", "explain", "called", "test_defined", "test_started", "locals")
+_suffix = [""]
+
+
+def _hook(name):
+    return f"__aiev_{name}_{_suffix[0]}__"
+
+
 def _call(name, *args):
+    if name.startswith("__aiev_") and name.endswith("__"):
+        name = _hook(name[len("__aiev_") : -2])
     return ast.Call(ast.Name(name, ast.Load()), list(args), [])
 
 
@@ -348,7 +359,7 @@ def _explained(node):
     names = ast.Name("__aiev_left", ast.Store()), ast.Name("__aiev_right", ast.Store())
     test = ast.Compare(ast.NamedExpr(names[0], left), [ast.Eq()], [ast.NamedExpr(names[1], right)])
     explain = ast.Call(
-        ast.Name("__aiev_explain__", ast.Load()),
+        ast.Name(_hook("explain"), ast.Load()),
         [ast.Name("__aiev_left", ast.Load()), ast.Name("__aiev_right", ast.Load()),
          ast.Constant(ast.unparse(left)), ast.Constant(ast.unparse(right)), ast.Constant(_is_literal(right))],
         [],
@@ -516,6 +527,7 @@ def _execute(source, path, argv0, from_line):
         _count_unittest()
     if b"doctest" in source:
         _count_doctest()
+    _suffix[0] = os.urandom(6).hex()
     _tests_line[0] = from_line
     _record_calls(tree, from_line)
     instrument = _Instrument(from_line)
@@ -528,16 +540,9 @@ def _execute(source, path, argv0, from_line):
     _module_code[0] = code
     _solution_codes.update(_solution_code_ids(code, from_line))
     plain = ast.parse(source, path)
-    for name, value in (
-        ("__aiev_check_done__", _check_done),
-        ("__aiev_check_failed__", _check_failed),
-        ("__aiev_explain__", _explain),
-        ("__aiev_called__", _called),
-        ("__aiev_test_defined__", _test_defined),
-        ("__aiev_test_started__", _test_started),
-        ("__aiev_locals__", locals),
-    ):
-        setattr(builtins, name, value)  # fmt: skip
+    hooks = (_check_done, _check_failed, _explain, _called, _test_defined, _test_started, locals)
+    for name, value in zip(_HOOKS, hooks, strict=True):
+        setattr(builtins, _hook(name), value)
     module = types.ModuleType("__main__")
     module.__file__ = path
     module.__builtins__ = builtins
