@@ -80,3 +80,19 @@ def test_ci_minutes_reads_each_session_of_the_test_log_beside_the_goal(tmp_path)
     assert "15.8 min" in lines[3] and lines[3].endswith("NO")  # the sessions run at once: the longest counts
     log.write_text(CI_LOG.replace("950.50s", "700.00s"))
     assert script("ci_minutes.py", str(log)).splitlines()[-1].endswith("13.9 min  goal <= 15 min: yes")
+
+
+def test_verdicts_truth_measures_both_rules_against_the_plus_tests(tmp_path):
+    """benchmarks/verdicts_truth.py on one task of each suite in two styles: right solutions kept by both rules, the
+    notebook idiom's failing tests kept by the exit-code rule and not by check-tests, the figures written."""
+    import json
+
+    out = script("verdicts_truth.py", "--tasks", "1", "--styles", "plain,unittest_exit_false", "--per-kind", "1",
+                 "--json", str(tmp_path / "truth.json"))  # fmt: skip
+    assert "| all |" in out and "goal: wrong kept by check-tests" in out
+    figures = json.loads((tmp_path / "truth.json").read_text())["figures"]
+    assert figures["all"]["right"] > 0 and figures["all"]["wrong"] > 0
+    notebook = figures["unittest_exit_false"]
+    assert notebook["wrong_kept_exit"] == notebook["wrong"]  # exit 0 whatever failed
+    assert notebook["wrong_kept_check"] <= figures["plain"]["wrong_kept_exit"]
+    assert figures["all"]["right_kept_exit"] == figures["all"]["right"]

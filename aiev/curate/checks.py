@@ -4,14 +4,17 @@ says (docs/check-tests.md). Beyond the paper, which keeps every dialogue whose p
 Per passing entry (``solution``, ``tests``, ``problem``):
 
 - static facts from the syntax trees: the checks the tests hold (``assert`` statements, ``self.assert...`` and
-  ``pytest.raises`` calls), always-true assertions, assertions inside a ``try`` whose handler swallows
-  ``AssertionError``, repeated identical assertions, the functions and classes the solution defines and which of
-  them the tests use, the functions the problem names (`` `name(` `` or ``def name(``);
-- one sandbox execution (:func:`aiev.interpreter.run_batch`): the entry's program, counted (a pass means the
-  tests ran); each mutant of the solution (:mod:`aiev.curate.mutants`) against the same tests, in a forked child
-  with its own time limit (the mutation score is the share the tests kill); the examples the problem states
-  (`` `f(2)` returns `5` ``, or doctest lines) run on the solution;
-- whether the problem already holds the solution's code (the decontamination's similarity).
+  ``pytest.raises`` calls, doctest examples), always-true assertions, repeated identical assertions, the
+  functions and classes the solution defines and which of them the tests name, the functions the problem asks
+  for (:func:`aiev.curate.problem.asked_functions`);
+- one sandbox execution (:func:`aiev.interpreter.run_batch`): the entry's program through the harness (the
+  dialogue's verdict, the checks executed, the distinct cases and the calls of the solution, counted as they
+  run); each mutant of the solution (:mod:`aiev.curate.mutants`) against the same tests, judged by the tests'
+  verdict; each code fragment of the problem against the tests (one that passes gives the answer away); the
+  examples the problem states run on the solution (:mod:`aiev.curate.problem`).
+
+Where the entry ran, its run decides; the syntax tree decides only what no run can say (always-true checks)
+and stands in for the run where there is none (an entry that installed packages).
 
 A removed row names its ``reason`` (:data:`REASONS`) and the figures; a kept row gains ``quality``. Modes:
 ``filter`` removes, ``report`` removes nothing and reports what it would remove (the paper's run), ``off``
@@ -422,7 +425,13 @@ def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) ->
 
     measured_with = {k: section[k] for k in MEASURED_WITH}
     h = hashlib.sha256(json.dumps({"check": measured_with, "sandbox": sandbox_section}, sort_keys=True).encode())
-    for name in ("aiev.curate.checks", "aiev.curate.mutants", "aiev.sandbox.harness", "aiev.interpreter"):
+    for name in (
+        "aiev.curate.checks",
+        "aiev.curate.mutants",
+        "aiev.curate.problem",
+        "aiev.sandbox.harness",
+        "aiev.interpreter",
+    ):
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
         h.update(Path(spec.origin).read_bytes())
@@ -523,6 +532,8 @@ def run(
         "mutation_scores": scores,
         "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
         "examples_checked": sum(int(r["quality"].get("examples") or 0) for r in checked),
+        "examples_unchecked": sum(int(r["quality"].get("examples_unchecked") or 0) for r in checked),
+        "stillborn_mutants": sum(int(r["quality"].get("stillborn") or 0) for r in checked),
         "second_solution": None
         if not section["second_solution"]
         else {
