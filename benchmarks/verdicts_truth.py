@@ -169,12 +169,13 @@ def table(rows: list[dict], styles: list[str]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), figures
 
 
-def style_agreement(rows: list[dict]) -> tuple[int, int]:
-    """(solutions, those whose check-tests verdict is the same in every style)."""
-    by: dict[tuple[str, str], set[bool]] = defaultdict(set)
+def style_agreement(rows: list[dict]) -> tuple[int, int, list[dict]]:
+    """(solutions, those whose check-tests verdict is the same in every style, the others with each style's)."""
+    by: dict[tuple[str, int], dict[str, Any]] = defaultdict(dict)
     for r in rows:
-        by[(r["task_id"], r["n"])].add(r["check_keeps"])
-    return len(by), sum(len(v) == 1 for v in by.values())
+        by[(r["task_id"], r["n"])][r["style"]] = r["reason"] or "kept"
+    split = [{"task_id": t, "solution": n, "verdicts": v} for (t, n), v in by.items() if len(set(v.values())) > 1]
+    return len(by), len(by) - len(split), split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         rows = list(pool.map(lambda j: judge_one(sandbox, checker, *j), jobs))
     text, figures = table(rows, styles)
-    solutions, agree = style_agreement(rows)
+    solutions, agree, split = style_agreement(rows)
+    wrong_kept = sorted({(r["task_id"], r["kind"]) for r in rows if r["check_keeps"] and not r["right"]})
     reasons: dict[str, int] = defaultdict(int)
     for r in rows:
         if r["check_keeps"] is False:
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
     print(text)
     print(f"removed by check-tests, by reason: {dict(sorted(reasons.items()))}")
-    print(f"same check-tests verdict in every style: {agree} of {solutions} solutions")
+    print(f"same check-tests verdict in every style: {agree} of {solutions} solutions; the others: {split}")
+    print(f"wrong solutions check-tests keeps (task, kind): {wrong_kept}")
     print(f"goal: wrong kept by check-tests <= 1/3 of the exit rule's ({all_['wrong_kept_check']} vs "
           f"{all_['wrong_kept_exit']}): {'yes' if third else 'no'}; right with >= 3 cases kept >= 90% "
           f"({right3 if right3 is None else f'{right3:.1%}'}): {'yes' if right3 and right3 >= 0.9 else 'no'}; "
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             "script": "benchmarks/verdicts_truth.py", "argv": sys.argv[1:], "date": datetime.now(UTC).isoformat(),
             "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
             "commit": commit.stdout.strip(), "figures": figures, "removed_by_reason": reasons,
-            "style_agreement": {"solutions": solutions, "same_in_every_style": agree},
+            "style_agreement": {"solutions": solutions, "same_in_every_style": agree, "split": split},
+            "wrong_kept_by_check_tests": wrong_kept,
             "goals": {"wrong_third_of_exit_rule": third, "right_3_cases_kept": right3},
         }, indent=1) + "\n")  # fmt: skip
     return 0

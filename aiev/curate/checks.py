@@ -288,11 +288,11 @@ class Checker:
         target = next(iter(facts["named_defined"]), None)
         muts = mutants(solution, self.section["mutants"], seed=eid, target=target)
         fragments = [fragment_program(f, solution) for f in code_fragments(problem)]
-        programs = [_program(solution, tests)]
-        programs += [_program(_without_self_checks(m.source), tests) for m in muts]
-        programs += [_program(f, tests) for f in fragments]
+        programs = [_program(solution, tests)]  # the others are judged by their verdict alone
+        programs += [_program(_without_self_checks(m.source), tests, cases=False) for m in muts]
+        programs += [_program(f, tests, cases=False) for f in fragments]
         if second is not None:
-            programs.append(_program(second, tests))
+            programs.append(_program(second, tests, cases=False))
         top = {n.name for n in ast.parse(solution).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
         examples, unchecked = stated_examples(problem, top) if self.section["examples"] else ([], 0)
         job = {"programs": programs, "examples": [e.to_dict() for e in examples], "solution": solution,
@@ -322,8 +322,8 @@ def _without_self_checks(source: str) -> str:
     return source if len(body) == len(tree.body) else ast.unparse(ast.Module(body or [ast.Pass()], []))
 
 
-def _program(solution: str, tests: str) -> dict[str, Any]:
-    return {"source": f"{solution}\n\n{tests}\n", "tests_line": solution.count("\n") + 3}
+def _program(solution: str, tests: str, cases: bool = True) -> dict[str, Any]:
+    return {"source": f"{solution}\n\n{tests}\n", "tests_line": solution.count("\n") + 3, "cases": cases}
 
 
 def _summarise(results: list[dict[str, Any]], muts: list[Any], examples: list[dict[str, Any]],

@@ -487,12 +487,13 @@ def _subclasses_ran(case):
 
 
 def _run_test_functions():
-    import inspect
+    todo = [(name, obj) for name, obj in _defined_tests.items() if name not in _ran_tests]
+    if not todo:
+        return 0
+    import inspect  # ~10 ms: only for programs with test functions left to call
 
     status = 0
-    for name, obj in list(_defined_tests.items()):
-        if name in _ran_tests:
-            continue
+    for name, obj in todo:
         try:
             if any(
                 p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
@@ -505,8 +506,10 @@ def _run_test_functions():
         counts["tests_run"] += 1
         try:
             result = obj()
-            if inspect.iscoroutine(result):
-                result.close()
+            if inspect.iscoroutine(result):  # an async test: run it to its end
+                import asyncio
+
+                asyncio.run(result)
         except SystemExit as exc:
             status = status or _status(exc.code)
         except BaseException as exc:  # the program's own failure, printed as a plain run prints it
@@ -517,8 +520,9 @@ def _run_test_functions():
     return status
 
 
-def _execute(source, path, argv0, from_line):
-    """Run ``source`` (bytes) as ``__main__`` from ``path``, counting; its exit status (None: does not parse)."""
+def _execute(source, path, argv0, from_line, cases=True):
+    """Run ``source`` (bytes) as ``__main__`` from ``path``, counting; its exit status (None: does not parse).
+    ``cases=False``: only the verdict is wanted (a mutant): the solution's calls are not recorded."""
     try:
         tree = ast.parse(source, path)
     except (SyntaxError, ValueError):
@@ -529,7 +533,8 @@ def _execute(source, path, argv0, from_line):
         _count_doctest()
     _suffix[0] = os.urandom(6).hex()
     _tests_line[0] = from_line
-    _record_calls(tree, from_line)
+    if cases:
+        _record_calls(tree, from_line)
     instrument = _Instrument(from_line)
     instrument.top_level = _top_level_defs(tree)
     instrumented = ast.fix_missing_locations(instrument.visit(tree))
@@ -539,7 +544,6 @@ def _execute(source, path, argv0, from_line):
         return None
     _module_code[0] = code
     _solution_codes.update(_solution_code_ids(code, from_line))
-    plain = ast.parse(source, path)
     hooks = (_check_done, _check_failed, _explain, _called, _test_defined, _test_started, locals)
     for name, value in zip(_HOOKS, hooks, strict=True):
         setattr(builtins, _hook(name), value)
@@ -561,7 +565,7 @@ def _execute(source, path, argv0, from_line):
         status = 1
         stopped = exc
     if stopped is not None:
-        part, skipped = _where_it_stopped(plain, _module_line(stopped, code), from_line)
+        part, skipped = _where_it_stopped(ast.parse(source, path), _module_line(stopped, code), from_line)
         state["died_in"] = part if status != 0 else None
         state["skipped"] = skipped if status == 0 else None
     if status == 0:
@@ -666,12 +670,13 @@ def main():
 
 
 # ---------------------------------------------------------------------------------------- batch mode
-# ``python3 _aiev_run.py --batch JOB.json``: JOB holds ``programs`` ([{source, tests_line}]: the entry's program
-# first, then its mutants and any other), ``examples`` ([{call, expected, printed}]: the problem's stated
-# examples, checked on ``solution``) and ``timeout_s`` (per program). Each runs in its own forked child (own
-# process group and folder ``p<i>`` holding its ``main.py``, output to /dev/null, killed at its time limit), as
-# many at once as the sandbox has cores (at most 4; ``parallel``), after the program's imports were made once in
-# the parent; the results go to stderr as one line ``NONCE {json}``.
+# ``python3 _aiev_run.py --batch JOB.json``: JOB holds ``programs`` ([{source, tests_line, cases}]: the entry's
+# program first, then its mutants and any other; ``cases: false`` where only the verdict is wanted),
+# ``examples`` ([{call, expected, printed}]: the problem's stated examples, checked on ``solution``) and
+# ``timeout_s`` (per program). Each runs in its own forked child (own process group and folder ``p<i>`` holding
+# its ``main.py``, output to /dev/null, killed at its time limit), as many at once as the sandbox has cores (at
+# most 4; ``parallel``), after the program's imports were made once in the parent; the results go to stderr as
+# one line ``NONCE {json}``.
 
 
 def _child(run, folder=None):
@@ -758,11 +763,11 @@ def _preimport(source):
                 exec(compile(ast.Module([node], []), "<imports>", "exec"), {})
 
 
-def _run_one(source, tests_line):
+def _run_one(source, tests_line, cases):
     def run():
         with open("main.py", "w", encoding="utf-8") as fh:
             fh.write(source)
-        status = _execute(source.encode(), os.path.abspath("main.py"), "main.py", tests_line)
+        status = _execute(source.encode(), os.path.abspath("main.py"), "main.py", tests_line, cases)
         return (1 if status is None else status), _payload()
 
     return run
@@ -814,10 +819,13 @@ def batch(job_path):
     for i, p in enumerate(programs):
         folder = f"p{i}"
         os.mkdir(folder)
-        runs.append((_run_one(p["source"], p["tests_line"]), folder))
+        runs.append((_run_one(p["source"], p["tests_line"], p.get("cases", True)), folder))
     if job.get("examples"):
         runs.append((_check_examples(job["solution"], job["examples"]), None))
     parallel = job.get("parallel") or min(4, len(os.sched_getaffinity(0)))
+    import gc
+
+    gc.freeze()  # the children share the parent's objects without copying them on their first collection
     results = _run_all(runs, job["timeout_s"], parallel)
     examples = results.pop() if job.get("examples") else None
     nonce = _read_nonce(nonce_fd)
