@@ -178,6 +178,21 @@ def style_agreement(rows: list[dict]) -> tuple[int, int, list[dict]]:
     return len(by), len(by) - len(split), split
 
 
+def machine() -> dict[str, Any]:
+    """The CPU model, its cores here and Python's version: the figures' context."""
+    import os
+
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", type=int, default=20, help="tasks per suite (spread evenly over it)")
@@ -238,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "script": "benchmarks/verdicts_truth.py", "argv": sys.argv[1:], "date": datetime.now(UTC).isoformat(),
-            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+            "machine": machine(),
             "commit": commit.stdout.strip(), "figures": figures, "removed_by_reason": reasons,
             "style_agreement": {"solutions": solutions, "same_in_every_style": agree, "split": split},
             "wrong_kept_by_check_tests": wrong_kept,
