@@ -2,7 +2,8 @@
 
     python benchmarks/verdicts_truth.py [--tasks 20] [--styles all] [--workers 2] [--samples FILE] [--json OUT]
 
-Entries are made from HumanEval+ and MBPP+ (../shared/data/benchmarks/evalplus): problem = the task's prompt;
+Entries are made from HumanEval+ and MBPP+ (the shared benchmark data: benchmarks/shared_data.py):
+problem = the task's prompt;
 tests = the task's base inputs with the canonical solution's outputs, written in each style instruct models write
 tests in (:mod:`aiev.curate.styles`); solutions = the canonical one, and plausible wrong ones: mutants of the
 canonical solution that pass the base tests but fail the plus tests (EvalPlus's own case), mutants that fail the
@@ -36,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared_data import BENCHMARK_DATA  # noqa: E402
+
 from aiev.config import load_config  # noqa: E402
 from aiev.curate.checks import Checker  # noqa: E402
 from aiev.curate.mutants import mutants  # noqa: E402
@@ -43,7 +46,7 @@ from aiev.curate.styles import STYLES, render  # noqa: E402
 from aiev.interpreter import program_passed, run_batch, run_program  # noqa: E402
 from aiev.sandbox import Limits, get_sandbox  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "benchmarks" / "evalplus"
+DATA = BENCHMARK_DATA / "evalplus"
 SUITES = {"humaneval+": "HumanEvalPlus-v0.1.10.jsonl.gz", "mbpp+": "MbppPlus-v0.2.0.jsonl.gz"}
 MAX_REPR = 400  # characters of one input or output in the tests
 MAX_PLUS = 200  # plus inputs per task
