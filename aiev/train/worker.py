@@ -13,6 +13,7 @@ special tokens and a chat template) plus ``metrics.json``, into a temporary dire
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -22,9 +23,13 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from aiev.train.data import Example, Template
 
 
 def log(msg: str) -> None:
@@ -60,18 +65,19 @@ def bf16_choice(setting: bool | str, cuda: bool) -> tuple[bool, str]:
 
 
 def ds_config(section: dict[str, Any], world: int, steps: int) -> dict[str, Any]:
+    """DeepSpeed's configuration: ZeRO stage ``train.zero_stage`` (3, the paper's; 2 keeps whole parameters on
+    every rank and partitions the optimizer state and gradients only)."""
+    stage = section.get("zero_stage", 3)
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
     return {
         "train_micro_batch_size_per_gpu": section["micro_batch_size"],
         "gradient_accumulation_steps": section["gradient_accumulation_steps"],
         "train_batch_size": section["micro_batch_size"] * section["gradient_accumulation_steps"] * world,
         "gradient_clipping": section["gradient_clipping"],
         "bf16": {"enabled": bool(section["bf16"])},
-        "zero_optimization": {
-            "stage": 3,
-            "stage3_gather_16bit_weights_on_model_save": True,
-            "overlap_comm": False,
-            "contiguous_gradients": True,
-        },
+        "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "steps_per_print": max(steps, 1) * 10,
         "wall_clock_breakdown": False,
@@ -114,6 +120,167 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def start(section: dict[str, Any]) -> tuple[bool, str]:
+    """This rank's device and process group: (CUDA or not, why bf16 is on or off; ``section["bf16"]`` is set to
+    the choice). On a GPU the rank's device (``LOCAL_RANK``, set by torchrun) is made current *before* the
+    process group starts, so NCCL's communicators and barriers use that GPU (not GPU 0 for every rank of a
+    node)."""
+    import torch
+
+    cuda = torch.cuda.is_available() and section["device"] != "cpu"
+    section["bf16"], bf16_why = bf16_choice(section["bf16"], cuda)
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    import deepspeed
+
+    deepspeed.init_distributed(
+        dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=section["dist_timeout_s"])
+    )
+    return cuda, bf16_why
+
+
+def all_reduced(values: list[float], cuda: bool, op: str = "sum") -> list[float]:
+    """``values`` summed (or maxed) over the ranks. NCCL reduces only tensors on the GPU, gloo those on the CPU:
+    the tensor goes where the backend can reduce it."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if cuda else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return [float(x) for x in t.cpu()]
+
+
+@dataclass
+class Data:
+    tokenizer: Any
+    template: Template
+    added: int
+    path: str
+    gguf: str | None
+    records: int
+    examples: list[Example]
+    skipped: int
+    truncated: int
+
+
+def load_data(section: dict[str, Any], tokens: list[str], base_model: str, sft: list[str]) -> Data:
+    """The tokenizer with the special tokens, and every SFT record encoded (steps 1 and 2 of docs/training.md)."""
+    from transformers import AutoTokenizer
+
+    from aiev.io import read_records
+    from aiev.train.data import add_special_tokens, encode
+
+    path, gguf = resolve(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf} if gguf else {}))
+    added = add_special_tokens(tokenizer, tokens)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    template = Template.from_section(section)
+    records = [r for f in sft for r in read_records(f)]
+    examples, skipped, truncated = [], 0, 0
+    for r in records:
+        e = encode(r, tokenizer, template, section["max_seq_len"])
+        if e.trained_tokens == 0:
+            skipped += 1
+            continue
+        truncated += e.truncated
+        examples.append(e)
+    return Data(tokenizer, template, added, path, gguf, len(records), examples, skipped, truncated)
+
+
+def build_engine(section: dict[str, Any], data: Data, world: int, total: int) -> tuple[Any, Any, Any, int]:
+    """(engine, scheduler, dtype, parameters): the model built under a live ``HfDeepSpeedConfig`` (ZeRO-3 creates
+    it partitioned), the embeddings resized to the tokenizer, gradient checkpointing if asked, a torch AdamW."""
+    import deepspeed
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    config = ds_config(section, world, total)
+    dschf = HfDeepSpeedConfig(config)  # must stay alive while the model is built: ZeRO-3 init
+    dtype = torch.bfloat16 if section["bf16"] else torch.float32
+    kwargs = {"gguf_file": data.gguf} if data.gguf else {}
+    model = AutoModelForCausalLM.from_pretrained(data.path, dtype=dtype, **kwargs)
+    if data.added or model.get_input_embeddings().weight.shape[0] < len(data.tokenizer):
+        model.resize_token_embeddings(len(data.tokenizer))
+    if section.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # ZeRO-3 partitions: a parameter's own size is ds_numel (numel() is 0); tied weights are counted once
+    params = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=section["lr"], betas=(0.9, 0.95),
+        eps=1e-8, weight_decay=section["weight_decay"],
+    )  # fmt: skip
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(section, total)),
+    )  # fmt: skip
+    del dschf
+    return engine, scheduler, dtype, params
+
+
+class Phases:
+    """Seconds spent in forward, backward and the optimizer step (``engine.step``: with ZeRO, also the gradient
+    reduction and the parameters' update), each closed by a device synchronisation so the GPU's queued work is
+    counted where it was queued. Used on profiled steps only (the synchronisations cost a little)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.seconds = {"forward": 0.0, "backward": 0.0, "optimizer_step": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        import torch
+
+        with torch.profiler.record_function(f"aiev.{name}"):
+            if self.cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            yield
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - t0
+
+
+def train_step(
+    engine: Any, batches: list[list[Example]], pad_id: int, phases: Phases | None = None
+) -> tuple[Any, int, int]:
+    """One optimizer step over ``batches`` (its micro-batches): (summed loss, a tensor on the device; trained
+    tokens; tokens)."""
+    import torch
+
+    from aiev.train.data import collate
+
+    timed = phases or (lambda name: contextlib.nullcontext())
+    loss_sum = torch.zeros((), device=engine.device)
+    trained = seen = 0
+    for batch in batches:
+        inputs = {k: v.to(engine.device, non_blocking=True) for k, v in collate(batch, pad_id).items()}
+        with timed("forward"):
+            out = engine(**inputs, use_cache=False)  # no key/value cache in training
+        with timed("backward"):
+            engine.backward(out.loss)
+        with timed("optimizer_step"):
+            engine.step()
+        loss_sum += out.loss.detach().float()
+        trained += sum(e.trained_tokens for e in batch)
+        seen += sum(len(e.input_ids) for e in batch)
+    return loss_sum, trained, seen
+
+
+def gpu_memory() -> dict[str, float | None]:
+    """This rank's peak GPU memory (MB): allocated by tensors, and reserved by torch's caching allocator."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {"allocated": None, "reserved": None}
+    return {
+        "allocated": torch.cuda.max_memory_allocated() / 2**20,
+        "reserved": torch.cuda.max_memory_reserved() / 2**20,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     ap = argparse.ArgumentParser(prog="aiev.train.worker")
@@ -129,48 +296,21 @@ def main(argv: list[str] | None = None) -> int:
         [cfg["format"]["tokens"][k] for k in ("bash_start", "bash_end", "code_start", "code_end")],
     )
 
-    import torch
-
-    cuda = torch.cuda.is_available() and section["device"] != "cpu"
-    section["bf16"], bf16_why = bf16_choice(section["bf16"], cuda)
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
-    import deepspeed
-    import torch.distributed as dist
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.integrations import HfDeepSpeedConfig
-
-    from aiev.io import read_records
-    from aiev.train.data import Template, add_special_tokens, collate, encode
-
     t_start = time.time()
-    deepspeed.init_distributed(
-        dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=section["dist_timeout_s"])
-    )
+    cuda, bf16_why = start(section)
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     rank, world = dist.get_rank(), dist.get_world_size()
     log(f"joined: rank {rank} of {world} on {socket.gethostname()}, rendezvous "
-        f"{os.environ.get('TORCHELASTIC_RUN_ID', '-')}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}")  # fmt: skip
+        f"{os.environ.get('TORCHELASTIC_RUN_ID', '-')}, SLURM job {os.environ.get('SLURM_JOB_ID', '-')}"
+        + (f", GPU {torch.cuda.current_device()} ({torch.cuda.get_device_name()})" if cuda else ""))  # fmt: skip
     if rank == 0:
         log(f"{'bf16' if section['bf16'] else 'fp32'}: {bf16_why}")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(section["seed"])
-    path, gguf = resolve(args.base_model)
-    tok_kwargs = {"gguf_file": gguf} if gguf else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **tok_kwargs)
-    added = add_special_tokens(tokenizer, tokens)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    template = Template.from_section(section)
-
-    records = [r for f in args.sft for r in read_records(f)]
-    examples, skipped, truncated = [], 0, 0
-    for r in records:
-        e = encode(r, tokenizer, template, section["max_seq_len"])
-        if e.trained_tokens == 0:
-            skipped += 1
-            continue
-        truncated += e.truncated
-        examples.append(e)
+    data = load_data(section, tokens, args.base_model, args.sft)
+    tokenizer, examples = data.tokenizer, data.examples
     mb, ga = section["micro_batch_size"], section["gradient_accumulation_steps"]
     per_step = mb * ga * world
     steps_per_epoch = math.ceil(len(examples) / per_step) if examples else 0
@@ -181,21 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         log("no trainable example: nothing to train")
         return 3
 
-    config = ds_config(section, world, total)
-    dschf = HfDeepSpeedConfig(config)  # noqa: F841 (must stay alive while the model is built: ZeRO-3 init)
-    dtype = torch.bfloat16 if section["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **tok_kwargs)
-    if added or model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=section["lr"], betas=(0.9, 0.95),
-        eps=1e-8, weight_decay=section["weight_decay"],
-    )  # fmt: skip
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=config,
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(section, total)),
-    )  # fmt: skip
-    device = engine.device
+    engine, scheduler, dtype, params = build_engine(section, data, world, total)
 
     state = Path(args.state_dir)
     step = resumed_from = 0
@@ -212,53 +338,68 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0 and step:
         kept = state / f"step{step}" / "history.json"
         history = [h for h in json.loads(kept.read_text()) if h["step"] <= step] if kept.exists() else []
+    # the last profile_steps steps run under torch.profiler, after one more as its warm-up (not counted)
+    n_profiled = min(section.get("profile_steps", 0), total - step - 1)
+    profile_from = total - n_profiled - 1 if n_profiled > 0 else None
+    profiler, prof, phases, profiled_s = contextlib.ExitStack(), None, None, 0.0
     engine.train()
     t_train = time.time()
     tokens_seen = 0
     while step < total:
+        if step == profile_from:
+            from aiev.train import profile as profiling
+
+            prof = profiler.enter_context(profiling.profiler(cuda, n_profiled))
+        elif prof is not None and phases is None:  # the warm-up step is done
+            phases = Phases(cuda)
         epoch, within = divmod(step, steps_per_epoch)
         perm = order(len(examples), epoch, section["seed"])
-        loss_sum, trained = torch.zeros(1), torch.zeros(1)
-        t0 = time.time()
+        batches = []
         for micro in range(ga):
             base = (within * ga + micro) * mb * world + rank * mb
-            batch = [examples[perm[(base + i) % len(perm)]] for i in range(mb)]
-            inputs = {k: v.to(device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
-            out = engine(**inputs)
-            engine.backward(out.loss)
-            engine.step()
-            loss_sum += out.loss.detach().float().cpu()
-            trained += sum(e.trained_tokens for e in batch)
-            tokens_seen += sum(len(e.input_ids) for e in batch)
+            batches.append([examples[perm[(base + i) % len(perm)]] for i in range(mb)])
+        t0 = time.time()
+        loss_sum, trained, seen = train_step(engine, batches, tokenizer.pad_token_id, phases)
+        tokens_seen += seen
+        loss, trained_all, seen_all = all_reduced([float(loss_sum) / ga, float(trained), float(seen)], cuda)
+        seconds = time.time() - t0
+        profiled_s += seconds if phases is not None else 0.0
         step += 1
-        stats = torch.cat([loss_sum / ga, trained])
-        dist.all_reduce(stats)
-        loss = float(stats[0]) / world
         if rank == 0:
-            history.append({"step": step, "loss": round(loss, 6), "lr": scheduler.get_last_lr()[0],
-                            "trained_tokens": int(stats[1]), "seconds": round(time.time() - t0, 3)})  # fmt: skip
-            log(f"step {step}/{total} loss {loss:.4f}")
+            history.append({"step": step, "loss": round(loss / world, 6), "lr": scheduler.get_last_lr()[0],
+                            "trained_tokens": int(trained_all), "seconds": round(seconds, 4),
+                            "tokens": int(seen_all), **({"profiled": True} if prof is not None else {})})  # fmt: skip
+            log(f"step {step}/{total} loss {loss / world:.4f}")
+        if prof is not None:
+            prof.step()
         if section["save_every_steps"] and step % section["save_every_steps"] == 0 and step < total:
             _checkpoint(engine, state, step, world, history, rank)
+    profile = None
+    if phases is not None:
+        profiler.close()
+        profile = profiling.summarize(prof, steps=n_profiled, wall_s=profiled_s, phases=phases.seconds, cuda=cuda)
     train_s = time.time() - t_train
+    memory = gpu_memory()
 
+    t_save = time.time()
     tmp = Path(args.output).with_name(f".{Path(args.output).name}.partial")
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     engine.save_16bit_model(str(tmp), "consolidated.bin")  # every rank: the weights are gathered
-    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])
-    dist.all_reduce(rss, op=dist.ReduceOp.MAX)
-    seen = torch.tensor([float(tokens_seen)])
-    dist.all_reduce(seen)
+    rss, gpu_alloc, gpu_reserved = all_reduced(
+        [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, memory["allocated"] or 0.0,
+         memory["reserved"] or 0.0], cuda, op="max",
+    )  # fmt: skip
+    (seen_total,) = all_reduced([float(tokens_seen)], cuda)
     if rank == 0:
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
         weights = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
         (tmp / "consolidated.bin").unlink()
-        conf = AutoConfig.from_pretrained(path, **tok_kwargs)
+        conf = AutoConfig.from_pretrained(data.path, **({"gguf_file": data.gguf} if data.gguf else {}))
         conf.vocab_size = len(tokenizer)
         final = AutoModelForCausalLM.from_config(conf, dtype=dtype)
         missing, unexpected = final.load_state_dict(weights, strict=False)
@@ -266,18 +407,27 @@ def main(argv: list[str] | None = None) -> int:
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise RuntimeError(f"consolidated weights do not fit the model: missing {missing}, unexpected {unexpected}")
         final.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.chat_template = template.chat_template()
+        tokenizer.chat_template = data.template.chat_template()
         tokenizer.save_pretrained(tmp)
         metrics = {
             "base_model": args.base_model, "world_size": world, "device": "cuda" if cuda else "cpu",
             "dtype": str(dtype).removeprefix("torch."), "dtype_why": bf16_why, "examples": len(examples),
-            "records": len(records), "skipped_no_trained_tokens": skipped, "truncated": truncated, "steps": total,
-            "tokens_per_step": per_step, "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in tokens},
-            "loss": history, "train_seconds": round(train_s, 3), "wall_seconds": round(time.time() - t_start, 3),
-            "tokens_per_second": round(float(seen[0]) / max(train_s, 1e-9), 2),
-            "tokens_per_second_per_process": round(float(seen[0]) / max(train_s, 1e-9) / world, 2),
-            "peak_rss_mb": round(float(rss[0]), 1), "resumed_from_step": resumed_from,
+            "records": data.records, "skipped_no_trained_tokens": data.skipped, "truncated": data.truncated,
+            "steps": total, "tokens_per_step": per_step,
+            "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in tokens},
+            "loss": history, "train_seconds": round(train_s, 3),
+            "tokens_per_second": round(seen_total / max(train_s, 1e-9), 2),
+            "tokens_per_second_per_process": round(seen_total / max(train_s, 1e-9) / world, 2),
+            "peak_rss_mb": round(rss, 1), "resumed_from_step": resumed_from, "parameters": params,
+            "zero_stage": section.get("zero_stage", 3), "micro_batch_size": mb, "gradient_accumulation_steps": ga,
+            "max_seq_len": section["max_seq_len"],
+            "gradient_checkpointing": bool(section.get("gradient_checkpointing")),
+            "peak_gpu_memory_mb": round(gpu_alloc, 1) if cuda else None,
+            "peak_gpu_reserved_mb": round(gpu_reserved, 1) if cuda else None,
+            "gpu": torch.cuda.get_device_name() if cuda else None, "profile": profile,
         }  # fmt: skip
+        metrics["save_seconds"] = round(time.time() - t_save, 3)
+        metrics["wall_seconds"] = round(time.time() - t_start, 3)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         out = Path(args.output)
         shutil.rmtree(out, ignore_errors=True)
