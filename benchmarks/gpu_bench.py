@@ -339,10 +339,11 @@ def probe(args: argparse.Namespace) -> None:
                        peak_gpu_reserved_mb=round(mem["reserved"], 1) if mem["reserved"] is not None else None,
                        loss=round(float(loss), 4))  # fmt: skip
             res["largest_fit"] = mb
-        except torch.OutOfMemoryError as exc:
-            run.update(fits=False, error=str(exc).splitlines()[0][:300])
+        except Exception as exc:  # out of memory, or anything else this micro-batch met: the search ends here
+            oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+            run.update(fits=False, error=f"{type(exc).__name__}: {str(exc).strip()[:300]}")
             res["runs"].append(run)
-            res["stopped"] = f"out of memory at micro-batch {mb}"
+            res["stopped"] = f"{'out of memory' if oom else 'an error'} at micro-batch {mb}"
             break
         res["runs"].append(run)
         write(args.out, res)
