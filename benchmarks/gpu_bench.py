@@ -388,6 +388,7 @@ def train_summary(args: argparse.Namespace) -> None:
         "train_seconds": metrics["train_seconds"], "save_seconds": metrics.get("save_seconds"),
         "worker_wall_seconds": metrics["wall_seconds"], "launch_wall_seconds": report.get("wall_seconds"),
         "final_loss": metrics["loss"][-1]["loss"] if metrics["loss"] else None,
+        "step_seconds_all": [h["seconds"] for h in metrics["loss"]],  # warm-up, timed, profiled (the last ones)
         "student": str(args.student),
         "student_files": sorted(p.name for p in Path(args.student).iterdir()),
     }  # fmt: skip
@@ -538,10 +539,11 @@ def env(args: argparse.Namespace) -> None:
         out["cuda_available"] = torch.cuda.is_available()
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
+            nccl = torch.cuda.nccl.version()
             out["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
                           "capability": f"{p.major}.{p.minor}", "multiprocessors": p.multi_processor_count,
                           "bf16": torch.cuda.is_bf16_supported(),
-                          "nccl": ".".join(map(str, torch.cuda.nccl.version()))}  # fmt: skip
+                          "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)}  # fmt: skip
     except Exception as exc:  # the phase records it, the run goes on
         out["torch_error"] = repr(exc)
     with contextlib.suppress(OSError, subprocess.SubprocessError):

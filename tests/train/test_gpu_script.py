@@ -31,8 +31,8 @@ TRAIN = {"launcher", "zero_stage", "dtype", "device", "gpu", "micro_batch_size",
          "sequence_length", "parameters", "steps", "warmup_steps", "timed_steps", "tokens_per_second",
          "step_seconds_mean", "step_seconds_median", "peak_gpu_memory_mb", "peak_gpu_reserved_mb", "peak_rss_mb",
          "flops_per_token", "train_seconds", "save_seconds", "worker_wall_seconds", "launch_wall_seconds",
-         "final_loss", "student", "student_files", "mfu", "mfu_vs_measured_matmul", "mfu_with_attention",
-         "model_tflops_per_second"}  # fmt: skip
+         "final_loss", "step_seconds_all", "student", "student_files", "mfu", "mfu_vs_measured_matmul",
+         "mfu_with_attention", "model_tflops_per_second"}  # fmt: skip
 PROBE_RUN = {"micro_batch", "fits", "step_seconds", "step_seconds_min", "tokens_per_second", "peak_gpu_memory_mb",
              "peak_gpu_reserved_mb", "loss", "mfu", "mfu_vs_measured_matmul", "mfu_with_attention",
              "model_tflops_per_second"}  # fmt: skip
@@ -77,6 +77,7 @@ def test_the_cpu_twin_runs_every_phase_and_writes_the_gpu_runs_fields(tmp_path, 
     assert set(train) == TRAIN
     assert train["zero_stage"] == 3 and train["micro_batch_size"] == 4  # the largest that fitted
     assert train["tokens_per_second"] > 0 and train["step_seconds_median"] > 0 and train["timed_steps"] == 4
+    assert len(train["step_seconds_all"]) == train["steps"] == 2 + 4 + 1 + 2  # warm-up, timed, profiler's, profiled
     assert train["parameters"] > 0 and train["flops_per_token"]["6N"] == 6 * train["parameters"]
     assert train["mfu"] is None and train["model_tflops_per_second"] > 0  # no peak on a CPU
     assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.json"} <= set(train["student_files"])
