@@ -298,6 +298,7 @@ def probe(args: argparse.Namespace) -> None:
     from aiev.config import load_config
     from aiev.train import worker
 
+    worker.die_with_parent()  # a time box that kills torchrun kills this rank too: the GPU is freed for the next phase
     deadline = float(args.deadline) if args.deadline else float("inf")
     cfg = load_config({"train": train_section(args, 1)})
     section = dict(cfg["train"])
