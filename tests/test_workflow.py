@@ -138,6 +138,9 @@ def test_generation_and_curation_through_the_dag(repo, tmp_path, tool_env, reque
     leaked = task0["prompt"] + task0["canonical_solution"]
 
     def script(messages):
+        if "SCENARIO=leak" in messages[1]["content"] and messages[0]["content"].startswith("You are the questioner"):
+            # the problem asks for the function the leaked solution defines (else check-tests removes it first)
+            return "Implement has_close_elements(numbers, threshold). [SCENARIO=leak]"
         if "SCENARIO=leak" in messages[1]["content"] and messages[0]["content"].startswith("You are the programmer"):
             tests = (
                 "assert has_close_elements([1.0, 2.0, 3.0], 0.5) is False\n"
