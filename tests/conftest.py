@@ -97,3 +97,13 @@ def tool_or_skip(name: str, problem: str) -> None:
     if shutil.which(name) is None:
         pytest.skip(f"{name} is not installed")
     pytest.fail(f"{name} is installed but fails: {problem}")
+
+
+def bwrap_sandbox():
+    """The bubblewrap sandbox, or the skip (tool missing) or failure (tool broken) of :func:`tool_or_skip`."""
+    from aiev.sandbox import SandboxError, get_sandbox
+
+    try:
+        return get_sandbox("bwrap")
+    except SandboxError as exc:
+        tool_or_skip("bwrap", str(exc))

@@ -10,8 +10,8 @@ from aiev.config import load_config
 from aiev.curate import checks
 from aiev.curate.styles import STYLES, render
 from aiev.interpreter import run_checked
-from aiev.sandbox import Limits, SandboxError, get_sandbox
-from tests.conftest import tool_or_skip
+from aiev.sandbox import Limits
+from tests.conftest import bwrap_sandbox
 
 SECTION = load_config({})["check_tests"]
 
@@ -36,10 +36,7 @@ FUNCTIONS = {
 
 @pytest.fixture(scope="module")
 def sandbox():
-    try:
-        return get_sandbox("bwrap")
-    except SandboxError as exc:
-        tool_or_skip("bwrap", str(exc))
+    return bwrap_sandbox()
 
 
 def judged(sandbox, name: str, which: str, style: str) -> dict:

@@ -10,8 +10,8 @@ import pytest
 from aiev.config import load_config
 from aiev.curate import checks
 from aiev.interpreter import run_checked
-from aiev.sandbox import Limits, SandboxError, get_sandbox
-from tests.conftest import tool_or_skip
+from aiev.sandbox import Limits
+from tests.conftest import bwrap_sandbox
 
 SECTION = load_config({})["check_tests"]
 ADD = "def add(a, b):\n    return a + b\n"
@@ -25,10 +25,7 @@ UT = (
 
 @pytest.fixture(scope="module")
 def sandbox():
-    try:
-        return get_sandbox("bwrap")
-    except SandboxError as exc:
-        tool_or_skip("bwrap", str(exc))
+    return bwrap_sandbox()
 
 
 # ------------------------------------------------------------------------------------------------ the dialogue

@@ -7,18 +7,15 @@ import pytest
 
 from aiev.codeblocks import Program, extract_program
 from aiev.interpreter import checks_executed, run_checked, run_program
-from aiev.sandbox import Limits, SandboxError, get_sandbox
-from tests.conftest import tool_or_skip
+from aiev.sandbox import Limits
+from tests.conftest import bwrap_sandbox
 
 LIMITS = Limits(timeout_s=20)
 
 
 @pytest.fixture(scope="module")
 def sb():
-    try:
-        return get_sandbox("bwrap")
-    except SandboxError as exc:
-        tool_or_skip("bwrap", str(exc))
+    return bwrap_sandbox()
 
 
 def program(reply: str) -> Program:
