@@ -32,7 +32,6 @@ import builtins
 import contextlib
 import json
 import os
-import reprlib
 import sys
 import types
 
@@ -52,8 +51,8 @@ _tests_line = [1]
 _defined_tests = {}  # top-level test functions by name, recorded at definition
 _ran_tests = set()  # names of top-level test functions that ran, and (class, method) of TestCase tests
 _testcases = []  # every TestCase subclass the program defined, in order
-_repr = reprlib.Repr()
-_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist = 4, 80, 80, 12
+_repr = []  # a reprlib.Repr, made at the first recorded call (reprlib is imported only for programs that need it)
+_libc = []  # the C library, opened once (children inherit it)
 
 
 # ------------------------------------------------------------------------------------------------ counting
@@ -95,8 +94,14 @@ def _check_failed(line, exc):
 
 
 def _key_repr(value):
+    if not _repr:
+        import reprlib
+
+        r = reprlib.Repr()
+        r.maxlevel, r.maxstring, r.maxother, r.maxlist = 4, 80, 80, 12
+        _repr.append(r)
     try:
-        text = _repr.repr(value)
+        text = _repr[0].repr(value)
     except Exception:
         return f"<{type(value).__name__}>"
     at = text.find(" at 0x")  # the default repr of an object: its address says nothing about the case
@@ -586,9 +591,11 @@ def _flush():
 def _dumpable(on):
     """Whether other processes of the sandbox's user may read this one's memory and descriptors (/proc/PID)."""
     with contextlib.suppress(Exception):
-        import ctypes
+        if not _libc:
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
+            _libc.append(ctypes.CDLL(None, use_errno=True))
+        _libc[0].prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
 
 
 def _open_nonce():
@@ -808,6 +815,20 @@ def _check_examples(solution, examples):
     return run
 
 
+def _then_examples(run_program, check_examples):
+    """``run_program``, then the examples on a fresh copy of the solution, in the same child."""
+
+    def run():
+        status, payload = run_program()
+        try:
+            payload["examples_checked"] = check_examples()[1]
+        except BaseException:  # the solution does not load on its own: no example checked
+            payload["examples_checked"] = None
+        return status, payload
+
+    return run
+
+
 def batch(job_path):
     nonce_fd = _open_nonce()
     with open(job_path, encoding="utf-8") as fh:
@@ -820,14 +841,22 @@ def batch(job_path):
         folder = f"p{i}"
         os.mkdir(folder)
         runs.append((_run_one(p["source"], p["tests_line"], p.get("cases", True)), folder))
-    if job.get("examples"):
-        runs.append((_check_examples(job["solution"], job["examples"]), None))
+    examples = job.get("examples")
+    if examples and runs:  # in the entry's own child, after its program: one fork fewer
+        runs[0] = (_then_examples(runs[0][0], _check_examples(job["solution"], examples)), runs[0][1])
+    elif examples:
+        runs.append((_check_examples(job["solution"], examples), None))
     parallel = job.get("parallel") or min(4, len(os.sched_getaffinity(0)))
     import gc
 
     gc.freeze()  # the children share the parent's objects without copying them on their first collection
     results = _run_all(runs, job["timeout_s"], parallel)
-    examples = results.pop() if job.get("examples") else None
+    if examples and programs:
+        first = results[0]
+        got = (first.get("result") or {}).pop("examples_checked", None)
+        examples = {"status": 0 if got is not None else first["status"], "timed_out": first["timed_out"], "result": got}
+    elif examples:
+        examples = results.pop()
     nonce = _read_nonce(nonce_fd)
     os.write(2, f"\n{nonce} {json.dumps({'programs': results, 'examples': examples})}\n".encode())
 
