@@ -728,20 +728,20 @@ def _finish(pid, r, code, timed_out):
 
 
 def _run_all(runs, timeout_s, parallel):
-    """Each of ``runs`` ((run, folder) pairs) in its own child, ``parallel`` at once, each killed after
-    ``timeout_s``; their results."""
+    """Each of ``runs`` ((run, folder) pairs, or (run, folder, its own time limit)) in its own child, ``parallel``
+    at once, each killed after ``timeout_s`` (or its own); their results."""
     import select
     import signal
     import time
 
     results = [None] * len(runs)
-    running = {}  # pid -> (index, read end, deadline, chunks)
+    running = {}  # pid -> (index, read end, deadline)
     todo = list(enumerate(runs))
     while todo or running:
         while todo and len(running) < parallel:
-            i, (run, folder) = todo.pop(0)
+            i, (run, folder, *own) = todo.pop(0)
             pid, r = _child(run, folder)
-            running[pid] = (i, r, time.monotonic() + timeout_s)
+            running[pid] = (i, r, time.monotonic() + (own[0] if own else timeout_s))
         for pid, (i, r, deadline) in list(running.items()):
             done, code = os.waitpid(pid, os.WNOHANG)
             timed_out = False
@@ -842,8 +842,9 @@ def batch(job_path):
         os.mkdir(folder)
         runs.append((_run_one(p["source"], p["tests_line"], p.get("cases", True)), folder))
     examples = job.get("examples")
-    if examples and runs:  # in the entry's own child, after its program: one fork fewer
-        runs[0] = (_then_examples(runs[0][0], _check_examples(job["solution"], examples)), runs[0][1])
+    if examples and runs:  # in the entry's own child, after its program (one fork fewer), with time for both
+        both = _then_examples(runs[0][0], _check_examples(job["solution"], examples))
+        runs[0] = (both, runs[0][1], 2 * job["timeout_s"])
     elif examples:
         runs.append((_check_examples(job["solution"], examples), None))
     parallel = job.get("parallel") or min(4, len(os.sched_getaffinity(0)))
