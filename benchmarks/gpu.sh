@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 32's one prepared GPU run: the demo student (Gemma-3-270M's architecture, fresh weights) trained by the
+# One prepared GPU run: the demo student (Gemma-3-270M's architecture, fresh weights) trained by the
 # project's own launcher and worker (ZeRO-3, bf16, nccl, 1 GPU, sequence 5120), the micro-batch that fills the GPU
 # with ZeRO-3 and ZeRO-2, a torch profiler summary, the saved student served by `transformers serve` and scored by
 # `aiev evaluate`. Everything it measured goes into $OUT/gpu.json, rewritten after every phase; $OUT/gpu.log holds

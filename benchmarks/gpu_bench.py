@@ -1,4 +1,4 @@
-"""The Python half of ``benchmarks/gpu.sh`` (issue 32): fixtures, the micro-batch probe, and the summaries that go
+"""The Python half of ``benchmarks/gpu.sh``: fixtures, the micro-batch probe, and the summaries that go
 into ``gpu.json``. Each sub-command is one step of a phase of the script, which runs it under its own time box;
 none of them is meant to be run alone, but each can be (``python benchmarks/gpu_bench.py SUBCOMMAND --help``).
 
@@ -405,7 +405,7 @@ def flops_per_token_from(flops: dict[str, Any], params: int) -> dict[str, Any]:
 
 
 def mfu(tps: float | None, params: int, flops: dict[str, Any], device: str) -> dict[str, Any]:
-    """MFU as issue 32 defines it (6 x parameters x tokens/s over the GPU's bf16 dense peak), against the spec
+    """MFU (6 x parameters x tokens/s over the GPU's bf16 dense peak), against the spec
     peak and against the matmul rate measured on the lent H200; also with attention's FLOPs. No peak on a CPU."""
     if device != "cuda" or not tps:
         return {"mfu": None, "mfu_vs_measured_matmul": None, "mfu_with_attention": None,

@@ -1,4 +1,4 @@
-"""benchmarks/gpu.sh, issue 32's one prepared GPU run, kept from rotting between GPU runs: its CPU twin (the tests'
+"""benchmarks/gpu.sh, the one prepared GPU run, kept from rotting between GPU runs: its CPU twin (the tests'
 tiny model, a short sequence) runs every phase for real here and writes gpu.json with the fields the GPU run
 writes; a budget too short for any phase still leaves a gpu.json that says so; the helpers that the script's
 JSON rests on (a phase's record, FLOPs per token, MFU) are checked on their own; and the worker's GPU-only
