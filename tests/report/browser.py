@@ -8,6 +8,7 @@ decoded, and takes a screenshot of it. No browser download, no Node: the chromiu
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -85,12 +86,14 @@ def browser(width: int = 1400, height: int = 1000):
     exe = chromium()
     if exe is None:
         raise FileNotFoundError("no chromium on PATH (apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="aiev-chromium-") as profile:
+    # ignore_cleanup_errors: a helper process of chromium's that outlives the group's kill by a moment may still
+    # write into the profile; the test's verdict is not the profile's removal
+    with tempfile.TemporaryDirectory(prefix="aiev-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", f"--window-size={width},{height}",
              "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -111,8 +114,24 @@ def browser(width: int = 1400, height: int = 1000):
             finally:
                 ws.close()
         finally:
-            proc.kill()
-            proc.wait()
+            _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill chromium and every helper process it started (its own session), and wait until they are gone."""
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def open_report(report: Path, shots: Path) -> dict[str, Any]:
