@@ -330,9 +330,19 @@ def run_batch(sandbox: Any, job: dict[str, Any], limits: Any) -> dict[str, Any] 
     return _take_counts(res["stderr"], nonce)[1]
 
 
-def program_passed(result: dict[str, Any]) -> bool:
+def program_verdict(result: dict[str, Any]) -> tuple[bool, str | None]:
     """The dialogue's verdict (:func:`verdict`) on one program of a batch (``{status, timed_out, result}``)."""
-    return verdict({"exit_code": result["status"], "timed_out": result["timed_out"], "checks": result["result"]})[0]
+    return verdict({"exit_code": result["status"], "timed_out": result["timed_out"], "checks": result["result"]})
+
+
+def program_passed(result: dict[str, Any]) -> bool:
+    return program_verdict(result)[0]
+
+
+def checked_program(solution: str, tests: str) -> tuple[str, int]:
+    """``solution`` and ``tests`` as one ``main.py`` (a blank line between), and the line its tests start on: what
+    :func:`run_checked` and the harness's batch mode take."""
+    return f"{solution}\n\n{tests}", solution.count("\n") + 3
 
 
 def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
@@ -350,7 +360,4 @@ def _take_counts(stderr: str, nonce: str) -> tuple[str, dict[str, Any] | None]:
 
 def checks_executed(execution: dict[str, Any]) -> int:
     """How many checks of the tests ran: asserts, unittest check calls and doctest examples (0 when not counted)."""
-    checks = execution.get("checks") or {}
-    if "checks" in checks:
-        return int(checks["checks"])
-    return int(checks.get("asserts", 0)) + int(checks.get("assert_calls", 0))
+    return int((execution.get("checks") or {}).get("checks", 0))

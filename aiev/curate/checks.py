@@ -40,7 +40,7 @@ from typing import Any
 from aiev.codeblocks import normalize_code
 from aiev.curate.mutants import mutants
 from aiev.curate.problem import asked_functions, code_fragments, fragment_program, stated_examples
-from aiev.interpreter import program_passed
+from aiev.interpreter import checked_program, program_passed, program_verdict
 from aiev.io import ProgressStore, SkipLog, fsync_path, read_jsonl, write_json, write_jsonl
 from aiev.llm.agents import STAGE_ROLE
 
@@ -161,7 +161,6 @@ def static_facts(problem: str, solution: str, tests: str) -> dict[str, Any]:
         "called": [name for name in top if name in used],
         "named": named,
         "named_defined": [n for n in named if n in every],
-        "_live": len(live) + examples,
         "distinct": len(set(live)) + examples,
     }
 
@@ -323,7 +322,8 @@ def _without_self_checks(source: str) -> str:
 
 
 def _program(solution: str, tests: str, cases: bool = True) -> dict[str, Any]:
-    return {"source": f"{solution}\n\n{tests}\n", "tests_line": solution.count("\n") + 3, "cases": cases}
+    source, tests_line = checked_program(solution, tests)
+    return {"source": source + "\n", "tests_line": tests_line, "cases": cases}
 
 
 def _summarise(results: list[dict[str, Any]], muts: list[Any], examples: list[dict[str, Any]],
@@ -336,10 +336,10 @@ def _summarise(results: list[dict[str, Any]], muts: list[Any], examples: list[di
     figures = {"checks_executed": int(counts.get("checks", 0)), "cases": counts.get("cases"),
                "calls": counts.get("calls")}  # fmt: skip
     nothing = {"mutants": 0, "killed": 0, "stillborn": 0, "mutation_score": None, "survivors": [], "examples": []}
-    if not program_passed(original):
-        quiet = original["status"] == 0 and not original["timed_out"] and original.get("result") is not None
-        if quiet and not (counts.get("failed") or counts.get("tests_failed") or counts.get("skipped")):
-            return figures | nothing  # exit 0 and nothing failed, but no check executed: tests_not_run
+    passed, why = program_verdict(original)
+    if why == "tests_not_run":  # exit 0, nothing failed, but no check executed
+        return figures | nothing
+    if not passed:
         return figures | nothing | {"failed": f"the entry's program {_why_failed(original)}"}
     stillborn = [((r.get("result") or {}).get("died_in") == "solution") for r in rest]
     killed = [not program_passed(r) and not born for r, born in zip(rest, stillborn, strict=True)]

@@ -101,8 +101,7 @@ async def _evaluate(
                 return {"exit_code": None, "timed_out": inst["timed_out"], "stderr": inst["stderr"][-2000:],
                         "reason": "install_failed"}  # fmt: skip
         # the task's tests judged as generation judged them: passing means its checks ran and none failed
-        source = solution + "\n\n" + task["tests"]
-        res = interpreter.run_checked(sandbox, source, solution.count("\n") + 3, limits, prefix)
+        res = interpreter.run_checked(sandbox, *interpreter.checked_program(solution, task["tests"]), limits, prefix)
         out = {"exit_code": res["exit_code"], "timed_out": res["timed_out"], "stderr": res["stderr"][-2000:]}
         return out | {"verdict": res["verdict"], "checks": res["checks"]}
 

@@ -249,9 +249,9 @@ class _Instrument(ast.NodeTransformer):
     """Asserts of the tests are counted (a failure too, even one the program catches); the solution's functions
     record the inputs the tests give them; top-level test functions record their definition and their run."""
 
-    def __init__(self, from_line):
+    def __init__(self, from_line, top_level):
         self.from_line = from_line
-        self.top_level = set()
+        self.top_level = top_level  # the ids of the module-level function definitions
 
     def visit_Assert(self, node):
         if node.lineno < self.from_line:
@@ -407,7 +407,9 @@ def _has_checks(node):
         if isinstance(sub, ast.Call):
             func = sub.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name.startswith("assert") or name in ("main", "testmod", "run"):
+            if name.startswith("assert") or name in ("main", "testmod", "run_docstring_examples"):
+                return True
+            if name == "run" and "Runner" in ast.unparse(func):  # unittest.TextTestRunner().run(suite)
                 return True
     return False
 
@@ -540,8 +542,7 @@ def _execute(source, path, argv0, from_line, cases=True):
     _tests_line[0] = from_line
     if cases:
         _record_calls(tree, from_line)
-    instrument = _Instrument(from_line)
-    instrument.top_level = _top_level_defs(tree)
+    instrument = _Instrument(from_line, _top_level_defs(tree))
     instrumented = ast.fix_missing_locations(instrument.visit(tree))
     try:
         code = compile(instrumented, path, "exec")
