@@ -234,11 +234,11 @@ def fixtures(args: argparse.Namespace) -> None:
         "sequence_length": args.seq, "test_tasks": len(TEST_TASKS), "seconds_to_make_model": round(made_s, 2),
         "seconds": round(time.time() - t0, 2),
     })  # fmt: skip
-    info["flops_per_token"] = flops_per_token(text, args.seq, None)
+    info["flops_per_token"] = flops_per_token(text, args.seq)
     write(args.out, info)
 
 
-def flops_per_token(text_config: Any, seq: int, params: int | None) -> dict[str, Any]:
+def flops_per_token(text_config: Any, seq: int) -> dict[str, Any]:
     """Training FLOPs per token: attention's score and value products (causal: half the context, a sliding-window
     layer at most its window), forward and backward (x3); ``6 * params`` is added by the caller once the
     parameters are counted (the worker's count, tied embeddings once: the tied output projection is a matmul
@@ -252,12 +252,7 @@ def flops_per_token(text_config: Any, seq: int, params: int | None) -> dict[str,
         # mean keys a query attends to over a causal sequence of length seq
         ctx = (seq + 1) / 2 if kind != "sliding_attention" else _mean_window(seq, window)
         per_layer.append(2 * 2 * ctx * heads * head_dim)  # QK^T and AV, 2 FLOPs a multiply-add
-    attn = 3 * sum(per_layer)
-    out = {"attention": round(attn)}
-    if params is not None:
-        out["6N"] = 6 * params
-        out["6N_plus_attention"] = round(6 * params + attn)
-    return out
+    return {"attention": round(3 * sum(per_layer))}
 
 
 def _mean_window(seq: int, window: int) -> float:
@@ -393,7 +388,7 @@ def train_summary(args: argparse.Namespace) -> None:
         "student": str(args.student),
         "student_files": sorted(p.name for p in Path(args.student).iterdir()),
     }  # fmt: skip
-    out.update(mfu(tps, params, flops, args.device))
+    out.update(mfu(tps, flops, args.device))
     write(args.out, out)
     if metrics.get("profile"):
         write(args.profile_out, metrics["profile"])
@@ -404,17 +399,18 @@ def flops_per_token_from(flops: dict[str, Any], params: int) -> dict[str, Any]:
     return {"6N": 6 * params, "6N_plus_attention": round(6 * params + attn)}
 
 
-def mfu(tps: float | None, params: int, flops: dict[str, Any], device: str) -> dict[str, Any]:
-    """MFU (6 x parameters x tokens/s over the GPU's bf16 dense peak), against the spec
-    peak and against the matmul rate measured on the lent H200; also with attention's FLOPs. No peak on a CPU."""
-    if device != "cuda" or not tps:
+def mfu(tps: float | None, flops: dict[str, Any], device: str) -> dict[str, Any]:
+    """MFU (``flops['6N']`` x tokens/s over the GPU's bf16 dense peak), against the spec peak and against the
+    matmul rate measured on the lent H200; also with attention's FLOPs. No peak on a CPU."""
+    model = flops["6N"] * tps if tps else None
+    if device != "cuda" or not model:
         return {"mfu": None, "mfu_vs_measured_matmul": None, "mfu_with_attention": None,
-                "model_tflops_per_second": round(6 * params * tps / 1e12, 4) if tps else None}  # fmt: skip
+                "model_tflops_per_second": round(model / 1e12, 4) if model else None}  # fmt: skip
     return {
-        "mfu": round(6 * params * tps / (H200_BF16_DENSE_TFLOPS * 1e12), 4),
-        "mfu_vs_measured_matmul": round(6 * params * tps / (H200_MEASURED_MATMUL_TFLOPS * 1e12), 4),
+        "mfu": round(model / (H200_BF16_DENSE_TFLOPS * 1e12), 4),
+        "mfu_vs_measured_matmul": round(model / (H200_MEASURED_MATMUL_TFLOPS * 1e12), 4),
         "mfu_with_attention": round(flops["6N_plus_attention"] * tps / (H200_BF16_DENSE_TFLOPS * 1e12), 4),
-        "model_tflops_per_second": round(6 * params * tps / 1e12, 2),
+        "model_tflops_per_second": round(model / 1e12, 2),
     }
 
 
@@ -444,7 +440,7 @@ def probe_summary(args: argparse.Namespace) -> None:
         flops.update(flops_per_token_from(flops, int(res["parameters"])))
         for run in res["runs"]:
             if run.get("fits"):
-                run.update(mfu(run["tokens_per_second"], int(res["parameters"]), flops, args.device))
+                run.update(mfu(run["tokens_per_second"], flops, args.device))
     best = [r for r in res["runs"] if r.get("fits")]
     res["best"] = max(best, key=lambda r: r["tokens_per_second"]) if best else None
     write(args.result, res)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-COLLECTIVE = re.compile(r"nccl|all_?gather|reduce_?scatter|all_?reduce|broadcast|c10d::", re.IGNORECASE)
+# collectives by their kernels' and c10d's names (not aten::broadcast_tensors, an ordinary operator)
+COLLECTIVE = re.compile(r"nccl|all_?gather|reduce_?scatter|all_?reduce|c10d::|gloo", re.IGNORECASE)
 LAUNCH = re.compile(r"^(cudaLaunchKernel|cuLaunchKernel|cudaLaunchKernelExC|cudaGraphLaunch|hipLaunchKernel)")
 NAME_CHARS = 100
 
@@ -89,7 +90,7 @@ def summarize(
         "device_seconds_per_step": round(device_us / 1e6 / steps, 4) if cuda else None,
         "device_busy": round(device_us / 1e6 / wall_s, 4) if cuda and wall_s else None,
         "kernel_launches": {
-            "device_kernels_per_step": round(sum(int(n) for n, _ in kernels.values()) / steps, 1) if cuda else 0,
+            "device_kernels_per_step": round(sum(int(n) for n, _ in kernels.values()) / steps, 1) if cuda else None,
             "host_launch_calls_per_step": round(launches / steps, 1),
         },
         "communication": {

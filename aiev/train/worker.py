@@ -1,5 +1,5 @@
-"""One rank of ``aiev train``: full-parameter SFT with DeepSpeed ZeRO stage 3. Started by torchrun (through
-``scripts/launch_train.sh``), once per process, on CPU (gloo) and GPU (nccl) alike.
+"""One rank of ``aiev train``: full-parameter SFT with DeepSpeed ZeRO (stage 3, or 2: ``train.zero_stage``).
+Started by torchrun (through ``scripts/launch_train.sh``), once per process, on CPU (gloo) and GPU (nccl) alike.
 
 Every rank: loads the tokenizer, adds the four special tokens, encodes the SFT records (aiev.train.data); builds
 the model under ``HfDeepSpeedConfig`` (so it is created partitioned, never whole on each rank); resizes the
@@ -67,7 +67,7 @@ def bf16_choice(setting: bool | str, cuda: bool) -> tuple[bool, str]:
 def ds_config(section: dict[str, Any], world: int, steps: int) -> dict[str, Any]:
     """DeepSpeed's configuration: ZeRO stage ``train.zero_stage`` (3, the paper's; 2 keeps whole parameters on
     every rank and partitions the optimizer state and gradients only)."""
-    stage = section.get("zero_stage", 3)
+    stage = section["zero_stage"]
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
     if stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
@@ -198,13 +198,14 @@ def build_engine(section: dict[str, Any], data: Data, world: int, total: int) ->
     from transformers.integrations import HfDeepSpeedConfig
 
     config = ds_config(section, world, total)
-    dschf = HfDeepSpeedConfig(config)  # must stay alive while the model is built: ZeRO-3 init
+    # alive while the model is built (ZeRO-3 init); released after, so later loads and saves are plain ones
+    dschf = HfDeepSpeedConfig(config)
     dtype = torch.bfloat16 if section["bf16"] else torch.float32
     kwargs = {"gguf_file": data.gguf} if data.gguf else {}
     model = AutoModelForCausalLM.from_pretrained(data.path, dtype=dtype, **kwargs)
     if data.added or model.get_input_embeddings().weight.shape[0] < len(data.tokenizer):
         model.resize_token_embeddings(len(data.tokenizer))
-    if section.get("gradient_checkpointing"):
+    if section["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # ZeRO-3 partitions: a parameter's own size is ds_numel (numel() is 0); tied weights are counted once
     params = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
@@ -339,17 +340,18 @@ def main(argv: list[str] | None = None) -> int:
         kept = state / f"step{step}" / "history.json"
         history = [h for h in json.loads(kept.read_text()) if h["step"] <= step] if kept.exists() else []
     # the last profile_steps steps run under torch.profiler, after one more as its warm-up (not counted)
-    n_profiled = min(section.get("profile_steps", 0), total - step - 1)
+    n_profiled = min(section["profile_steps"], total - step - 1)
     profile_from = total - n_profiled - 1 if n_profiled > 0 else None
-    profiler, prof, phases, profiled_s = contextlib.ExitStack(), None, None, 0.0
+    from aiev.train import profile as profiling
+
+    prof, phases, profiled_s = None, None, 0.0
     engine.train()
     t_train = time.time()
     tokens_seen = 0
     while step < total:
         if step == profile_from:
-            from aiev.train import profile as profiling
-
-            prof = profiler.enter_context(profiling.profiler(cuda, n_profiled))
+            prof = profiling.profiler(cuda, n_profiled)
+            prof.start()
         elif prof is not None and phases is None:  # the warm-up step is done
             phases = Phases(cuda)
         epoch, within = divmod(step, steps_per_epoch)
@@ -375,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         if section["save_every_steps"] and step % section["save_every_steps"] == 0 and step < total:
             _checkpoint(engine, state, step, world, history, rank)
     profile = None
+    if prof is not None:
+        prof.stop()
     if phases is not None:
-        profiler.close()
         profile = profiling.summarize(prof, steps=n_profiled, wall_s=profiled_s, phases=phases.seconds, cuda=cuda)
     train_s = time.time() - t_train
     memory = gpu_memory()
@@ -394,9 +397,6 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     (seen_total,) = all_reduced([float(tokens_seen)], cuda)
     if rank == 0:
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()
         weights = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
         (tmp / "consolidated.bin").unlink()
         conf = AutoConfig.from_pretrained(data.path, **({"gguf_file": data.gguf} if data.gguf else {}))
@@ -419,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_second": round(seen_total / max(train_s, 1e-9), 2),
             "tokens_per_second_per_process": round(seen_total / max(train_s, 1e-9) / world, 2),
             "peak_rss_mb": round(rss, 1), "resumed_from_step": resumed_from, "parameters": params,
-            "zero_stage": section.get("zero_stage", 3), "micro_batch_size": mb, "gradient_accumulation_steps": ga,
+            "zero_stage": section["zero_stage"], "micro_batch_size": mb, "gradient_accumulation_steps": ga,
             "max_seq_len": section["max_seq_len"],
-            "gradient_checkpointing": bool(section.get("gradient_checkpointing")),
+            "gradient_checkpointing": section["gradient_checkpointing"],
             "peak_gpu_memory_mb": round(gpu_alloc, 1) if cuda else None,
             "peak_gpu_reserved_mb": round(gpu_reserved, 1) if cuda else None,
             "gpu": torch.cuda.get_device_name() if cuda else None, "profile": profile,
