@@ -21,7 +21,7 @@ include: "rules/generate.smk"
 include: "rules/curate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
-include: "rules/benchmark.smk"
+include: "rules/scoring.smk"
 include: "rules/stage.smk"
 include: "rules/report.smk"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.benchmark.steps import STEPS as BENCHMARK
+from aiev.scoring.steps import STEPS as BENCHMARK
 from aiev.chat.steps import STEPS as CHAT
 from aiev.config import ConfigError, load_config, with_overrides
 from aiev.curate.steps import STEPS as CURATE
@@ -54,7 +54,7 @@ def _config_cmd(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 
 CONFIG = [Step("config", "validate a config and print it with every default filled in", _config_args, _config_cmd)]
 
-#: Every step, in pipeline order. A new stage adds its package's STEPS here.
+#: Every step, in pipeline order. A new part adds its package's STEPS here.
 STEPS: dict[str, Step] = {
     s.name: s
     for s in [

@@ -161,7 +161,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def read_json_if_exists(path: str | Path) -> Any:
-    """A JSON file's value, or None where there is no such file (a report of a stage that did not run)."""
+    """A JSON file's value, or None where there is no such file (a report of a part that did not run)."""
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 

@@ -1,7 +1,7 @@
 """The benchmark names, in one place: the suites models are scored on (``benchmark.suites``), the benchmark
 files decontamination compares against (``curate.decontam.benchmarks``), and MultiPL-E's languages.
 
-Every other list derives from these tables: the scorers (:mod:`aiev.benchmark.suites`), the benchmark loaders
+Every other list derives from these tables: the scorers (:mod:`aiev.scoring.scorers`), the benchmark loaders
 (:mod:`aiev.curate.benchdata`), the rules' ``{suite}`` wildcard and image choice (rules/common.smk imports this
 module), and the config schema's enums (tests/test_suites.py holds the schema to them).
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = BENCHMARK_DATA / "ds1000" / "ds1000.jsonl.gz"
 sys.path.insert(0, str(REPO))
 
-from aiev.benchmark import ds1000, suites  # noqa: E402
+from aiev.scoring import ds1000, suites  # noqa: E402
 from aiev.config import load_config  # noqa: E402
 
 

@@ -5,9 +5,9 @@
 DIR is a checkout of nuprl/MultiPL-E (or a folder holding the same paths): its per-language evaluators are run
 here, unchanged, outside any container, with this machine's toolchains. Each case of
 tests/data/benchmarks/multipl-e/upstream_verdicts.json (a completion of the committed 3-task excerpt: right, wrong,
-or not building) is built into one program exactly as our scorer builds it (``aiev.benchmark.multiple.program``),
+or not building) is built into one program exactly as our scorer builds it (``aiev.scoring.multiple.program``),
 handed to the upstream evaluator of its language, and its status printed beside our scorer's verdict. ``--write``
-records the upstream statuses in that file (tests/benchmark/test_multiple.py then checks that our scorer
+records the upstream statuses in that file (tests/scoring/test_multiple.py then checks that our scorer
 agrees: ``OK`` is a pass, any other status a failure).
 
 The evaluators used, by path in DIR:
@@ -41,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiev.benchmark import multiple, suites  # noqa: E402
-from aiev.benchmark.samplefile import read_tasks  # noqa: E402
+from aiev.scoring import multiple, suites  # noqa: E402
+from aiev.scoring.samplefile import read_tasks  # noqa: E402
 from aiev.config import load_config  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "benchmarks" / "multipl-e" / "upstream_verdicts.json"

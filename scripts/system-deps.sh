@@ -21,7 +21,7 @@ case "$target" in
   test)
     command -v dot >/dev/null || need+=(graphviz)
     command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
-    # MultiPL-E's toolchains (tests/benchmark/test_multiple.py): those a language lacks are skipped with the reason
+    # MultiPL-E's toolchains (tests/scoring/test_multiple.py): those a language lacks are skipped with the reason
     command -v node >/dev/null || need+=(nodejs)
     command -v g++ >/dev/null || need+=(g++)
     command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)

@@ -1,4 +1,4 @@
-"""The package's shape: stage packages over shared layers, no stage importing a sibling stage, no import cycle;
+"""The package's shape: part packages over shared layers, no part importing a sibling part, no import cycle;
 the tests mirror the package; the names the rules and the package share agree."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "aiev"
 
-#: Shared layers: every stage may use them; they use no stage.
+#: Shared layers: every part may use them; they use no part.
 SHARED = {
     "__init__",
     "config",
@@ -24,11 +24,11 @@ SHARED = {
     "schemas",
     "suites",
 }
-#: One package per stage, mirroring rules/*.smk.
-STAGES = {"seeds", "generate", "curate", "train", "evaluate", "benchmark", "stage", "report"}
-#: The CLI registry and the prerequisite check see every stage.
+#: One package per part of the pipeline, mirroring rules/*.smk.
+PARTS = {"seeds", "generate", "curate", "train", "evaluate", "scoring", "stage", "report"}
+#: The CLI registry and the prerequisite check see every part.
 TOP = {"cli", "doctor", "__main__"}
-#: Tools for what the workflow made (no rule of their own): shared layers only, like a stage, and no stage either.
+#: Tools for what the workflow made (no rule of their own): shared layers only, like a part, and no part either.
 TOOLS = {"chat"}
 
 
@@ -71,22 +71,22 @@ def graph() -> dict[str, set[str]]:
     return {module_name(p): imports(p) - {module_name(p)} for p in PKG.rglob("*.py")}
 
 
-def test_every_module_belongs_to_a_layer_or_a_stage():
-    unknown = {m for m in graph() if group(m) not in SHARED | STAGES | TOP | TOOLS}
-    assert not unknown, f"classify these in tests/test_layout.py (shared layer or stage): {sorted(unknown)}"
+def test_every_module_belongs_to_a_layer_or_a_part():
+    unknown = {m for m in graph() if group(m) not in SHARED | PARTS | TOP | TOOLS}
+    assert not unknown, f"classify these in tests/test_layout.py (shared layer or part): {sorted(unknown)}"
 
 
-def test_no_stage_imports_a_sibling_stage_and_no_shared_layer_imports_a_stage():
+def test_no_part_imports_a_sibling_part_and_no_shared_layer_imports_a_part():
     bad = []
     for module, targets in graph().items():
         g = group(module)
         for target in targets:
             t = group(target)
-            if g in STAGES and t in STAGES and t != g:
-                bad.append(f"{module} -> {target} (stage to sibling stage)")
-            if g in TOOLS and t in STAGES | TOP:
+            if g in PARTS and t in PARTS and t != g:
+                bad.append(f"{module} -> {target} (part to sibling part)")
+            if g in TOOLS and t in PARTS | TOP:
                 bad.append(f"{module} -> {target} (tool to {t}: tools use shared layers only)")
-            if g in SHARED and t in STAGES | TOP | TOOLS:
+            if g in SHARED and t in PARTS | TOP | TOOLS:
                 bad.append(f"{module} -> {target} (shared layer to {t})")
     assert not bad, "\n".join(bad)
 
@@ -112,11 +112,11 @@ def test_no_import_cycle():
             visit(m)
 
 
-def test_each_stage_has_a_rule_file_and_a_test_package():
-    for stage in STAGES:
-        assert (REPO / "rules" / f"{stage}.smk").is_file(), stage
-        assert (PKG / stage / "steps.py").is_file(), f"{stage}: its CLI steps live in aiev/{stage}/steps.py"
-        assert (REPO / "tests" / stage / "__init__.py").is_file(), f"tests/{stage}/ mirrors aiev/{stage}/"
+def test_each_part_has_a_rule_file_and_a_test_package():
+    for part in PARTS:
+        assert (REPO / "rules" / f"{part}.smk").is_file(), part
+        assert (PKG / part / "steps.py").is_file(), f"{part}: its CLI steps live in aiev/{part}/steps.py"
+        assert (REPO / "tests" / part / "__init__.py").is_file(), f"tests/{part}/ mirrors aiev/{part}/"
 
 
 def test_the_batch_file_pattern_is_the_same_in_rules_and_package():

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from aiev import suites
-from aiev.benchmark import multiple, plus
-from aiev.benchmark import suites as scorers
-from aiev.benchmark.samplefile import BenchmarkError
+from aiev.scoring import multiple, plus
+from aiev.scoring import scorers
+from aiev.scoring.samplefile import BenchmarkError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "aiev" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
@@ -52,7 +52,7 @@ def test_the_rules_suite_wildcard_matches_exactly_the_suites():
 #: Files that may name every MultiPL-E language, and why.
 MAY_NAME_THEM = {
     "aiev/report/summary.py": "the paper's published scores, keyed by column (checked below)",
-    "aiev/benchmark/multiple.py": "how each language compiles and runs, keyed by aiev.suites.MULTIPLE (checked above)",
+    "aiev/scoring/multiple.py": "how each language compiles and runs, keyed by aiev.suites.MULTIPLE (checked above)",
 }
 
 

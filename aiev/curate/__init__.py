@@ -1,1 +1,1 @@
-"""Stage 3 (rules/curate.smk): benchmark snippets and decontamination, the 9:1 split, the SFT format."""
+"""Part 3 of the pipeline (rules/curate.smk): benchmark snippets and decontamination, the 9:1 split, the SFT format."""

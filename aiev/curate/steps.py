@@ -1,4 +1,4 @@
-"""The curation stage's steps: ``aiev check-tests``, ``aiev decontaminate``, ``aiev split``, ``aiev format``
+"""The curation part's steps: ``aiev check-tests``, ``aiev decontaminate``, ``aiev split``, ``aiev format``
 (rules/curate.smk)."""
 
 from __future__ import annotations

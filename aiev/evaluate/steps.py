@@ -1,4 +1,4 @@
-"""The evaluation stage's step: ``aiev evaluate`` (rules/evaluate.smk)."""
+"""The evaluation part's step: ``aiev evaluate`` (rules/evaluate.smk)."""
 
 from __future__ import annotations
 

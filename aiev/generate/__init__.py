@@ -1,1 +1,1 @@
-"""Stage 2 (rules/generate.smk): the AIEV dialogues of a batch, per shard, resumable, then merged."""
+"""Part 2 of the pipeline (rules/generate.smk): the AIEV dialogues of a batch, per shard, resumable, then merged."""

@@ -1,4 +1,4 @@
-"""The generation stage's steps: ``aiev generate`` (one shard) and ``aiev merge-dialogues`` (rules/generate.smk)."""
+"""The generation part's steps: ``aiev generate`` (one shard) and ``aiev merge-dialogues`` (rules/generate.smk)."""
 
 from __future__ import annotations
 

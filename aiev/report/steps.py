@@ -1,4 +1,4 @@
-"""The report stage's steps: ``aiev dataset`` and ``aiev summary`` (rules/report.smk)."""
+"""The report part's steps: ``aiev dataset`` and ``aiev summary`` (rules/report.smk)."""
 
 from __future__ import annotations
 

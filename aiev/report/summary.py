@@ -4,7 +4,7 @@ cost of the full run is known before it is paid.
 
 Reads the reports the other steps wrote in each batch directory (``generate_report.json``, ``usage.json``,
 ``decontam_report.json``, ``split_report.json``, ``train_report.json``, ``eval/{teacher,student}.json``,
-``stage.json``); a file that is absent (a stage switched off) leaves its fields null. Writes ``summary.json`` and a
+``stage.json``); a file that is absent (a part switched off) leaves its fields null. Writes ``summary.json`` and a
 Markdown rendering, ``summary.md``.
 
 The projection's model (also written into the summary, with its inputs):

@@ -1,1 +1,1 @@
-"""Stage 1 (rules/seeds.smk): seed sources, de-duplication, batches."""
+"""Part 1 of the pipeline (rules/seeds.smk): seed sources, de-duplication, batches."""

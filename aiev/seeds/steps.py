@@ -1,4 +1,4 @@
-"""The seed stage's steps: ``aiev seeds``, ``aiev dedup``, ``aiev batches`` (rules/seeds.smk)."""
+"""The seed part's steps: ``aiev seeds``, ``aiev dedup``, ``aiev batches`` (rules/seeds.smk)."""
 
 from __future__ import annotations
 

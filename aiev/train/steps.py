@@ -1,4 +1,4 @@
-"""The training stage's step: ``aiev train`` (rules/train.smk)."""
+"""The training part's step: ``aiev train`` (rules/train.smk)."""
 
 from __future__ import annotations
 

@@ -33,11 +33,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.benchmark.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
+from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.io import write_json
 from aiev.suites import EVALPLUS_SUITES
 
-log = logging.getLogger("aiev.benchmark")
+log = logging.getLogger("aiev.scoring")
 
 #: Each suite and the variable evalplus reads its data file from (HUMANEVAL_OVERRIDE_PATH, MBPP_OVERRIDE_PATH).
 SUITES = {suite: f"{suite.upper()}_OVERRIDE_PATH" for suite in EVALPLUS_SUITES}
@@ -78,7 +78,7 @@ def _verdicts(cfg: dict[str, Any], suite: str, tasks: list[dict[str, Any]], rows
         "min_time_limit": section["min_time_limit"],
         "gt_time_limit_factor": section["gt_time_limit_factor"],
     }
-    runner = resources.files("aiev.benchmark").joinpath("plus_runner.py").read_text(encoding="utf-8")
+    runner = resources.files("aiev.scoring").joinpath("plus_runner.py").read_text(encoding="utf-8")
     files = {
         "run.py": runner,
         "args.json": json.dumps(args),

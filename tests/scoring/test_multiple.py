@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aiev.benchmark import multiple, samples, suites
+from aiev.scoring import multiple, samples, suites
 from aiev.config import load_config
 from tests.conftest import write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
@@ -28,7 +28,7 @@ def upstream_agrees(lang: str, kinds: tuple[str, ...], per_task: dict[str, str])
     recorded = [c for c in CASES if c["lang"] == lang and c["kind"] in kinds and c["upstream"]]
     for c in recorded:
         assert per_task[c["task"]] == ("pass" if c["upstream"] == "OK" else "fail"), (c["task"], c["upstream"])
-    assert recorded or lang == "js"  # js: no upstream evaluator that runs (docs/benchmarks.md)
+    assert recorded or lang == "js"  # js: no upstream evaluator that runs (docs/scoring.md)
 
 
 def needs_toolchain(lang: str) -> None:
@@ -54,7 +54,7 @@ def test_reference_completions_pass(tmp_path, lang):
     upstream_agrees(lang, ("reference",), report["per_task"])
     if lang == "php":
         # a quirk of the data set, kept as it scores: its strlen task redeclares a PHP builtin, so every
-        # completion fails with a fatal error (docs/benchmarks.md)
+        # completion fails with a fatal error (docs/scoring.md)
         assert "Cannot redeclare strlen()" in report["failures"].pop("HumanEval_23_strlen")
         assert report["n"] == 3 and report["failures"] == {}
     else:
@@ -156,7 +156,7 @@ def test_samples_from_a_served_model_then_scored(tmp_path, mode):
 def test_the_toolchain_is_asked_inside_the_sandbox_for_an_image():
     """What the Apptainer path asks its image, asked here of the bubblewrap sandbox (which sees the host's /usr)."""
     bwrap_or_skip()
-    from aiev.benchmark.samplefile import sandbox_for
+    from aiev.scoring.samplefile import sandbox_for
 
     sandbox = sandbox_for(load_config({}), "multipl-e")
     assert multiple.image_toolchain_problem(sandbox, "swift").startswith("swiftc is not in the sandbox image")

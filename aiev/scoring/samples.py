@@ -35,7 +35,7 @@ from aiev.io import write_json, write_jsonl
 from aiev.llm.client import LLMClient, LLMError, client_session, endpoint_settings
 from aiev.suites import language
 
-log = logging.getLogger("aiev.benchmark")
+log = logging.getLogger("aiev.scoring")
 
 STOP = ["\n```", "\nif __name__", "\n# Test", "\nassert "]
 
@@ -159,14 +159,14 @@ def generate(
     """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format
     (``solution`` for HumanEval+/MBPP+, ``completion`` for MultiPL-E and DS-1000). ``mode``: chat or completion
     (default: ``llm.ROLE.mode``)."""
-    from aiev.benchmark import suites
+    from aiev.scoring import scorers
 
-    tasks = suites.tasks(cfg, suite, data, limit)
+    tasks = scorers.tasks(cfg, suite, data, limit)
     mode = mode or cfg["llm"][role]["mode"]
     rows, info = asyncio.run(_generate(tasks, suite, cfg, role, state_dir, mode))
     write_jsonl(samples, rows)
-    field = "solution" if suites.family(suite) == "evalplus" else "completion"
-    out = {"suite": suite, "role": role, "n": len(rows), "samples": str(samples), "limit": suites.limit_of(cfg, limit),
+    field = "solution" if scorers.family(suite) == "evalplus" else "completion"
+    out = {"suite": suite, "role": role, "n": len(rows), "samples": str(samples), "limit": scorers.limit_of(cfg, limit),
            "empty": sum(1 for r in rows if not r[field].strip()), **info}  # fmt: skip
     if report is not None:
         write_json(report, out)

@@ -1,6 +1,6 @@
 """Runs inside the sandbox (network off, the host's packages read-only): evalplus 0.3.1 scores one samples file.
 
-Shipped into the sandbox as a file by :mod:`aiev.benchmark.plus`, next to ``args.json``, ``data.jsonl`` and
+Shipped into the sandbox as a file by :mod:`aiev.scoring.plus`, next to ``args.json``, ``data.jsonl`` and
 ``samples.jsonl``; it imports nothing from aiev. evalplus reads its data-path override when it is imported, so the
 environment is set first. Its console output goes to stderr; stdout carries one JSON line: each sample's verdicts.
 """

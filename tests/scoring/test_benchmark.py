@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aiev.benchmark import plus, samples, suites
+from aiev.scoring import plus, samples, suites
 from aiev.config import load_config
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
@@ -141,7 +141,7 @@ def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_pat
 @pytest.mark.parametrize("suite", ["humaneval", "mbpp"])
 def test_canonical_solutions_of_the_whole_files(tmp_path, suite):
     """All 164 HumanEval+ / 378 MBPP+ canonical solutions pass, but HumanEval/32, which evalplus 0.3.1 scores as a
-    failure for every solution, the canonical one included (documented in docs/benchmarks.md)."""
+    failure for every solution, the canonical one included (documented in docs/scoring.md)."""
     bwrap_or_skip()
     data = SHARED_BENCHMARKS / "evalplus" / (FILES[suite] + ".gz")
     if not data.exists():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aiev.benchmark import ds1000, suites
-from aiev.benchmark.samplefile import BenchmarkError
+from aiev.scoring import ds1000, suites
+from aiev.scoring.samplefile import BenchmarkError
 from aiev.config import load_config
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
@@ -97,7 +97,7 @@ def test_samples_from_a_served_model_then_scored(tmp_path):
     """A chat model answers each problem with its reference answer in a python fence: the fenced code is the
     answer, and it passes."""
     bwrap_or_skip()
-    from aiev.benchmark import samples
+    from aiev.scoring import samples
     from tests.scripted_server import ScriptedServer
 
     numpy = [t for t in tasks() if t["metadata"]["library"] in ("Numpy", "Pandas")]

@@ -1,4 +1,4 @@
-"""The benchmark stage's step: ``aiev benchmark generate|score`` (rules/benchmark.smk)."""
+"""The scoring part's step: ``aiev benchmark generate|score`` (rules/scoring.smk)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aiev.steps import Step, override
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     what = "generate: samples from a served model; score: evalplus's verdicts on a samples file"
     p.add_argument("action", choices=("generate", "score"), help=what)
-    from aiev.benchmark.suites import SUITES
+    from aiev.scoring.scorers import SUITES
 
     p.add_argument("--suite", required=True, choices=SUITES)
     p.add_argument("--samples", required=True, help="evalplus samples JSONL (task_id + solution or completion)")
@@ -29,17 +29,17 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 
 def _benchmark(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "generate":
-        from aiev.benchmark import samples
+        from aiev.scoring import samples
 
         if not args.state_dir:
             raise ValueError("benchmark generate needs --state-dir (the LLM cache)")
         return samples.generate(cfg, suite=args.suite, role=args.role, samples=args.samples, mode=args.mode,
                                 state_dir=args.state_dir, report=args.output, data=args.data)  # fmt: skip
-    from aiev.benchmark import suites
+    from aiev.scoring import scorers
 
     if not args.output:
         raise ValueError("benchmark score needs --output")
-    return suites.score(cfg, suite=args.suite, samples=args.samples, output=args.output, data=args.data)
+    return scorers.score(cfg, suite=args.suite, samples=args.samples, output=args.output, data=args.data)
 
 
 def _benchmark_line(r: dict[str, Any]) -> str:

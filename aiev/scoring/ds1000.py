@@ -19,7 +19,7 @@ problems it was taken. The report carries the versions, so a number is never rea
 
 **The network.** 15 problems load a data set (seaborn's ``load_dataset``, scikit-learn's
 ``fetch_california_housing``), which downloads it; the sandbox has no network, so they fail unless
-``benchmark.ds1000_data_home`` holds those files (fetched once on a login node, docs/benchmarks.md). The report
+``benchmark.ds1000_data_home`` holds those files (fetched once on a login node, docs/scoring.md). The report
 lists the failures that tried the network (``network_failures``).
 """
 
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiev.benchmark.samplefile import (
+from aiev.scoring.samplefile import (
     BenchmarkError,
     flaky,
     prepare_rows,

@@ -1,5 +1,5 @@
 # The paper's benchmark tables (HumanEval(+), MBPP(+), MultiPL-E, DS-1000): samples from each scored model, then
-# each suite's scorer in the sandbox (aiev/benchmark/, docs/benchmarks.md).
+# each suite's scorer in the sandbox (aiev/scoring/, docs/scoring.md).
 
 
 rule benchmark_generate:

@@ -3,9 +3,9 @@ families themselves are :mod:`aiev.suites`).
 
 | suite | scorer | tasks |
 |---|---|---|
-| humaneval, mbpp | :mod:`aiev.benchmark.plus` (evalplus 0.3.1) | HumanEval+ / MBPP+ |
-| multipl-e-LANG | :mod:`aiev.benchmark.multiple` | MultiPL-E's HumanEval in LANG |
-| ds1000 | :mod:`aiev.benchmark.ds1000` | DS-1000 |
+| humaneval, mbpp | :mod:`aiev.scoring.plus` (evalplus 0.3.1) | HumanEval+ / MBPP+ |
+| multipl-e-LANG | :mod:`aiev.scoring.multiple` | MultiPL-E's HumanEval in LANG |
+| ds1000 | :mod:`aiev.scoring.ds1000` | DS-1000 |
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from aiev import suites as names
-from aiev.benchmark import ds1000, multiple, plus
-from aiev.benchmark.samplefile import BenchmarkError, read_tasks
+from aiev.scoring import ds1000, multiple, plus
+from aiev.scoring.samplefile import BenchmarkError, read_tasks
 
 SUITES = names.SUITES
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.benchmark.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
+from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.io import write_json
 from aiev.suites import MULTIPLE, MULTIPLE_PREFIX
 
