@@ -31,7 +31,7 @@ from aiev.report.steps import STEPS as REPORT
 from aiev.sandbox.steps import STEPS as SANDBOX
 from aiev.seeds.steps import STEPS as SEEDS
 from aiev.stage.steps import STEPS as STAGE
-from aiev.steps import Step, overrides
+from aiev.steps import Step, overrides, run_step
 from aiev.train.steps import STEPS as TRAIN
 
 log = logging.getLogger("aiev")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("no --config: using config.yaml, the config snakemake reads in this checkout")
     try:
         cfg = with_overrides(load_config(config), overrides(args))
-        report = step.run(cfg, args)
+        report = run_step(step, cfg, args)
     except ConfigError as exc:
         print(f"aiev {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,14 @@ validated config with the command line's overrides already applied, ``args`` hol
 flags are declared with :func:`override`, which names the dotted config key the flag sets (``--threshold`` ->
 ``decontam.threshold``); the CLI collects them and applies them in one place (:func:`aiev.config.with_overrides`),
 so a flag and the config file can never disagree about a default. The report a step returns is the same
-object it wrote to its ``--report`` file; ``summary`` turns it into the one log line a person reads.
+object the contract writes to the file the step names (``Step.report``: the flag's destination, ``report`` for
+``--report``); ``summary`` turns it into the one log line a person reads. A step that fails after counting what it
+did raises :class:`StepFailed` with its report: the contract writes the report (a failed job's file, which
+Snakemake removes; the state it keeps is what a re-run resumes) and the cause goes on as the step's error.
+
+Inside a part, the work has one shape too: ``run(settings, paths) -> report``, where ``settings`` is what the
+step built once from the config (a typed object, or the one validated section the work reads) and ``paths`` the
+step's files (the parsed arguments).
 
 Each stage package holds a ``steps.py`` with its steps and imports nothing heavy at module level, so that
 ``aiev --help`` stays fast; the work is imported inside ``run``.
@@ -35,6 +42,34 @@ class Step:
     #: Without ``--config``, in a checkout (a Snakefile beside it), read ``config.yaml`` as snakemake does,
     #: instead of the schema's defaults (``aiev doctor``: check the run that ``snakemake`` would start).
     checkout_config: bool = False
+    #: The argument that names the report file the contract writes (None: the step writes no report).
+    report: str | None = None
+
+
+class StepFailed(RuntimeError):
+    """A step failed, but its report says how far it got: the contract writes ``report``, then ``cause`` is the
+    step's error."""
+
+    def __init__(self, report: Report, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.report = report
+        self.cause = cause
+
+
+def run_step(step: Step, config: dict[str, Any], args: argparse.Namespace) -> Report:
+    """Run ``step`` and write its report where ``step.report`` says, also when it fails with :class:`StepFailed`."""
+    from aiev.io import write_json
+
+    target = getattr(args, step.report, None) if step.report else None
+    try:
+        report = step.run(config, args)
+    except StepFailed as failed:
+        if target:
+            write_json(target, failed.report)
+        raise failed.cause from None
+    if target:
+        write_json(target, report)
+    return report
 
 
 def override(parser: argparse.ArgumentParser, *flags: str, key: str, **kwargs: Any) -> None:

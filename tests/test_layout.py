@@ -19,6 +19,7 @@ SHARED = {
     "codeblocks",
     "interpreter",
     "steps",
+    "runtime",
     "llm",
     "sandbox",
     "schemas",

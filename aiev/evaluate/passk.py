@@ -11,31 +11,53 @@ passes when the program exits 0 within the sandbox limits. Packages the entry's 
 round's ``pip install``) are installed first, the same for every model, so both are scored on the same ground.
 
 Replies go through the one LLM client, so they are cached (``STATE/llm_cache.sqlite``) and a re-run after a crash
-asks nothing twice; per-task results are kept in ``STATE/results.jsonl`` as they finish.
+asks nothing twice; per-task results are kept in ``STATE/results.jsonl`` as they finish, owned by one fingerprint
+of the model, its prompting and sampling, the sandbox and this code (:class:`aiev.runtime.Resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev import interpreter
 from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
 from aiev.interpreter import install_prefix, passing_installs, run_install
-from aiev.io import ProgressStore, SkipLog, read_jsonl, write_json, write_jsonl
-from aiev.llm.agents import agents_for, load_prompts, prompts_sha256
-from aiev.llm.client import LLMClient, LLMError, client_session, endpoint_settings
+from aiev.io import ProgressStore, SkipLog, read_jsonl, write_jsonl
+from aiev.llm.client import LLMError
+from aiev.runtime import ModelSettings, Resume, Session, Tally
+from aiev.sandbox import execution_settings
 
 log = logging.getLogger("aiev.evaluate")
 
 ROLES = ("teacher", "student")
+#: The code that scores a task: these modules and every aiev module they import.
+CODE_ROOTS = ("aiev.evaluate.passk", "aiev.sandbox.harness")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """What pass@1 of one model runs with: the model asked greedily (``evaluate.max_tokens`` and
+    ``evaluate.concurrency`` over the role's client settings), the sandbox section and its workers."""
+
+    model: ModelSettings
+    sandbox: dict[str, Any]
+    sandbox_workers: int
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], role: str) -> EvaluateSettings:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        section = cfg["evaluate"]
+        model = ModelSettings.from_section(cfg["llm"], role)
+        model = model.greedy(concurrency=section["concurrency"],
+                             max_tokens=section["max_tokens"] or model.client.max_tokens)  # fmt: skip
+        return cls(model, cfg["sandbox"], section["sandbox_workers"])
 
 
 def solution_of(reply: str) -> tuple[str | None, str | None]:
@@ -60,80 +82,70 @@ def read_tasks(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     return tasks, skips.rows
 
 
-async def _evaluate(
-    tasks: list[dict[str, Any]], cfg: dict[str, Any], role: str, state: Path
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from aiev.sandbox import from_config
+def _model_info(model: ModelSettings) -> dict[str, Any]:
+    identity = model.identity()
+    return {"role": model.role, "model": model.client.model, "identity": model.client.identity, "mode": model.mode,
+            "prompts_sha256": identity["prompts_sha256"], "sampling": identity["sampling"]}  # fmt: skip
 
-    section, llm = cfg["evaluate"], cfg["llm"]
-    settings = endpoint_settings(llm, role)
-    settings = replace(
-        settings,
-        temperature=0.0,
-        top_p=1.0,
-        concurrency=section["concurrency"],
-        max_tokens=section["max_tokens"] or settings.max_tokens,
-    )  # fmt: skip  greedy: pass@1 as the paper reports it
-    mode = llm[role]["mode"]
-    prompts = load_prompts(mode)
-    info = {
-        "role": role, "model": settings.model, "identity": settings.identity, "mode": mode,
-        "prompts_sha256": prompts_sha256(prompts), "sampling": settings.sampling(),
-    }  # fmt: skip
-    fp = json.dumps({k: info[k] for k in ("model", "identity", "mode", "prompts_sha256", "sampling")}, sort_keys=True)
-    # finished tasks of an earlier run with the same settings (fsynced: a crash loses at most the task in progress)
-    store = ProgressStore(state / "results.jsonl", key="id", keep=lambda row: row.get("fingerprint") == fp)
-    done = store.done
-    todo = [t for t in tasks if t["id"] not in done]
-    log.info("%d test tasks, %d already scored, %d to run", len(tasks), len(tasks) - len(todo), len(todo))
-    sandbox, limits, install_limits = from_config(cfg["sandbox"])
-    pool = ThreadPoolExecutor(max_workers=section["sandbox_workers"], thread_name_prefix="sandbox")
-    loop = asyncio.get_running_loop()
-    prefixes = state / "prefixes"
+
+def _program_runner(session: Session, prefixes: Path):
+    """How a task's solution runs: the packages its passing round installed first, as generation installs them,
+    then the solution and the task's tests, judged as generation judged them (its checks ran, none failed)."""
 
     def run_program(task: dict[str, Any], solution: str) -> dict[str, Any]:
         prefix = None
         specs = passing_installs(task)
-        if specs:  # the packages its passing round installed, as generation installs them
+        if specs:
             prefix = install_prefix(prefixes, task["id"])
-            inst = run_install(sandbox, specs, prefix, install_limits)
+            inst = run_install(session.sandbox, specs, prefix, session.install_limits)
             if inst["exit_code"] != 0:
                 return {"exit_code": None, "timed_out": inst["timed_out"], "stderr": inst["stderr"][-2000:],
                         "reason": "install_failed"}  # fmt: skip
-        # the task's tests judged as generation judged them: passing means its checks ran and none failed
-        res = interpreter.run_checked(sandbox, *interpreter.checked_program(solution, task["tests"]), limits, prefix)
+        program = interpreter.checked_program(solution, task["tests"])
+        res = interpreter.run_checked(session.sandbox, *program, session.limits, prefix)
         out = {"exit_code": res["exit_code"], "timed_out": res["timed_out"], "stderr": res["stderr"][-2000:]}
         return out | {"verdict": res["verdict"], "checks": res["checks"]}
 
-    async def one(client: LLMClient, task: dict[str, Any]) -> None:
-        usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        agents = agents_for(mode, prompts, client, usage)
-        try:
-            reply = await agents.answer(task["problem"])
-        except LLMError as exc:
-            if not exc.final:
-                raise  # transient: the task stays unscored, a re-run asks again (from the cache if it got there)
-            reply, reason = "", f"llm_{exc.reason}"
-            solution = None
-        else:
-            solution, reason = solution_of(reply)
-        row: dict[str, Any] = {"id": task["id"], "reply": reply, "solution": solution, "usage": usage}
-        if solution is None:
-            row.update(passed=False, reason=reason, execution=None)
-        else:
-            execution = await loop.run_in_executor(pool, run_program, task, solution)
-            passed = execution.get("verdict") == "pass"
-            failed = execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
-            row.update(passed=passed, reason=None if passed else failed, execution=execution)
-        row["fingerprint"] = fp
-        store.add(row)
+    return run_program
 
+
+async def _score(session: Session, task: dict[str, Any], run_program: Any) -> dict[str, Any]:
+    """One task: the model's reply, its solution and how that ran."""
+    usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
     try:
-        async with client_session(settings, state / "llm_cache.sqlite") as client:
-            results = await asyncio.gather(*(one(client, t) for t in todo), return_exceptions=True)
+        reply = await session.agents(usage).answer(task["problem"])
+    except LLMError as exc:
+        if not exc.final:
+            raise  # transient: the task stays unscored, a re-run asks again (from the cache if it got there)
+        reply, solution, reason = "", None, f"llm_{exc.reason}"
+    else:
+        solution, reason = solution_of(reply)
+    row: dict[str, Any] = {"id": task["id"], "reply": reply, "solution": solution, "usage": usage}
+    if solution is None:
+        return row | {"passed": False, "reason": reason, "execution": None}
+    execution = await session.blocking(run_program, task, solution)
+    passed = execution.get("verdict") == "pass"
+    failed = execution.pop("reason", "timeout" if execution["timed_out"] else "failed")
+    return row | {"passed": passed, "reason": None if passed else failed, "execution": execution}
+
+
+async def _evaluate(
+    tasks: list[dict[str, Any]], settings: EvaluateSettings, state: Path, store: ProgressStore
+) -> dict[str, Any]:
+    """Score the tasks ``store`` has not; the client's usage of this run."""
+    todo = [t for t in tasks if t["id"] not in store.done]
+    log.info("%d test tasks, %d already scored, %d to run", len(tasks), len(tasks) - len(todo), len(todo))
+    prefixes = state / "prefixes"
+    session = Session(settings.model, state / "llm_cache.sqlite", settings.sandbox, settings.sandbox_workers)
+    try:
+        async with session:
+            run_program = _program_runner(session, prefixes)
+
+            async def one(task: dict[str, Any]) -> None:
+                store.add(await _score(session, task, run_program))  # fsynced: a crash loses the task in progress
+
+            results = await asyncio.gather(*(one(t) for t in todo), return_exceptions=True)
     finally:
-        store.close()
-        pool.shutdown(wait=True)
         shutil.rmtree(prefixes, ignore_errors=True)
     errors = [f"{t['id']}: {r}" for t, r in zip(todo, results, strict=True) if isinstance(r, BaseException)]
     if errors:
@@ -141,46 +153,41 @@ async def _evaluate(
             "unfinished",
             f"{len(errors)} test task(s) got no reply (first: {errors[0]}); scored ones are kept in {state}: re-run",
         )
-    info["this_run"] = client.usage.to_dict()
-    return [done[t["id"]] for t in tasks], info
+    return session.usage()
 
 
-def run(
-    cfg: dict[str, Any],
-    *,
-    role: str,
-    test: str | Path,
-    results: str | Path,
-    summary: str | Path,
-    state_dir: str | Path,
-    batch: int | None = None,
-) -> dict[str, Any]:
-    """The ``evaluate`` step: pass@1 of ``role`` on ``test``; per-task ``results`` and the ``summary`` JSON."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+def run(settings: EvaluateSettings, paths: Any) -> dict[str, Any]:
+    """The ``evaluate`` step: pass@1 of the settings' model on ``paths.test``; per-task ``paths.results`` (the
+    report is the summary, ``paths.summary``)."""
     start = time.monotonic()
-    tasks, bad = read_tasks(test)
-    state = Path(state_dir)
+    tasks, bad = read_tasks(paths.test)
+    state = Path(paths.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    info: dict[str, Any] = {"role": role}
+    info: dict[str, Any] = {"role": settings.model.role}
     if tasks:
-        rows, info = asyncio.run(_evaluate(tasks, cfg, role, state))
+        info = _model_info(settings.model)
+        shaping = {k: v for k, v in info.items() if k != "role"} | {"sandbox": execution_settings(settings.sandbox)}
+        resume = Resume(state, "results", shaping, CODE_ROOTS)
+        store = resume.open()
+        try:
+            info["this_run"] = asyncio.run(_evaluate(tasks, settings, state, store))
+        finally:
+            store.close()
+        info["stale_store"] = resume.stale
+        rows = [store.done[t["id"]] for t in tasks]
     else:
-        log.warning("%s holds no test task: pass@1 is undefined (n = 0)", test)
+        log.warning("%s holds no test task: pass@1 is undefined (n = 0)", paths.test)
     passed = sum(r["passed"] for r in rows)
-    by_reason: dict[str, int] = {}
-    for r in rows:
-        if not r["passed"]:
-            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+    failed = Tally().count(r["reason"] for r in rows if not r["passed"])
     report = {
-        "batch": batch,
-        "test_file": str(test),
+        "batch": paths.batch_index,
+        "test_file": str(paths.test),
         **info,
         "n": len(rows),
         "passed": passed,
         "pass_at_1": round(passed / len(rows), 6) if rows else None,
-        "failed_by_reason": dict(sorted(by_reason.items())),
+        "failed_by_reason": failed.sorted(),
         "tokens": {
             "prompt": sum(r["usage"]["prompt_tokens"] for r in rows),
             "completion": sum(r["usage"]["completion_tokens"] for r in rows),
@@ -188,6 +195,8 @@ def run(
         "bad_tasks": bad,
         "wall_seconds": round(time.monotonic() - start, 3),
     }
-    write_jsonl(results, ({k: v for k, v in r.items() if k != "fingerprint"} for r in rows))
-    write_json(summary, report)
+    write_jsonl(paths.results, rows)
     return report
+
+
+__all__ = ["EvaluateSettings", "run"]

@@ -21,10 +21,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.evaluate import passk
 
-    return passk.run(
-        cfg, role=args.role, test=args.test, results=args.results, summary=args.summary, state_dir=args.state_dir,
-        batch=args.batch_index,
-    )  # fmt: skip
+    return passk.run(passk.EvaluateSettings.from_config(cfg, args.role), args)
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -34,4 +31,4 @@ def _line(r: dict[str, Any]) -> str:
 
 
 STEPS = [Step("evaluate", "pass@1 of the teacher or the student on a batch's test split", _evaluate_args, _evaluate,
-              _line)]  # fmt: skip
+              _line, report="summary")]  # fmt: skip

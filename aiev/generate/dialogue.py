@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class DialogueSettings:
     max_rounds: int = 7
     stage: str = "teaching"
     batch: int | None = None
-    fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.resume.entry_settings)
+    fingerprint: str | None = None  # of everything that shapes an entry (aiev.generate.shards.entry_settings)
     mode: str = "chat"  # how the agents are prompted: chat | completion (aiev.llm.agents)
 
 
@@ -78,68 +78,63 @@ class Dialogue:
     async def run(self, seed: dict[str, Any]) -> dict[str, Any]:
         usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         agents = agents_for(self.settings.mode, self.prompts, self.llm, usage)
-        messages: list[dict[str, Any]] = []
-        problem = ""
-        rounds = 0
-        reason = "max_rounds"
-        program: Program | None = None
+        talk = _Talk()
         try:
-            # II: problem (1) and first answer (2)
-            problem = await agents.problem(seed)
-            messages.append({"role": "user", "agent": "questioner", "content": problem})
-            next_answer = agents.answer(problem)
-
-            while True:
-                answer = await next_answer
-                messages.append({"role": "assistant", "agent": "programmer", "content": answer})
-                rounds += 1
-                self.on_round(seed["id"], rounds)
-
-                # III: run it
-                extracted = extract_program(answer)
-                if isinstance(extracted, CodeProblem):
-                    execution: dict[str, Any] = {
-                        "exit_code": None,
-                        "stdout": "",
-                        "stderr": "",
-                        "timed_out": False,
-                        "note": extracted.message,
-                    }
-                    reason = extracted.reason
-                    code_shown = ""
-                else:
-                    execution = await self.run_blocking(self.execute, extracted, seed["id"])
-                    reason = "max_rounds"
-                    passed, why = verdict(execution)
-                    if passed:
-                        program = extracted
-                    elif why == "tests_not_run":  # exit 0 with no check executed is no pass: the tests never ran
-                        execution["note"] = "\n".join(filter(None, [execution.get("note"), NO_CHECKS_NOTE]))
-                        reason = "tests_not_run"
-                    code_shown = extracted.solution + "\n\n" + extracted.tests
-                result_text = describe_result(execution)
-                exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
-                exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
-                if execution.get("checks") is not None:
-                    exec_msg["checks"] = execution["checks"]
-                if execution.get("install") is not None:
-                    exec_msg["install"] = execution["install"]
-                messages.append(exec_msg)
-
-                # IV: passed, or out of rounds
-                if program is not None or rounds >= self.settings.max_rounds:
-                    break
-
-                # the questioner diagnoses (4), the programmer fixes (5)
-                diagnosis = await agents.diagnose(code_shown, result_text)
-                messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
-                next_answer = agents.fix(code_shown, result_text, diagnosis)
-
+            await self._converse(seed, agents, talk)
         except LLMError as exc:
             if not exc.final:
                 raise  # transient (rate limits, 5xx, timeouts): the dialogue stays unfinished, a re-run resumes it
-            reason = f"llm_{exc.reason}"  # the model's own answer: retrying the same request cannot help
+            talk.reason = f"llm_{exc.reason}"  # the model's own answer: retrying the same request cannot help
+        return self._entry(seed, talk, usage)
 
+    async def _converse(self, seed: dict[str, Any], agents: Any, talk: _Talk) -> None:
+        """II to IV: the problem, then answer, run and diagnosis until a pass or ``max_rounds`` runs."""
+        talk.problem = await agents.problem(seed)
+        talk.messages.append({"role": "user", "agent": "questioner", "content": talk.problem})
+        next_answer = agents.answer(talk.problem)
+        while True:
+            answer = await next_answer
+            talk.messages.append({"role": "assistant", "agent": "programmer", "content": answer})
+            talk.rounds += 1
+            self.on_round(seed["id"], talk.rounds)
+            code_shown, result_text = await self._execute(answer, seed["id"], talk)
+            if talk.program is not None or talk.rounds >= self.settings.max_rounds:
+                return
+            # the questioner diagnoses (4), the programmer fixes (5)
+            diagnosis = await agents.diagnose(code_shown, result_text)
+            talk.messages.append({"role": "user", "agent": "questioner", "content": diagnosis})
+            next_answer = agents.fix(code_shown, result_text, diagnosis)
+
+    async def _execute(self, answer: str, seed_id: str, talk: _Talk) -> tuple[str, str]:
+        """III: the answer's program run in the sandbox (or why there is none); its result joins the messages.
+        Returns (the code shown to the questioner, the result's text)."""
+        extracted = extract_program(answer)
+        if isinstance(extracted, CodeProblem):
+            execution: dict[str, Any] = {"exit_code": None, "stdout": "", "stderr": "", "timed_out": False,
+                                         "note": extracted.message}  # fmt: skip
+            talk.reason = extracted.reason
+            code_shown = ""
+        else:
+            execution = await self.run_blocking(self.execute, extracted, seed_id)
+            talk.reason = "max_rounds"
+            passed, why = verdict(execution)
+            if passed:
+                talk.program = extracted
+            elif why == "tests_not_run":  # exit 0 with no check executed is no pass: the tests never ran
+                execution["note"] = "\n".join(filter(None, [execution.get("note"), NO_CHECKS_NOTE]))
+                talk.reason = "tests_not_run"
+            code_shown = extracted.solution + "\n\n" + extracted.tests
+        result_text = describe_result(execution)
+        exec_msg = {"role": "execution", "agent": "interpreter", "content": result_text}
+        exec_msg.update({k: execution.get(k) for k in ("exit_code", "stdout", "stderr", "timed_out")})
+        for key in ("checks", "install"):
+            if execution.get(key) is not None:
+                exec_msg[key] = execution[key]
+        talk.messages.append(exec_msg)
+        return code_shown, result_text
+
+    def _entry(self, seed: dict[str, Any], talk: _Talk, usage: dict[str, int]) -> dict[str, Any]:
+        program = talk.program
         passed = program is not None
         return {
             "id": seed["id"],
@@ -147,14 +142,14 @@ class Dialogue:
             "batch": self.settings.batch,
             "stage": self.settings.stage,
             "model": self.llm.settings.model,
-            "rounds": rounds,
+            "rounds": talk.rounds,
             "passed": passed,
-            "reason": None if passed else reason,
+            "reason": None if passed else talk.reason,
             "language": "python",
-            "problem": problem if passed else None,
+            "problem": talk.problem if passed else None,
             "solution": program.solution if program else None,
             "tests": program.tests if program else None,
-            "messages": messages,
+            "messages": talk.messages,
             "usage": usage,
             "provenance": {
                 "mode": self.settings.mode,
@@ -171,6 +166,18 @@ class Dialogue:
                 "fingerprint": self.settings.fingerprint,
             },
         }
+
+
+@dataclass
+class _Talk:
+    """A dialogue as it goes: its messages, the problem, the rounds run, why it has not passed, the passing
+    program."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    problem: str = ""
+    rounds: int = 0
+    reason: str = "max_rounds"
+    program: Program | None = None
 
 
 def prefix_for(root: Path, dialogue_id: str) -> Path:

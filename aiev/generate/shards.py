@@ -6,7 +6,8 @@ stored in ``STATE/llm_cache.sqlite`` as soon as it arrives. Both live outside th
 skips finished dialogues and replays the unfinished ones from the cache, so no request is paid twice.
 
 No silent mixing: the progress store belongs to one fingerprint of everything that shapes an entry
-(:mod:`aiev.generate.resume`). The shards are put together by :mod:`aiev.generate.merge`.
+(:func:`entry_settings`, kept by :class:`aiev.runtime.Resume`). The shards are put together by
+:mod:`aiev.generate.merge`.
 """
 
 from __future__ import annotations
@@ -15,24 +16,54 @@ import asyncio
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
-from aiev.generate.resume import entry_settings, fingerprint, open_store
-from aiev.io import ProgressStore, SkipLog, read_jsonl, write_json, write_jsonl
-from aiev.llm.agents import STAGE_ROLE, load_prompts
-from aiev.llm.client import (
-    EndpointDown,
-    EndpointUnreachable,
-    LLMError,
-    client_session,
-    endpoint_settings,
-)
+from aiev.io import ProgressStore, SkipLog, read_jsonl, write_jsonl
+from aiev.llm.agents import STAGE_ROLE
+from aiev.llm.client import EndpointDown, EndpointUnreachable, LLMError
 from aiev.records import record_errors
+from aiev.runtime import ModelSettings, Resume, Session, Tally
+from aiev.sandbox import execution_settings
+from aiev.steps import StepFailed
 
 log = logging.getLogger(__name__)
+
+#: Where the dialogue engine starts: these and every aiev module they import, directly or not, decide what a
+#: dialogue does with the model's replies. The harness runs beside each program as a file: read, not imported.
+ENGINE_ROOTS = ("aiev.generate.dialogue", "aiev.sandbox.harness")
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """What one shard's generation runs with, built once from the config (:meth:`from_config`)."""
+
+    stage: str
+    model: ModelSettings
+    sandbox: dict[str, Any]
+    max_rounds: int
+    shards: int
+    concurrent_dialogues: int
+    sandbox_workers: int
+    #: the LLM client's own concurrency (``llm.concurrency``), reported beside ``concurrent_dialogues``
+    llm_concurrency: int
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], stage: str) -> GenerateSettings:
+        gen = cfg["generate"]
+        return cls(
+            stage=stage, model=ModelSettings.from_section(cfg["llm"], STAGE_ROLE[stage]), sandbox=cfg["sandbox"],
+            max_rounds=gen["max_rounds"], shards=gen["shards"], concurrent_dialogues=gen["concurrent_dialogues"],
+            sandbox_workers=gen["sandbox_workers"], llm_concurrency=cfg["llm"]["concurrency"],
+        )  # fmt: skip
+
+
+def entry_settings(settings: GenerateSettings) -> dict[str, Any]:
+    """Everything that shapes an entry; its hash (with the engine's code) is the store's fingerprint."""
+    return {"stage": settings.stage, **settings.model.identity(), "max_rounds": settings.max_rounds,
+            "sandbox": execution_settings(settings.sandbox)}  # fmt: skip
 
 
 def shard_slice(n: int, shard: int, shards: int) -> range:
@@ -87,139 +118,122 @@ class _Progress:
 
 
 async def _run_shard(
-    seeds: list[dict[str, Any]], cfg: dict[str, Any], state: Path, stage: str, batch: int | None
+    seeds: list[dict[str, Any]], settings: GenerateSettings, state: Path, batch: int | None
 ) -> tuple[ProgressStore, list[str], dict[str, Any], dict[str, Any]]:
-    from aiev.sandbox import from_config
-
-    gen, sb = cfg["generate"], cfg["sandbox"]
-    settings = endpoint_settings(cfg["llm"], STAGE_ROLE[stage])
-    prompts = load_prompts(cfg["llm"][STAGE_ROLE[stage]]["mode"])
-    shaping = entry_settings(cfg, stage, settings, prompts)
-    store, stale = open_store(state, shaping)
-    run_info = {"fingerprint": fingerprint(shaping), "settings": shaping, "stale_store": stale}
+    resume = Resume(state, "progress", entry_settings(settings), ENGINE_ROOTS, key="seed_id")
+    store = resume.open()
+    run_info = resume.report()
     todo = [s for s in seeds if s["id"] not in store.done]
     run_info["dialogues_to_run"] = len(todo)
     log.info("%d seeds in shard, %d already done, %d to run", len(seeds), len(seeds) - len(todo), len(todo))
     errors: list[str] = []
-    engine_before = engine_after = None
+    engine: dict[str, Any] = {}
+    session = Session(settings.model, state / "llm_cache.sqlite", settings.sandbox, settings.sandbox_workers)
     try:
-        async with client_session(settings, state / "llm_cache.sqlite") as client:
-            if todo and len(client.cache) == 0:
-                await client.preflight()  # fail before spending anything
-            engine_before = await client.engine_counters() if todo else None
-            sandbox, limits, install_limits = from_config(sb)
-            prefixes = state / "prefixes"
-            execute = make_executor(sandbox, limits, install_limits, prefixes, sb["install"]["enabled"])
-            pool = ThreadPoolExecutor(max_workers=gen["sandbox_workers"], thread_name_prefix="sandbox")
-            loop = asyncio.get_running_loop()
-
-            def run_blocking(fn, *args):
-                return loop.run_in_executor(pool, fn, *args)
-
-            bar = _Progress(len(seeds), len(seeds) - len(todo))
-            dialogue = Dialogue(
-                client,
-                execute,
-                DialogueSettings(
-                    gen["max_rounds"], stage, batch, fingerprint=run_info["fingerprint"], mode=shaping["mode"]
-                ),
-                prompts=prompts,  # the same templates the fingerprint hashed
-                run_blocking=run_blocking,
-                on_round=bar.round,
-            )
-            sem = asyncio.Semaphore(gen["concurrent_dialogues"])
-
-            async def one(seed: dict[str, Any]) -> None:
-                async with sem:
-                    try:
-                        entry = await dialogue.run(seed)
-                    except LLMError as exc:
-                        errors.append(f"{seed['id']}: {exc}")
-                        bar.update(seed["id"], None)
-                        return
-                    finally:
-                        shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
-                store.add(entry)
-                bar.update(seed["id"], entry)
-
-            tasks = [asyncio.ensure_future(one(s)) for s in todo]
-            try:
-                await asyncio.gather(*tasks)
-            except EndpointDown as exc:  # stop every dialogue now; the finished ones are in the store
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                run_info["endpoint_down"] = str(exc)
-            finally:
-                bar.close()
-                pool.shutdown(wait=True)
-                shutil.rmtree(prefixes, ignore_errors=True)
-            engine_after = await client.engine_counters() if engine_before is not None else None
+        async with session:
+            if todo and len(session.client.cache) == 0:
+                await session.client.preflight()  # fail before spending anything
+            engine["before"] = await session.client.engine_counters() if todo else None
+            down = await _dialogues(session, settings, todo, len(seeds), state, batch, store, errors,
+                                    resume.fingerprint)  # fmt: skip
+            if down:
+                run_info["endpoint_down"] = down
+            engine["after"] = await session.client.engine_counters() if engine["before"] is not None else None
     finally:
         store.close()
-    usage = client.usage.to_dict() | {"order": client.gate.stats.to_dict()}
-    if engine_before is not None and engine_after is not None:  # the engine's own figures, for this run
-        usage["engine_cache"] = {k: n - engine_before.get(k, 0) for k, n in engine_after.items()}
+    usage = session.usage() | {"order": session.client.gate.stats.to_dict()}
+    if engine.get("before") is not None and engine.get("after") is not None:  # the engine's own figures
+        usage["engine_cache"] = {k: n - engine["before"].get(k, 0) for k, n in engine["after"].items()}
     return store, errors, usage, run_info
 
 
-def run(
-    cfg: dict[str, Any],
-    *,
-    batch: str | Path,
-    shard: int,
-    shards: int,
-    state_dir: str | Path,
-    dialogues: str | Path,
-    rejects: str | Path,
-    report: str | Path,
-    stage: str = "teaching",
-    batch_index: int | None = None,
-) -> dict[str, Any]:
-    """The ``generate`` step for one shard. Reads the ``llm``, ``generate`` and ``sandbox`` sections of ``cfg``."""
+async def _dialogues(session: Session, settings: GenerateSettings, todo: list[dict[str, Any]], total: int,
+                     state: Path, batch: int | None, store: ProgressStore, errors: list[str],
+                     fingerprint: str) -> str | None:  # fmt: skip
+    """Run the dialogues of ``todo``, each finished one into ``store``; the reason the endpoint went down, if it
+    did (every dialogue is stopped then; the finished ones are kept)."""
+    prefixes = state / "prefixes"
+    install = settings.sandbox["install"]["enabled"]
+    execute = make_executor(session.sandbox, session.limits, session.install_limits, prefixes, install)
+    bar = _Progress(total, total - len(todo))
+    dialogue = Dialogue(
+        session.client, execute,
+        DialogueSettings(settings.max_rounds, settings.stage, batch, fingerprint=fingerprint,
+                         mode=settings.model.mode),
+        prompts=settings.model.prompts,  # the same templates the fingerprint hashed
+        run_blocking=session.blocking, on_round=bar.round,
+    )  # fmt: skip
+    sem = asyncio.Semaphore(settings.concurrent_dialogues)
+
+    async def one(seed: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                entry = await dialogue.run(seed)
+            except LLMError as exc:
+                errors.append(f"{seed['id']}: {exc}")
+                bar.update(seed["id"], None)
+                return
+            finally:
+                shutil.rmtree(prefix_for(prefixes, seed["id"]), ignore_errors=True)
+        store.add(entry)
+        bar.update(seed["id"], entry)
+
+    tasks = [asyncio.ensure_future(one(s)) for s in todo]
+    try:
+        await asyncio.gather(*tasks)
+    except EndpointDown as exc:  # stop every dialogue now; the finished ones are in the store
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return str(exc)
+    finally:
+        bar.close()
+        shutil.rmtree(prefixes, ignore_errors=True)
+    return None
+
+
+def run(settings: GenerateSettings, paths: Any) -> dict[str, Any]:
+    """The ``generate`` step for one shard (``paths``: ``batch``, ``batch_index``, ``shard``, ``state_dir``,
+    ``dialogues``, ``rejects``)."""
     started = time.monotonic()
-    seeds, bad = read_batch(batch)
-    part = [seeds[i] for i in shard_slice(len(seeds), shard, shards)]
-    state = Path(state_dir)
-    store, errors, client_usage, run_info = asyncio.run(_run_shard(part, cfg, state, stage, batch_index))
-    order = [s["id"] for s in part if s["id"] in store.done]
-    entries = [store.done[i] for i in order]
+    seeds, bad = read_batch(paths.batch)
+    part = [seeds[i] for i in shard_slice(len(seeds), paths.shard, settings.shards)]
+    state = Path(paths.state_dir)
+    store, errors, client_usage, run_info = asyncio.run(_run_shard(part, settings, state, paths.batch_index))
+    entries = [store.done[s["id"]] for s in part if s["id"] in store.done]
+    outcome = Tally().count("passed" if e["passed"] else "rejected" for e in entries)
     down = run_info.get("endpoint_down")
     info = {
-        "batch": batch_index,
-        "shard": shard,
-        "shards": shards,
-        "stage": stage,
+        "batch": paths.batch_index,
+        "shard": paths.shard,
+        "shards": settings.shards,
+        "stage": settings.stage,
         "seeds": len(part),
-        "bad_seeds": bad if shard == 0 else [],  # every shard reads the batch: report its bad rows once
-        "passed": sum(e["passed"] for e in entries),
-        "rejected": sum(not e["passed"] for e in entries),
+        "bad_seeds": bad if paths.shard == 0 else [],  # every shard reads the batch: report its bad rows once
+        **outcome.of(("passed", "rejected")),
         "llm_errors": errors,
         "this_run": client_usage
         | {
             "dialogues": run_info.pop("dialogues_to_run"),
             "wall_seconds": round(time.monotonic() - started, 3),
-            "concurrency": min(cfg["llm"]["concurrency"], cfg["generate"]["concurrent_dialogues"]),
+            "concurrency": min(settings.llm_concurrency, settings.concurrent_dialogues),
         },
         **run_info,
     }
-    if down:
-        write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
-        raise EndpointDown(
+    if down:  # the report is written, but not as a declared success: Snakemake removes it, the state stays
+        raise StepFailed(info, EndpointDown(
             f"{down}. {len(entries)} of {len(part)} dialogue(s) of this shard are finished and kept in {state}: "
             "re-run to resume once the endpoint is back"
-        )
+        ))  # fmt: skip
     if errors:
-        write_json(report, info)  # not a declared success: Snakemake removes it, the state stays for the re-run
-        raise LLMError(
+        raise StepFailed(info, LLMError(
             "unfinished",
             f"{len(errors)} dialogue(s) could not get an LLM reply (first: {errors[0]}); finished ones are kept "
             f"in {state}: re-run to resume",
-        )
-    write_jsonl(dialogues, (e for e in entries if e["passed"]))
-    write_jsonl(rejects, (e for e in entries if not e["passed"]))
-    write_json(report, info)
+        ))  # fmt: skip
+    write_jsonl(paths.dialogues, (e for e in entries if e["passed"]))
+    write_jsonl(paths.rejects, (e for e in entries if not e["passed"]))
     return info
 
 
-__all__ = ["EndpointUnreachable", "run", "shard_slice"]
+__all__ = ["EndpointUnreachable", "GenerateSettings", "run", "shard_slice"]

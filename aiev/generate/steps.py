@@ -32,11 +32,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _generate(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.generate import shards
 
-    return shards.run(
-        cfg, batch=args.batch, batch_index=args.batch_index, shard=args.shard, shards=cfg["generate"]["shards"],
-        stage=args.stage, state_dir=args.state_dir, dialogues=args.dialogues, rejects=args.rejects,
-        report=args.report,
-    )  # fmt: skip
+    return shards.run(shards.GenerateSettings.from_config(cfg, args.stage), args)
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -62,7 +58,7 @@ def _merge(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 STEPS = [
     Step("generate", "run the AIEV dialogues of one shard of a batch (resumable)", _generate_args, _generate,
          lambda r: f"shard {r['shard']}/{r['shards']}: {r['passed']} passed, {r['rejected']} rejected, "
-         f"{len(r['bad_seeds'])} bad seeds"),
+         f"{len(r['bad_seeds'])} bad seeds", report="report"),
     Step("merge-dialogues", "merge a batch's shards into dialogues, rejects and usage", _merge_args, _merge,
          lambda r: f"{r['passed']} passed, {r['rejected']} rejected"),
 ]  # fmt: skip

@@ -4,18 +4,26 @@ fails, bad rows are counted, and a re-run asks the model nothing again."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from aiev.config import load_config
-from aiev.evaluate import passk
+from aiev.evaluate.steps import STEPS
+from aiev.steps import run_step
 from tests.conftest import write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
 from tests.scripted_server import BUGGY, SOLUTION, TESTS, ScriptedServer, _block
 
 ENTRY_TESTS = TESTS
+
+
+def evaluate(cfg: dict, *, role: str, batch: int | None = None, **paths) -> dict:
+    """The ``evaluate`` step as the CLI runs it (settings built from the config, the summary written)."""
+    (step,) = STEPS
+    return run_step(step, cfg, argparse.Namespace(role=role, batch_index=batch, **paths))
 
 
 def model(messages: list[dict]) -> str:
@@ -45,21 +53,21 @@ def test_pass_at_1_scores_the_models_solution_with_the_entrys_tests(tmp_path):
                            "evaluate": {"sandbox_workers": 1}})  # fmt: skip
         args = {"role": "teacher", "test": test, "results": tmp_path / "r.jsonl", "summary": tmp_path / "s.json",
                 "state_dir": tmp_path / "state", "batch": 3}  # fmt: skip
-        report = passk.run(cfg, **args)
+        report = evaluate(cfg, **args)
         asked = len(server.requests)
-        again = passk.run(cfg, **args)
+        again = evaluate(cfg, **args)
         assert len(server.requests) == asked == 4  # the re-run asked nothing
         # as after a kill -9: one task scored, the next one's line torn, the cache lost -> 3 tasks asked again
         progress = tmp_path / "state" / "results.jsonl"
         lines = progress.read_text().splitlines(keepends=True)
         progress.write_text(lines[0] + lines[1][:25])
         (tmp_path / "state" / "llm_cache.sqlite").unlink()
-        resumed = passk.run(cfg, **args)
+        resumed = evaluate(cfg, **args)
         assert len(server.requests) == asked + 3 and resumed["passed"] == report["passed"]
         assert len(progress.read_text().splitlines()) == 4  # the torn line is gone, no row glued to it
         # the progress lost but the cache kept: only the task whose reply was in the lost cache is asked again
         progress.unlink()
-        assert passk.run(cfg, **args)["passed"] == report["passed"]
+        assert evaluate(cfg, **args)["passed"] == report["passed"]
         assert len(server.requests) == asked + 4
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
     assert {k: r["passed"] for k, r in rows.items()} == {
@@ -80,7 +88,7 @@ def test_pass_at_1_scores_the_models_solution_with_the_entrys_tests(tmp_path):
 def test_an_empty_test_split_gives_an_undefined_score(tmp_path):
     (tmp_path / "test.jsonl").write_text("")
     cfg = load_config({"llm": {"teacher": {"base_url": "http://127.0.0.1:9/v1", "serve": None}}})
-    report = passk.run(cfg, role="teacher", test=tmp_path / "test.jsonl", results=tmp_path / "r.jsonl",
+    report = evaluate(cfg, role="teacher", test=tmp_path / "test.jsonl", results=tmp_path / "r.jsonl",
                        summary=tmp_path / "s.json", state_dir=tmp_path / "state")  # fmt: skip
     assert report["n"] == 0 and report["pass_at_1"] is None
     assert (tmp_path / "r.jsonl").read_text() == ""
@@ -88,7 +96,7 @@ def test_an_empty_test_split_gives_an_undefined_score(tmp_path):
 
 def test_the_role_must_be_teacher_or_student(tmp_path):
     with pytest.raises(ValueError, match="role must be one of"):
-        passk.run(load_config({}), role="judge", test="t", results="r", summary="s", state_dir=tmp_path)
+        evaluate(load_config({}), role="judge", test="t", results="r", summary="s", state_dir=tmp_path)
 
 
 def test_the_packages_the_entry_installed_are_there_for_the_model_too(tmp_path):
@@ -109,7 +117,7 @@ def test_the_packages_the_entry_installed_are_there_for_the_model_too(tmp_path):
     with ScriptedServer(model) as server:
         cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}},
                            "sandbox": {"install": {"find_links": str(tmp_path / "wheels")}}})  # fmt: skip
-        report = passk.run(cfg, role="teacher", test=tmp_path / "test.jsonl", results=tmp_path / "r.jsonl",
+        report = evaluate(cfg, role="teacher", test=tmp_path / "test.jsonl", results=tmp_path / "r.jsonl",
                            summary=tmp_path / "s.json", state_dir=tmp_path / "state")  # fmt: skip
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
     assert rows["t:pkg"]["passed"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -19,10 +20,12 @@ import pytest
 from aiev.codeblocks import extract_program
 from aiev.config import load_config
 from aiev.generate import merge as merging
-from aiev.generate import resume
 from aiev.generate import shards as generate
+from aiev.generate.steps import STEPS as GENERATE_STEPS
 from aiev.llm.client import EndpointUnreachable
 from aiev.records import record_errors
+from aiev.runtime import code_modules
+from aiev.steps import run_step
 from tests.conftest import tool_or_skip
 from tests.scripted_server import ScriptedServer, dialogue_script
 
@@ -94,20 +97,17 @@ def make_config(url: str, wheelhouse: Path | None, **gen) -> dict:
     )
 
 
+GENERATE = GENERATE_STEPS[0]
+
+
 def run_shard(tmp: Path, name: str, batch: Path, cfg: dict, state: Path | None = None, **kw):
     out = tmp / name
     out.mkdir(exist_ok=True)
-    info = generate.run(
-        cfg,
-        batch=batch,
-        shard=kw.get("shard", 0),
-        shards=kw.get("shards", 1),
-        state_dir=state or out / "state",
-        dialogues=out / "dialogues.jsonl",
-        rejects=out / "rejects.jsonl",
-        report=out / "report.json",
-        batch_index=0,
-    )
+    cfg = {**cfg, "generate": {**cfg["generate"], "shards": kw.get("shards", 1)}}
+    args = argparse.Namespace(batch=batch, batch_index=0, shard=kw.get("shard", 0), state_dir=state or out / "state",
+                              dialogues=out / "dialogues.jsonl", rejects=out / "rejects.jsonl",
+                              report=out / "report.json", stage="teaching")  # fmt: skip
+    info = run_step(GENERATE, cfg, args)
     return out, info
 
 
@@ -286,13 +286,13 @@ def test_a_resume_with_other_settings_never_mixes_them(reference, tmp_path, whee
         proc = subprocess.Popen(cmd, env=tool_env, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             assert server.paused.wait(60)
-            deadline = time.time() + 30
+            deadline = time.time() + 90  # a loaded machine runs the first passing program slowly
             while time.time() < deadline and not (state / "progress.jsonl").read_text().strip():
                 time.sleep(0.05)  # at least one dialogue finished under the first settings
             os.killpg(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(30)
-        first = json.loads((state / "fingerprint.json").read_text())
+        first = json.loads((state / "progress.fingerprint.json").read_text())
         finished_before = len((state / "progress.jsonl").read_text().splitlines())
         assert finished_before >= 1
         server.resume()
@@ -573,8 +573,8 @@ def test_the_fingerprint_covers_every_module_the_engine_loads(tmp_path):
          "print(' '.join(m for m in sys.modules if m.startswith('aiev.')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
-    covered = set(resume.engine_modules())
+    covered = set(code_modules(generate.ENGINE_ROOTS))
     packages = {m for m in loaded if Path(importlib.util.find_spec(m).origin).name == "__init__.py"}
     assert set(loaded) - packages <= covered, set(loaded) - packages - covered
     assert {"aiev.interpreter", "aiev.codeblocks", "aiev.llm.agents", "aiev.sandbox.harness"} <= covered
-    assert not {"aiev.generate.shards", "aiev.generate.resume", "aiev.report.summary"} & covered  # not the engine
+    assert not {"aiev.generate.shards", "aiev.runtime", "aiev.report.summary"} & covered  # not the engine
