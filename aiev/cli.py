@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from aiev import __version__
-from aiev.scoring.steps import STEPS as BENCHMARK
 from aiev.chat.steps import STEPS as CHAT
 from aiev.config import ConfigError, load_config, with_overrides
 from aiev.curate.steps import STEPS as CURATE
@@ -29,6 +28,7 @@ from aiev.io import record_reads
 from aiev.llm.steps import STEPS as LLM
 from aiev.report.steps import STEPS as REPORT
 from aiev.sandbox.steps import STEPS as SANDBOX
+from aiev.scoring.steps import STEPS as BENCHMARK
 from aiev.seeds.steps import STEPS as SEEDS
 from aiev.stage.steps import STEPS as STAGE
 from aiev.steps import Step, overrides, run_step

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = BENCHMARK_DATA / "ds1000" / "ds1000.jsonl.gz"
 sys.path.insert(0, str(REPO))
 
-from aiev.scoring import ds1000, suites  # noqa: E402
 from aiev.config import load_config  # noqa: E402
+from aiev.scoring import ds1000, scorers  # noqa: E402
 
 
 def main() -> int:
@@ -50,7 +50,7 @@ def main() -> int:
             answers = [{"task_id": t["task_id"], "completion": t["reference_code"]} for t in tasks]
         samples.write_text("".join(json.dumps(a) + "\n" for a in answers))
         start = time.monotonic()
-        report = suites.score(cfg, suite="ds1000", samples=samples, output=Path(tmp) / "out.json")
+        report = scorers.score(cfg, suite="ds1000", samples=samples, output=Path(tmp) / "out.json")
         seconds = time.monotonic() - start
     print(f"{'library':<11} {'version':<12} {'n':>4} {'passed':>6} {'pass@1':>7}")
     for lib, r in report["per_library"].items():

@@ -41,9 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiev.scoring import multiple, suites  # noqa: E402
-from aiev.scoring.samplefile import read_tasks  # noqa: E402
 from aiev.config import load_config  # noqa: E402
+from aiev.scoring import multiple, scorers  # noqa: E402
+from aiev.scoring.samplefile import read_tasks  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "benchmarks" / "multipl-e" / "upstream_verdicts.json"
 EXCERPT = CASES.parent
@@ -110,7 +110,7 @@ def ours(lang: str, cases: list[dict], workdir: Path) -> list[str]:
         samples = workdir / f"{lang}-{len(pending)}.jsonl"
         samples.write_text("".join(json.dumps({"name": cases[i]["task"], "completion": cases[i]["completion"]})
                                    + "\n" for i in batch))  # fmt: skip
-        report = suites.score(cfg, suite=f"multipl-e-{lang}", samples=samples, output=samples.with_suffix(".out"))
+        report = scorers.score(cfg, suite=f"multipl-e-{lang}", samples=samples, output=samples.with_suffix(".out"))
         for i in batch:
             verdicts[i] = report["per_task"][cases[i]["task"]]
         pending = [i for i in pending if i not in batch]

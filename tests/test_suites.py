@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from aiev import suites
-from aiev.scoring import multiple, plus
-from aiev.scoring import scorers
+from aiev.scoring import multiple, plus, scorers
 from aiev.scoring.samplefile import BenchmarkError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiev.io import write_json
 from aiev.scoring.samplefile import (
     BenchmarkError,
     flaky,
@@ -42,7 +43,6 @@ from aiev.scoring.samplefile import (
     sandbox_for,
     verdict,
 )
-from aiev.io import write_json
 from aiev.suites import DS1000_SUITE
 
 SUITE = DS1000_SUITE

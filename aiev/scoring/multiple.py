@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.io import write_json
+from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.suites import MULTIPLE, MULTIPLE_PREFIX
 
 JAVATUPLES = "/usr/share/java/javatuples.jar"

@@ -33,8 +33,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.io import write_json
+from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.suites import EVALPLUS_SUITES
 
 log = logging.getLogger("aiev.scoring")

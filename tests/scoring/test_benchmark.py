@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from aiev.scoring import plus, samples, suites
 from aiev.config import load_config
+from aiev.scoring import plus, samples, scorers
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
 
@@ -101,7 +101,7 @@ def test_a_missing_data_file_is_a_clear_error(tmp_path):
         plus.score(load_config({}), suite="humaneval", samples=tmp_path / "s", output=tmp_path / "o",
                    data=str(tmp_path / "nope.jsonl"))  # fmt: skip
     with pytest.raises(plus.BenchmarkError, match="unknown suite 'apps'"):
-        suites.score(load_config({}), suite="apps", samples=tmp_path / "s", output=tmp_path / "o")
+        scorers.score(load_config({}), suite="apps", samples=tmp_path / "s", output=tmp_path / "o")
 
 
 def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_path):
