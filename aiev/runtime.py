@@ -208,11 +208,14 @@ class Session:
     section (None: no sandbox) and ``workers`` threads that run programs, for one ``async with``.
 
     Inside it: :attr:`client`, :attr:`sandbox`, :attr:`limits`, :attr:`install_limits`, and :meth:`blocking` to
-    run a blocking call (a program in the sandbox) on the pool without holding up the event loop."""
+    run a blocking call (a program in the sandbox) on the pool without holding up the event loop. ``opener``
+    makes the sandbox from its section (default :func:`aiev.sandbox.from_config`)."""
 
     def __init__(self, model: ModelSettings | None, cache: str | Path | None = None,
-                 sandbox: dict[str, Any] | None = None, workers: int = 1) -> None:  # fmt: skip
+                 sandbox: dict[str, Any] | None = None, workers: int = 1,
+                 opener: Callable[[dict[str, Any]], tuple[Any, Any, Any]] | None = None) -> None:  # fmt: skip
         self.model = model
+        self.opener = opener
         self.cache = cache
         self.section = sandbox
         self.workers = workers
@@ -227,7 +230,7 @@ class Session:
         if self.section is not None:
             from aiev.sandbox import from_config
 
-            self.sandbox, self.limits, self.install_limits = from_config(self.section)
+            self.sandbox, self.limits, self.install_limits = (self.opener or from_config)(self.section)
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="sandbox")
         if self.model is not None:
             from aiev.llm.client import client_session

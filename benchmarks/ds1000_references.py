@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from shared_data import BENCHMARK_DATA
 
@@ -50,7 +51,7 @@ def main() -> int:
             answers = [{"task_id": t["task_id"], "completion": t["reference_code"]} for t in tasks]
         samples.write_text("".join(json.dumps(a) + "\n" for a in answers))
         start = time.monotonic()
-        report = scorers.score(cfg, suite="ds1000", samples=samples, output=Path(tmp) / "out.json")
+        report = scorers.run(cfg, SimpleNamespace(suite="ds1000", samples=samples, data=None))
         seconds = time.monotonic() - start
     print(f"{'library':<11} {'version':<12} {'n':>4} {'passed':>6} {'pass@1':>7}")
     for lib, r in report["per_library"].items():

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,7 +111,7 @@ def ours(lang: str, cases: list[dict], workdir: Path) -> list[str]:
         samples = workdir / f"{lang}-{len(pending)}.jsonl"
         samples.write_text("".join(json.dumps({"name": cases[i]["task"], "completion": cases[i]["completion"]})
                                    + "\n" for i in batch))  # fmt: skip
-        report = scorers.score(cfg, suite=f"multipl-e-{lang}", samples=samples, output=samples.with_suffix(".out"))
+        report = scorers.run(cfg, SimpleNamespace(suite=f"multipl-e-{lang}", samples=samples, data=None))
         for i in batch:
             verdicts[i] = report["per_task"][cases[i]["task"]]
         pending = [i for i in pending if i not in batch]

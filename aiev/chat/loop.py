@@ -129,98 +129,17 @@ class ChatSession:
         history = [{"role": m["role"], "content": m["content"]} for m in self.messages]
         history.append({"role": "user", "content": user})
         self.messages.append({"role": "user", "content": user})
-        answer = ""
-        outputs: dict[int | None, list[str]] = {}
-        pending: list[int] = []  # Python blocks (indices in the answer) not yet run
-        rounds = 0
-        stopped = "done"
-
-        def record(kind: str, **fields: Any) -> None:
-            self.executions.append({"turn": turn_no, "round": rounds, "kind": kind, **fields})
-
-        def run_pending() -> bool:
-            """Run the pending program; False ends the turn (round limit, --no-exec)."""
-            nonlocal rounds, pending, stopped
-            blocks = executable_blocks(answer)
-            source = "\n\n".join(blocks[i].code for i in pending) + "\n"
-            if rounds >= s.rounds:
-                self.say(f"[stopped] round limit reached: {rounds} executions in this turn (--rounds {s.rounds}); "
-                         "the model's next program was not run")  # fmt: skip
-                record("program", source=source, ran=False, reason="round limit")
-                stopped = "rounds"
-                return False
-            if not s.execute:
-                self.say(f"[would run] python3 main.py:\n{source}")
-                record("program", source=source, ran=False, reason="--no-exec")
-                stopped = "no-exec"
-                return False
-            self.say(f"[running] python3 main.py ({source.count(chr(10))} lines)")
-            assert self.sandboxed is not None
-            result = self.sandboxed.run(source)
-            text = describe_result(result)
-            outputs.setdefault(pending[-1], []).append(text)
-            rounds += 1
-            record("program", source=source, ran=True, result=result, fed_back=text)
-            self.say(f"[result]\n{text}")
-            pending = []
-            return True
-
+        t = _Turn(self, turn_no)
         for _ in range(MAX_REQUESTS):
-            prompt = s.template.render(history, self.render(answer, outputs), bos=s.bos, eos=s.eos)
+            prompt = s.template.render(history, self.render(t.answer, t.outputs), bos=s.bos, eos=s.eos)
             reply = strip_tokens(await self.complete(prompt, s.stop), s.tokens)
-            block = first_block(reply)
-            if block is None or (pending and token_kind(block) == "bash"):
-                if pending:  # the program's last block was the last one: run it, then let the model go on
-                    if not run_pending():
-                        break
-                    continue
-                answer += reply
-                if reply:
-                    self.say(reply)
-                tail = executable_blocks(answer)
-                if tail and not tail[-1].closed:
-                    self.say("[note] the reply ends inside an unclosed code block (max_tokens?): it was not run")
+            if not t.take(reply):
                 break
-            cut = reply[: block.end]
-            answer += cut
-            self.say(cut)
-            index = len(executable_blocks(answer)) - 1
-            if token_kind(block) == "code":
-                pending.append(index)
-                if len(pending) >= MAX_PROGRAM_BLOCKS and not run_pending():
-                    break
-                continue
-            # a bash block: an install turn
-            specs, why = install_refusal([block.code], s.install_enabled)
-            if rounds >= s.rounds:
-                self.say(f"[stopped] round limit reached: {rounds} executions in this turn (--rounds {s.rounds}); "
-                         "the model's next install was not run")  # fmt: skip
-                record("install", code=block.code, specs=specs, ran=False, reason="round limit")
-                stopped = "rounds"
-                break
-            rounds += 1
-            if not s.execute:  # nothing runs and nothing is fed back, refusals included
-                shown = f"[would refuse] {why}" if why else f"[would run] pip install {' '.join(specs)}"
-                record("install", code=block.code, specs=specs, ran=False, reason="--no-exec", refused=why)
-                self.say(shown)
-            else:  # refused (the reason is fed back as a failed install's result) or run in the sandbox
-                if why is not None:
-                    install = refused_install(specs, why)
-                    facts: dict[str, Any] = {"ran": False, "refused": why}
-                else:
-                    self.say(f"[running] pip install {' '.join(specs)}")
-                    assert self.sandboxed is not None
-                    install = self.sandboxed.install(specs)
-                    facts = {"ran": True, "result": install}
-                text = install_result_text(install)
-                outputs.setdefault(index, []).append(text)
-                record("install", code=block.code, specs=specs, fed_back=text, **facts)
-                self.say(f"[refused] {why}" if why is not None else f"[result]\n{text}")
         else:
             self.say(f"[stopped] {MAX_REQUESTS} model requests in one turn")
-            stopped = "requests"
-        message = {"role": "assistant", "content": self.render(answer, outputs), "text": answer,
-                   "rounds": rounds, "stopped": stopped}  # fmt: skip
+            t.stopped = "requests"
+        message = {"role": "assistant", "content": self.render(t.answer, t.outputs), "text": t.answer,
+                   "rounds": t.rounds, "stopped": t.stopped}  # fmt: skip
         self.messages.append(message)
         return message
 
@@ -239,6 +158,104 @@ class ChatSession:
             "executions": self.executions,
             "refusals": [e for e in self.executions if e.get("refused")],
         }
+
+
+class _Turn:
+    """One assistant turn as it is written: the answer so far, the results inserted into it, the Python blocks
+    not yet run, the rounds used and why the turn stopped."""
+
+    def __init__(self, chat: ChatSession, turn_no: int) -> None:
+        self.chat = chat
+        self.s = chat.settings
+        self.turn_no = turn_no
+        self.answer = ""
+        self.outputs: dict[int | None, list[str]] = {}
+        self.pending: list[int] = []  # Python blocks (indices in the answer) not yet run
+        self.rounds = 0
+        self.stopped = "done"
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self.chat.executions.append({"turn": self.turn_no, "round": self.rounds, "kind": kind, **fields})
+
+    def take(self, reply: str) -> bool:
+        """The model's next piece of the turn: cut after its first closed block, which runs (or joins the
+        program); False ends the turn."""
+        block = first_block(reply)
+        if block is None or (self.pending and token_kind(block) == "bash"):
+            if self.pending:  # the program's last block was the last one: run it, then let the model go on
+                return self.run_pending()
+            self.answer += reply
+            if reply:
+                self.chat.say(reply)
+            tail = executable_blocks(self.answer)
+            if tail and not tail[-1].closed:
+                self.chat.say("[note] the reply ends inside an unclosed code block (max_tokens?): it was not run")
+            return False
+        cut = reply[: block.end]
+        self.answer += cut
+        self.chat.say(cut)
+        index = len(executable_blocks(self.answer)) - 1
+        if token_kind(block) == "code":
+            self.pending.append(index)
+            return len(self.pending) < MAX_PROGRAM_BLOCKS or self.run_pending()
+        return self.install(block, index)
+
+    def run_pending(self) -> bool:
+        """Run the pending program; False ends the turn (round limit, --no-exec)."""
+        s, say = self.s, self.chat.say
+        blocks = executable_blocks(self.answer)
+        source = "\n\n".join(blocks[i].code for i in self.pending) + "\n"
+        if self.rounds >= s.rounds:
+            say(f"[stopped] round limit reached: {self.rounds} executions in this turn (--rounds {s.rounds}); "
+                "the model's next program was not run")  # fmt: skip
+            self.record("program", source=source, ran=False, reason="round limit")
+            self.stopped = "rounds"
+            return False
+        if not s.execute:
+            say(f"[would run] python3 main.py:\n{source}")
+            self.record("program", source=source, ran=False, reason="--no-exec")
+            self.stopped = "no-exec"
+            return False
+        say(f"[running] python3 main.py ({source.count(chr(10))} lines)")
+        assert self.chat.sandboxed is not None
+        result = self.chat.sandboxed.run(source)
+        text = describe_result(result)
+        self.outputs.setdefault(self.pending[-1], []).append(text)
+        self.rounds += 1
+        self.record("program", source=source, ran=True, result=result, fed_back=text)
+        say(f"[result]\n{text}")
+        self.pending = []
+        return True
+
+    def install(self, block: Fence, index: int) -> bool:
+        """A bash block: an install turn, refused, shown (--no-exec) or run; False ends the turn."""
+        s, say = self.s, self.chat.say
+        specs, why = install_refusal([block.code], s.install_enabled)
+        if self.rounds >= s.rounds:
+            say(f"[stopped] round limit reached: {self.rounds} executions in this turn (--rounds {s.rounds}); "
+                "the model's next install was not run")  # fmt: skip
+            self.record("install", code=block.code, specs=specs, ran=False, reason="round limit")
+            self.stopped = "rounds"
+            return False
+        self.rounds += 1
+        if not s.execute:  # nothing runs and nothing is fed back, refusals included
+            shown = f"[would refuse] {why}" if why else f"[would run] pip install {' '.join(specs)}"
+            self.record("install", code=block.code, specs=specs, ran=False, reason="--no-exec", refused=why)
+            say(shown)
+            return True
+        if why is not None:  # refused: the reason is fed back as a failed install's result
+            install = refused_install(specs, why)
+            facts: dict[str, Any] = {"ran": False, "refused": why}
+        else:
+            say(f"[running] pip install {' '.join(specs)}")
+            assert self.chat.sandboxed is not None
+            install = self.chat.sandboxed.install(specs)
+            facts = {"ran": True, "result": install}
+        text = install_result_text(install)
+        self.outputs.setdefault(index, []).append(text)
+        self.record("install", code=block.code, specs=specs, fed_back=text, **facts)
+        say(f"[refused] {why}" if why is not None else f"[result]\n{text}")
+        return True
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -290,12 +307,14 @@ async def session(
     import dataclasses
     import tempfile
 
-    from aiev.llm.client import LLMSettings, client_session
+    from aiev.llm.client import LLMSettings
+    from aiev.runtime import ModelSettings, Session
 
     student = cfg["llm"]["student"]
     endpoint = {"base_url": base_url, "model": model, "api_key_env": None if args.model else student["api_key_env"]}
     settings = LLMSettings.from_config(cfg["llm"], endpoint)
     settings = dataclasses.replace(settings, max_retries=min(settings.max_retries, 2))  # interactive: fail fast
+    student_model = ModelSettings("student", "completion", settings, prompts={})  # the trainer's template, below
     chat = ChatSettings(
         rounds=args.rounds if args.rounds is not None else cfg["generate"]["max_rounds"],
         execute=not args.no_exec,
@@ -305,16 +324,18 @@ async def session(
         bos=marks[0],
         eos=marks[1],
     )
-    async with client_session(settings, None) as client:  # interactive: every turn is asked afresh
+    # interactive: no cache, every turn is asked afresh; the sandbox only where blocks run
+    session = Session(student_model, None, cfg["sandbox"] if chat.execute else None,
+                      opener=lambda section: open_sandbox(section))  # fmt: skip
+    async with session:
 
         async def complete(prompt: str, stop: list[str]) -> str:
-            return (await client.complete(prompt, stop, allow_empty=True)).text  # "": the model ended its turn
+            return (await session.client.complete(prompt, stop, allow_empty=True)).text  # "": the turn ended
 
         with tempfile.TemporaryDirectory(prefix="aiev-chat-") as tmp:
             sandboxed = None
             if chat.execute:
-                sandbox, limits, install_limits = open_sandbox(cfg["sandbox"])
-                sandboxed = Sandboxed(sandbox, limits, install_limits, Path(tmp) / "prefix")
+                sandboxed = Sandboxed(session.sandbox, session.limits, session.install_limits, Path(tmp) / "prefix")
             talk = ChatSession(complete, sandboxed, chat, out)
             try:
                 for user in user_turns(args.prompt, sys.stdin, out):

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import hashlib
-import json
 import logging
 import re
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,8 +39,9 @@ from aiev.codeblocks import normalize_code
 from aiev.curate.mutants import mutants
 from aiev.curate.problem import asked_functions, code_fragments, fragment_program, stated_examples
 from aiev.interpreter import checked_program, program_passed, program_verdict
-from aiev.io import ProgressStore, SkipLog, fsync_path, read_jsonl, write_json, write_jsonl
+from aiev.io import SkipLog, fsync_path, read_jsonl, write_jsonl
 from aiev.llm.agents import STAGE_ROLE
+from aiev.runtime import ModelSettings, Resume, Session, Tally
 
 log = logging.getLogger("aiev.check_tests")
 
@@ -377,39 +376,37 @@ def _why_failed(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ second solution
 
 
-async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], role: str, state: Path):
+def _second_of(reply: str) -> str | None:
+    """The solution a second reply holds (one block without tests is all solution)."""
+    from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
+
+    program = extract_program(reply)
+    if isinstance(program, CodeProblem):
+        return "\n\n".join(f.code for f in blocks_of_kind(reply, "python")) or None
+    return program.solution
+
+
+async def _second_solutions(model: ModelSettings, entries: list[dict[str, Any]], state: Path):
     """A second, independent solution per entry from the model that wrote it (one programmer request each, a
     different sampling seed, the dialogue's own prompts): {id: solution or None}, and the usage."""
     import asyncio
 
-    from aiev.codeblocks import CodeProblem, blocks_of_kind, extract_program
-    from aiev.llm.agents import agents_for, load_prompts
-    from aiev.llm.client import LLMError, client_session, endpoint_settings
+    from aiev.llm.client import LLMError
 
-    settings = endpoint_settings(cfg["llm"], role)
-    settings = dataclasses.replace(settings, seed=(settings.seed or 0) + 1)  # not the dialogue's own sample
     usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    prompts = load_prompts(cfg["llm"][role]["mode"])
     out: dict[str, str | None] = {}
 
     async def one(agents: Any, entry: dict[str, Any]) -> None:
         try:
-            reply = await agents.answer(entry["problem"] or "")
+            out[entry["id"]] = _second_of(await agents.answer(entry["problem"] or ""))
         except LLMError as exc:
             log.warning("%s: no second solution: %s", entry["id"], exc)
             out[entry["id"]] = None
-            return
-        program = extract_program(reply)
-        if isinstance(program, CodeProblem):  # one block without tests is all solution
-            code = "\n\n".join(f.code for f in blocks_of_kind(reply, "python"))
-            out[entry["id"]] = code or None
-        else:
-            out[entry["id"]] = program.solution
 
-    async with client_session(settings, state / "second_solution_cache.sqlite") as client:
-        agents = agents_for(cfg["llm"][role]["mode"], prompts, client, usage)
+    async with Session(model, state / "second_solution_cache.sqlite") as session:
+        agents = session.agents(usage)
         await asyncio.gather(*(one(agents, e) for e in entries))
-    return out, usage | {"cost_usd": client.usage.to_dict().get("cost_usd")}
+    return out, usage | {"cost_usd": session.usage().get("cost_usd")}
 
 
 # ------------------------------------------------------------------------------------------------ the step
@@ -417,134 +414,151 @@ async def _second_solutions(cfg: dict[str, Any], entries: list[dict[str, Any]], 
 
 #: The settings the stored measurements depend on; the others (mode, thresholds, workers) only judge them.
 MEASURED_WITH = ("mutants", "mutant_timeout_s", "examples", "second_solution")
+#: The code that measures an entry: these modules and every aiev module they import.
+CODE_ROOTS = ("aiev.curate.checks", "aiev.sandbox.harness")
 
 
-def settings_sha256(section: dict[str, Any], sandbox_section: dict[str, Any]) -> str:
-    """What decides a measurement: :data:`MEASURED_WITH`, the sandbox's limits and the checker's code."""
-    import importlib.util
+@dataclass(frozen=True)
+class CheckSettings:
+    """What check-tests runs with: its section, the sandbox section, and the model asked for a second solution
+    (the one that wrote the batch, at another sampling seed; None without ``check_tests.second_solution``)."""
 
-    measured_with = {k: section[k] for k in MEASURED_WITH}
-    h = hashlib.sha256(json.dumps({"check": measured_with, "sandbox": sandbox_section}, sort_keys=True).encode())
-    for name in (
-        "aiev.curate.checks",
-        "aiev.curate.mutants",
-        "aiev.curate.problem",
-        "aiev.sandbox.harness",
-        "aiev.interpreter",
-    ):
-        spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.origin is not None
-        h.update(Path(spec.origin).read_bytes())
-    return h.hexdigest()
+    section: dict[str, Any]
+    sandbox: dict[str, Any]
+    second: ModelSettings | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], stage: str = "teaching") -> CheckSettings:
+        section = cfg["check_tests"]
+        second = None
+        if section["second_solution"] and section["mode"] != "off":
+            model = ModelSettings.from_section(cfg["llm"], STAGE_ROLE[stage])
+            second = model.with_client(seed=(model.client.seed or 0) + 1)  # not the dialogue's own sample
+        return cls(section, cfg["sandbox"], second)
+
+    def limits(self, limits: Any) -> Any:
+        """One execution runs the program, its mutants and the examples, each under its own time limit."""
+        s = self.section
+        return dataclasses.replace(limits, timeout_s=s["mutant_timeout_s"] * (s["mutants"] + 3) + 10)
 
 
-def run(
-    cfg: dict[str, Any],
-    *,
-    input: str | Path,
-    output: str | Path,
-    removed: str | Path,
-    report: str | Path,
-    state_dir: str | Path,
-    sandbox: Any = None,
-    stage: str = "teaching",
-) -> dict[str, Any]:
-    """The ``check-tests`` step (the ``check_tests`` and ``sandbox`` sections of ``cfg``; with
-    ``check_tests.second_solution`` the ``llm`` section too, and the model of ``stage``)."""
-    section = cfg["check_tests"]
-    second_usage: dict[str, Any] | None = None
-    t0 = time.perf_counter()
-    skips = SkipLog()
-    rows = [(n, e) for n, e in read_jsonl(input, skips)]
+def _read_entries(path: str | Path, skips: SkipLog) -> list[dict[str, Any]]:
     good = []
-    for n, e in rows:
+    for n, e in read_jsonl(path, skips):
         if not isinstance(e.get("id"), str) or not e.get("passed") or not isinstance(e.get("solution"), str) or (
             not isinstance(e.get("tests"), str)
         ):  # fmt: skip
-            skips.add("bad-row: not a passing entry with solution and tests", file=str(input), line=n, id=e.get("id"))
+            skips.add("bad-row: not a passing entry with solution and tests", file=str(path), line=n, id=e.get("id"))
         else:
             good.append(e)
-    mode = section["mode"]
-    seconds: dict[str, str | None] = {}
-    results: dict[str, dict[str, Any]] = {}
-    resumed = 0
-    if mode != "off" and good:
-        from aiev.sandbox import execution_settings, from_config
+    return good
 
-        sb, limits, _ = from_config(cfg["sandbox"])
-        sb = sandbox or sb
-        # one execution runs the program, its mutants and the examples, each under its own time limit
-        limits = dataclasses.replace(limits, timeout_s=section["mutant_timeout_s"] * (section["mutants"] + 3) + 10)
-        fingerprint = settings_sha256(section, execution_settings(cfg["sandbox"], limits))
-        state = Path(state_dir)
-        state.mkdir(parents=True, exist_ok=True)
-        progress_path = state / "check_tests.progress.jsonl"
-        store = ProgressStore(progress_path, key="id", keep=lambda row: row.get("fingerprint") == fingerprint)
-        results = dict(store.done)
-        resumed = sum(1 for e in good if e["id"] in results)
-        todo = [e for e in good if e["id"] not in results]
-        checker = Checker(section, sb, limits)
-        if section["second_solution"] and todo:
-            import asyncio
 
-            seconds, second_usage = asyncio.run(_second_solutions(cfg, todo, STAGE_ROLE[stage], state))
-        try:
-            with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
-                for measured in pool.map(lambda e: checker.measure(e, seconds.get(e["id"])), todo):
-                    measured["fingerprint"] = fingerprint
-                    store.add(measured)  # fsynced: a killed job loses at most the entries being checked
-                    results[measured["id"]] = measured
-        finally:
-            store.close()
-        fsync_path(progress_path)
-        results = {k: v | judge(v, section) for k, v in results.items()}
+def _measure_all(settings: CheckSettings, good: list[dict[str, Any]], state: Path,
+                 sandbox: Any = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Every entry's measurements, judged: those of an earlier run with the same settings and code from the
+    progress store, the others measured now (each fsynced as it finishes). Also: how many were resumed, the
+    store set aside, and the second solutions' figures."""
+    import asyncio
 
+    from aiev.sandbox import execution_settings, from_config
+
+    section = settings.section
+    sb, limits, _ = from_config(settings.sandbox)
+    sb, limits = sandbox or sb, settings.limits(limits)
+    shaping = {"check": {k: section[k] for k in MEASURED_WITH}, "sandbox": execution_settings(settings.sandbox, limits)}
+    resume = Resume(state, "check_tests.progress", shaping, CODE_ROOTS)
+    store = resume.open()
+    results = dict(store.done)
+    todo = [e for e in good if e["id"] not in results]
+    info: dict[str, Any] = {"resumed": len(good) - len(todo), "stale_store": resume.stale, "seconds": {}, "usage": None}
+    if settings.second is not None and todo:
+        info["seconds"], info["usage"] = asyncio.run(_second_solutions(settings.second, todo, state))
+    checker = Checker(section, sb, limits)
+    try:
+        with ThreadPoolExecutor(max_workers=section["workers"]) as pool:
+            for measured in pool.map(lambda e: checker.measure(e, info["seconds"].get(e["id"])), todo):
+                store.add(measured)  # fsynced: a killed job loses at most the entries being checked
+                results[measured["id"]] = measured
+    finally:
+        store.close()
+    fsync_path(resume.progress)
+    return {k: v | judge(v, section) for k, v in results.items()}, info
+
+
+def _sort(good: list[dict[str, Any]], results: dict[str, dict[str, Any]], mode: str):
+    """(kept rows, removed rows): ``filter`` removes what has a reason, ``report`` marks it ``would_remove``."""
     kept_rows, removed_rows = [], []
     for e in good:
         res = results.get(e["id"])
         if res is None:  # mode off
             kept_rows.append(e)
-            continue
-        if res["reason"] is not None and mode == "filter":
+        elif res["reason"] is not None and mode == "filter":
             removed_rows.append({"id": e["id"], "reason": res["reason"], "detail": res["detail"],
                                  "quality": res["quality"]})  # fmt: skip
         else:
-            kept_rows.append(e | {"quality": res["quality"] | {"would_remove": res["reason"]} if res["reason"] else
-                                  res["quality"]})  # fmt: skip
-    write_jsonl(output, kept_rows)
-    write_jsonl(removed, removed_rows)
-    checked = [results[e["id"]] for e in good if e["id"] in results]
+            quality = res["quality"] | {"would_remove": res["reason"]} if res["reason"] else res["quality"]
+            kept_rows.append(e | {"quality": quality})
+    return kept_rows, removed_rows
+
+
+def _figures(checked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The quality figures summed over the checked entries."""
+
+    def total(key: str) -> int:
+        return sum(int(r["quality"].get(key) or 0) for r in checked)
+
     scores = [r["quality"].get("mutation_score") for r in checked if r["quality"].get("mutation_score") is not None]
-    reasons = Counter(r["reason"] for r in checked if r["reason"])
-    rep = {
-        "input": str(input),
+    return {
+        "unchecked": Tally().count(r.get("unchecked") for r in checked).of(UNCHECKED),
+        "mutants": total("mutants"),
+        "killed": total("killed"),
+        "mutation_scores": scores,
+        "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
+        "examples_checked": total("examples"),
+        "examples_unchecked": total("examples_unchecked"),
+        "stillborn_mutants": total("stillborn"),
+    }
+
+
+def run(settings: CheckSettings, paths: Any, sandbox: Any = None) -> dict[str, Any]:
+    """The ``check-tests`` step (``paths``: ``input``, ``output``, ``removed``, ``state_dir``). ``sandbox``: a
+    sandbox to run in instead of the section's (tests)."""
+    section, mode = settings.section, settings.section["mode"]
+    t0 = time.perf_counter()
+    skips = SkipLog()
+    good = _read_entries(paths.input, skips)
+    results: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {"resumed": 0, "stale_store": None, "seconds": {}, "usage": None}
+    if mode != "off" and good:
+        results, info = _measure_all(settings, good, Path(paths.state_dir), sandbox)
+    kept_rows, removed_rows = _sort(good, results, mode)
+    write_jsonl(paths.output, kept_rows)
+    write_jsonl(paths.removed, removed_rows)
+    checked = [results[e["id"]] for e in good if e["id"] in results]
+    reasons = Tally().count(r["reason"] for r in checked if r["reason"])
+    second = [r["quality"].get("second_solution_passes") for r in checked]
+    return {
+        "input": str(paths.input),
         "mode": mode,
         "settings": section,
         "entries": len(good),
         "kept": len(kept_rows),
         "removed": len(removed_rows),
-        "removed_by_reason": {k: reasons.get(k, 0) for k in REASONS} if mode == "filter" else {},
-        "would_remove_by_reason": {k: reasons.get(k, 0) for k in REASONS},
-        "unchecked": {k: sum(1 for r in checked if r.get("unchecked") == k) for k in UNCHECKED},
-        "resumed": resumed,
-        "mutants": sum(int(r["quality"].get("mutants") or 0) for r in checked),
-        "killed": sum(int(r["quality"].get("killed") or 0) for r in checked),
-        "mutation_scores": scores,
-        "mean_mutation_score": round(sum(scores) / len(scores), 4) if scores else None,
-        "examples_checked": sum(int(r["quality"].get("examples") or 0) for r in checked),
-        "examples_unchecked": sum(int(r["quality"].get("examples_unchecked") or 0) for r in checked),
-        "stillborn_mutants": sum(int(r["quality"].get("stillborn") or 0) for r in checked),
+        "removed_by_reason": reasons.of(REASONS) if mode == "filter" else {},
+        "would_remove_by_reason": reasons.of(REASONS),
+        "resumed": info["resumed"],
+        "stale_store": info["stale_store"],
+        **_figures(checked),
         "second_solution": None
         if not section["second_solution"]
         else {
-            "requested": len(seconds) if mode != "off" else 0,
-            "disagree": sum(r["quality"].get("second_solution_passes") is False for r in checked),
-            "agree": sum(r["quality"].get("second_solution_passes") is True for r in checked),
-            "usage": second_usage,
+            "requested": len(info["seconds"]) if mode != "off" else 0,
+            "disagree": second.count(False),
+            "agree": second.count(True),
+            "usage": info["usage"],
         },
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_per_entry": round(sum(r.get("seconds", 0) for r in checked) / len(checked), 4) if checked else None,
         "bad_rows": skips.rows,
     }
-    write_json(report, rep)
-    return rep

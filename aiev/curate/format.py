@@ -126,9 +126,9 @@ def _token_in_text(entry: dict[str, Any], tokens: dict[str, str]) -> str | None:
     return None
 
 
-def run(section: dict[str, Any], *, input: str | Path, output: str | Path, report: str | Path | None = None):
-    """The ``format`` step, with the ``format`` section (its ``tokens``)."""
-    return format_file(input, output, section["tokens"], report)
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``format`` step, with the ``format`` section (its ``tokens``; ``paths``: ``input``, ``output``)."""
+    return format_file(paths.input, paths.output, section["tokens"])
 
 
 def format_file(

@@ -43,11 +43,10 @@ def rank_key(seed: int, entry_id: str) -> str:
     return hashlib.sha256(f"{seed}:{entry_id}".encode()).hexdigest()
 
 
-def run(
-    section: dict[str, Any], *, input: str | Path, train: str | Path, test: str | Path, report: str | Path | None = None
-) -> dict[str, Any]:
-    """The ``split`` step, with the ``split`` section (``test_fraction``, ``seed``)."""
-    return split(input, train, test, section["test_fraction"], section["seed"], report)
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``split`` step, with the ``split`` section (``test_fraction``, ``seed``; ``paths``: ``input``,
+    ``train``, ``test``)."""
+    return split(paths.input, paths.train, paths.test, section["test_fraction"], section["seed"])
 
 
 def split(

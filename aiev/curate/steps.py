@@ -78,8 +78,7 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 def _check(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.curate import checks
 
-    return checks.run(cfg, input=args.input, output=args.output, removed=args.removed, report=args.report,
-                      state_dir=args.state_dir, stage=args.stage)  # fmt: skip
+    return checks.run(checks.CheckSettings.from_config(cfg, args.stage), args)
 
 
 def _check_summary(r: dict[str, Any]) -> str:
@@ -106,7 +105,7 @@ def _split_args(p: argparse.ArgumentParser) -> None:
 def _split(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.curate import split
 
-    return split.run(cfg["split"], input=args.input, train=args.train, test=args.test, report=args.report)
+    return split.run(cfg["split"], args)
 
 
 def _format_args(p: argparse.ArgumentParser) -> None:
@@ -118,18 +117,18 @@ def _format_args(p: argparse.ArgumentParser) -> None:
 def _format(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.curate import format as sft
 
-    return sft.run(cfg["format"], input=args.input, output=args.output, report=args.report)
+    return sft.run(cfg["format"], args)
 
 
 STEPS = [
     Step("check-tests", "check that a passing entry's tests can fail and its code matches the problem (mutants, "
-         "examples)", _check_args, _check, _check_summary),
+         "examples)", _check_args, _check, _check_summary, report="report"),
     Step("decontaminate", "remove entries whose code is too similar to benchmark code (exact Levenshtein)",
          _decontam_args, _decontam, _decontam_summary),
     Step("split", "split a batch 9:1 into train and test (test: entries with runnable tests)", _split_args, _split,
          lambda r: f"{r['total']} entries -> {r['train']} train, {r['test']} test ({r['eligible']} eligible)"
-         + (f"; {r['bad']} bad rows left out (listed in the report)" if r["bad"] else "")),
+         + (f"; {r['bad']} bad rows left out (listed in the report)" if r["bad"] else ""), report="report"),
     Step("format", "format passing dialogues as code-interpreter SFT records", _format_args, _format,
          lambda r: f"{r['formatted']} SFT records, {r['not_passed']} entries not passed, {r['bad']} bad rows; "
-         f"special tokens {' '.join(r['special_tokens'])}"),
+         f"special tokens {' '.join(r['special_tokens'])}", report="report"),
 ]  # fmt: skip

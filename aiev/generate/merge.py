@@ -9,6 +9,7 @@ from typing import Any
 
 from aiev.io import read_records, write_json, write_jsonl
 from aiev.llm.client import cost_usd
+from aiev.runtime import Tally
 
 
 def summarize_usage(entries: list[dict[str, Any]], prices: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -32,35 +33,24 @@ def summarize_usage(entries: list[dict[str, Any]], prices: dict[str, dict[str, f
     return total
 
 
-def merge(
-    llm: dict[str, Any],
-    *,
-    shards: list[tuple[str, str, str]],
-    dialogues: str | Path,
-    rejects: str | Path,
-    usage: str | Path,
-    report: str | Path,
-) -> dict[str, Any]:
+def run(llm: dict[str, Any], paths: Any) -> dict[str, Any]:
     """The ``merge-dialogues`` step: concatenate shard outputs in shard order (= batch order) and sum their
-    usage, priced by ``llm.prices``."""
+    usage, priced by ``llm.prices`` (``paths``: ``shard``, each shard's (dialogues, rejects, report);
+    ``dialogues``, ``rejects``, ``usage``)."""
     prices = llm["prices"]
     passed: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     reports = []
-    for d, r, rep in shards:
+    for d, r, rep in paths.shard:
         passed.extend(read_records(d))
         failed.extend(read_records(r))
         reports.append(json.loads(Path(rep).read_text(encoding="utf-8")))
-    write_jsonl(dialogues, passed)
-    write_jsonl(rejects, failed)
+    write_jsonl(paths.dialogues, passed)
+    write_jsonl(paths.rejects, failed)
     summary = summarize_usage(passed + failed, prices)
-    write_json(usage, summary)
-    rejected_by_reason: dict[str, int] = {}
-    for e in failed:
-        rejected_by_reason[e["reason"]] = rejected_by_reason.get(e["reason"], 0) + 1
-    rounds: dict[str, int] = {}
-    for e in passed:
-        rounds[str(e["rounds"])] = rounds.get(str(e["rounds"]), 0) + 1
+    write_json(paths.usage, summary)
+    rejected_by_reason = dict(Tally().count(e["reason"] for e in failed))
+    rounds = Tally().count(str(e["rounds"]) for e in passed)
     info = {
         "passed": len(passed),
         "rejected": len(failed),
@@ -75,5 +65,4 @@ def merge(
         "shard_runs": [rep.get("this_run", {}) for rep in reports],
         "usage": summary,
     }
-    write_json(report, info)
     return info

@@ -22,7 +22,6 @@ from typing import Any
 
 from aiev.generate.dialogue import Dialogue, DialogueSettings, make_executor, prefix_for
 from aiev.io import ProgressStore, SkipLog, read_jsonl, write_jsonl
-from aiev.llm.agents import STAGE_ROLE
 from aiev.llm.client import EndpointDown, EndpointUnreachable, LLMError
 from aiev.records import record_errors
 from aiev.runtime import ModelSettings, Resume, Session, Tally
@@ -38,7 +37,8 @@ ENGINE_ROOTS = ("aiev.generate.dialogue", "aiev.sandbox.harness")
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    """What one shard's generation runs with, built once from the config (:meth:`from_config`)."""
+    """What one shard's generation runs with, built once from the config by the step
+    (:mod:`aiev.generate.steps`)."""
 
     stage: str
     model: ModelSettings
@@ -49,15 +49,6 @@ class GenerateSettings:
     sandbox_workers: int
     #: the LLM client's own concurrency (``llm.concurrency``), reported beside ``concurrent_dialogues``
     llm_concurrency: int
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any], stage: str) -> GenerateSettings:
-        gen = cfg["generate"]
-        return cls(
-            stage=stage, model=ModelSettings.from_section(cfg["llm"], STAGE_ROLE[stage]), sandbox=cfg["sandbox"],
-            max_rounds=gen["max_rounds"], shards=gen["shards"], concurrent_dialogues=gen["concurrent_dialogues"],
-            sandbox_workers=gen["sandbox_workers"], llm_concurrency=cfg["llm"]["concurrency"],
-        )  # fmt: skip
 
 
 def entry_settings(settings: GenerateSettings) -> dict[str, Any]:

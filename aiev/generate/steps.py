@@ -31,8 +31,16 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 def _generate(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.generate import shards
+    from aiev.llm.agents import STAGE_ROLE
+    from aiev.runtime import ModelSettings
 
-    return shards.run(shards.GenerateSettings.from_config(cfg, args.stage), args)
+    gen = cfg["generate"]
+    settings = shards.GenerateSettings(
+        stage=args.stage, model=ModelSettings.from_section(cfg["llm"], STAGE_ROLE[args.stage]), sandbox=cfg["sandbox"],
+        max_rounds=gen["max_rounds"], shards=gen["shards"], concurrent_dialogues=gen["concurrent_dialogues"],
+        sandbox_workers=gen["sandbox_workers"], llm_concurrency=cfg["llm"]["concurrency"],
+    )  # fmt: skip
+    return shards.run(settings, args)
 
 
 def _merge_args(p: argparse.ArgumentParser) -> None:
@@ -49,10 +57,7 @@ def _merge_args(p: argparse.ArgumentParser) -> None:
 def _merge(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.generate import merge
 
-    return merge.merge(
-        cfg["llm"], shards=[tuple(s) for s in args.shard], dialogues=args.dialogues, rejects=args.rejects,
-        usage=args.usage, report=args.report,
-    )  # fmt: skip
+    return merge.run(cfg["llm"], args)
 
 
 STEPS = [
@@ -60,5 +65,5 @@ STEPS = [
          lambda r: f"shard {r['shard']}/{r['shards']}: {r['passed']} passed, {r['rejected']} rejected, "
          f"{len(r['bad_seeds'])} bad seeds", report="report"),
     Step("merge-dialogues", "merge a batch's shards into dialogues, rejects and usage", _merge_args, _merge,
-         lambda r: f"{r['passed']} passed, {r['rejected']} rejected"),
+         lambda r: f"{r['passed']} passed, {r['rejected']} rejected", report="report"),
 ]  # fmt: skip

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiev.io import write_json
 from aiev.scoring.samplefile import (
     BenchmarkError,
     flaky,
@@ -172,7 +171,7 @@ def probe(sandbox: Any, env: Path | None, limits: Any) -> dict[str, dict[str, st
 
 
 def score(
-    cfg: dict[str, Any], *, samples: str | Path, output: str | Path, limit: int | None = None, data: str | None = None
+    cfg: dict[str, Any], *, samples: str | Path, limit: int | None = None, data: str | None = None
 ) -> dict[str, Any]:
     """Score ``samples`` (``task_id`` ``ds1000/N`` with ``completion``, the answer) on DS-1000."""
     from aiev.sandbox import Limits
@@ -241,5 +240,4 @@ def score(
         "limit": limit,
         "seconds": round(time.monotonic() - start, 3),
     }
-    write_json(output, report)
     return report

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiev.io import write_json
 from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
 from aiev.suites import MULTIPLE, MULTIPLE_PREFIX
 
@@ -141,7 +140,7 @@ def program(task: dict[str, Any], completion: str) -> str:
 
 
 def score(
-    cfg: dict[str, Any], *, lang: str, samples: str | Path, output: str | Path, limit: int | None = None,
+    cfg: dict[str, Any], *, lang: str, samples: str | Path, limit: int | None = None,
     data: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Score ``samples`` (``task_id`` or ``name`` with ``completion``) of one MultiPL-E language."""
@@ -155,9 +154,7 @@ def score(
     apptainer = cfg["sandbox"]["backend"] == "apptainer"
     problem = image_toolchain_problem(sandbox, lang) if apptainer else toolchain_problem(lang)
     if problem is not None:
-        report = {"suite": f"multipl-e-{lang}", "language": lang, "skipped": problem, "n": 0, "pass@1": None}
-        write_json(output, report)
-        return report
+        return {"suite": f"multipl-e-{lang}", "language": lang, "skipped": problem, "n": 0, "pass@1": None}
     path = data_file(lang, data or section["data"]["multipl_e"])
     tasks = read_tasks(path)
     limit = limit if limit is not None else section["limit"]
@@ -189,5 +186,4 @@ def score(
         "limit": limit,
         "seconds": round(time.monotonic() - start, 3),
     }
-    write_json(output, report)
     return report

@@ -33,7 +33,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiev.io import write_json
 from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, sandbox_for
 from aiev.suites import EVALPLUS_SUITES
 
@@ -107,11 +106,10 @@ def score(
     *,
     suite: str,
     samples: str | Path,
-    output: str | Path,
     limit: int | None = None,
     data: str | None = None,
 ) -> dict[str, Any]:
-    """The ``benchmark score`` step for humaneval / mbpp: evalplus's verdicts on ``samples``, written to ``output``.
+    """The ``benchmark score`` step for humaneval / mbpp: evalplus's verdicts on ``samples``.
     With ``benchmark.rescore_failures``, the failed tasks are scored once more and disagreements reported as
     ``flaky`` (the first verdicts are the ones counted)."""
     if suite not in SUITES:
@@ -154,5 +152,4 @@ def score(
         },
         "seconds": round(time.monotonic() - start, 3),
     }
-    write_json(output, report)
     return report

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev.codeblocks import blocks_of_kind, fenced_blocks
-from aiev.io import write_json, write_jsonl
-from aiev.llm.client import LLMClient, LLMError, client_session, endpoint_settings
+from aiev.io import ProgressStore, write_jsonl
+from aiev.llm.client import LLMError
+from aiev.runtime import ModelSettings, Resume, Session
 from aiev.suites import language
 
 log = logging.getLogger("aiev.scoring")
@@ -118,57 +119,78 @@ def sanitize(code: str, entry_point: str) -> str:
     return evalplus_sanitize(code, entry_point)
 
 
-async def _generate(tasks, suite, cfg, role, state, mode) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    llm = cfg["llm"]
-    settings = endpoint_settings(llm, role)
-    settings = replace(settings, temperature=0.0, top_p=1.0, concurrency=cfg["evaluate"]["concurrency"])
+#: The code that makes a sample: these modules and every aiev module they import.
+CODE_ROOTS = ("aiev.scoring.samples",)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """What sampling a suite runs with: the model asked greedily (``evaluate.concurrency``), how it is prompted
+    (``mode``: chat or completion; default ``llm.ROLE.mode``) and the ``benchmark`` section (tasks, limit)."""
+
+    model: ModelSettings
+    mode: str
+    benchmark: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], role: str, mode: str | None = None) -> SampleSettings:
+        model = ModelSettings.from_section(cfg["llm"], role).greedy(concurrency=cfg["evaluate"]["concurrency"])
+        return cls(model, mode or model.mode, cfg["benchmark"])
+
+
+async def _ask(client: Any, suite: str, task: dict[str, Any], mode: str) -> str:
+    if mode == "completion":
+        return (await client.complete(completion_prompt(suite, task), stops(suite, task))).text
+    return (await client.chat([{"role": "user", "content": chat_prompt(suite, task)}])).text
+
+
+async def _generate(tasks: list[dict[str, Any]], suite: str, settings: SampleSettings, state: Path,
+                    store: ProgressStore) -> dict[str, Any]:  # fmt: skip
+    """A sample per task ``store`` has not, each stored as it comes; the client's usage."""
     errors: list[str] = []
 
-    async def one(client: LLMClient, task: dict[str, Any]) -> dict[str, Any]:
+    async def one(session: Session, task: dict[str, Any]) -> None:
         try:
-            if mode == "completion":
-                reply = (await client.complete(completion_prompt(suite, task), stops(suite, task))).text
-            else:
-                reply = (await client.chat([{"role": "user", "content": chat_prompt(suite, task)}])).text
+            reply = await _ask(session.client, suite, task, settings.mode)
         except LLMError as exc:
             if not exc.final:
                 errors.append(f"{task['task_id']}: {exc}")
+                return  # unsampled: a re-run asks again
             reply = ""
-        return {"task_id": task["task_id"], **sample_of(suite, task, reply, mode), "raw": reply}
+        store.add({"task_id": task["task_id"], **sample_of(suite, task, reply, settings.mode), "raw": reply})
 
-    async with client_session(settings, Path(state) / "llm_cache.sqlite") as client:
-        rows = await asyncio.gather(*(one(client, t) for t in tasks))
+    todo = [t for t in tasks if t["task_id"] not in store.done]
+    async with Session(settings.model, state / "llm_cache.sqlite") as session:
+        await asyncio.gather(*(one(session, t) for t in todo))
     if errors:
         raise LLMError("unfinished", f"{len(errors)} task(s) got no reply (first: {errors[0]}); re-run to resume")
-    info = {"model": settings.model, "identity": settings.identity, "mode": mode, "usage": client.usage.to_dict()}
-    return list(rows), info
+    return session.usage()
 
 
-def generate(
-    cfg: dict[str, Any],
-    *,
-    suite: str,
-    role: str,
-    samples: str | Path,
-    state_dir: str | Path,
-    report: str | Path | None = None,
-    limit: int | None = None,
-    data: str | None = None,
-    mode: str | None = None,
-) -> dict[str, Any]:
+def run(settings: SampleSettings, paths: Any) -> dict[str, Any]:
     """The ``benchmark generate`` step: one greedy sample per task, written in evalplus's samples format
-    (``solution`` for HumanEval+/MBPP+, ``completion`` for MultiPL-E and DS-1000). ``mode``: chat or completion
-    (default: ``llm.ROLE.mode``)."""
+    (``solution`` for HumanEval+/MBPP+, ``completion`` for MultiPL-E and DS-1000) to ``paths.samples``
+    (``paths``: ``suite``, ``samples``, ``state_dir``, ``data``). Samples are kept as they come
+    (``STATE/samples.jsonl``, :class:`aiev.runtime.Resume`): a re-run after a crash asks only for the rest."""
     from aiev.scoring import scorers
 
-    tasks = scorers.tasks(cfg, suite, data, limit)
-    mode = mode or cfg["llm"][role]["mode"]
-    rows, info = asyncio.run(_generate(tasks, suite, cfg, role, state_dir, mode))
-    write_jsonl(samples, rows)
+    suite, state = paths.suite, Path(paths.state_dir)
+    limit = settings.benchmark["limit"]
+    tasks = scorers.tasks({"benchmark": settings.benchmark}, suite, getattr(paths, "data", None), limit)
+    shaping = {"suite": suite, **settings.model.identity(), "mode": settings.mode}
+    resume = Resume(state, "samples", shaping, CODE_ROOTS, key="task_id")
+    store = resume.open()
+    try:
+        usage = asyncio.run(_generate(tasks, suite, settings, state, store))
+    finally:
+        store.close()
+    rows = [store.done[t["task_id"]] for t in tasks]
+    write_jsonl(paths.samples, rows)
     field = "solution" if scorers.family(suite) == "evalplus" else "completion"
-    out = {"suite": suite, "role": role, "n": len(rows), "samples": str(samples), "limit": scorers.limit_of(cfg, limit),
-           "empty": sum(1 for r in rows if not r[field].strip()), **info}  # fmt: skip
-    if report is not None:
-        write_json(report, out)
-    log.info("%s: %d samples from %s (%d empty)", suite, len(rows), info["model"], out["empty"])
+    client = settings.model.client
+    out = {"suite": suite, "role": settings.model.role, "n": len(rows), "samples": str(paths.samples),
+           "limit": limit, "empty": sum(1 for r in rows if not r[field].strip()), "model": client.model,
+           "identity": client.identity, "mode": settings.mode, "usage": usage,
+           "stale_store": resume.stale}  # fmt: skip
+    log.info("%s: %d samples from %s (%d empty)", suite, len(rows), client.model, out["empty"])
     return out

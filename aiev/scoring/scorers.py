@@ -10,7 +10,6 @@ families themselves are :mod:`aiev.suites`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from aiev import suites as names
@@ -46,15 +45,13 @@ def limit_of(cfg: dict[str, Any], limit: int | None) -> int | None:
     return limit if limit is not None else cfg["benchmark"]["limit"]
 
 
-def score(
-    cfg: dict[str, Any], *, suite: str, samples: str | Path, output: str | Path, limit: int | None = None,
-    data: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """``aiev benchmark score``: the suite's scorer on a samples file; the report is written to ``output``."""
+def run(cfg: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """``aiev benchmark score``: the suite's scorer on a samples file (``paths``: ``suite``, ``samples``,
+    ``data``); it reads the config's ``benchmark`` and ``sandbox`` sections."""
+    suite, samples, data = paths.suite, paths.samples, getattr(paths, "data", None)
     kind = family(suite)
     if kind == "evalplus":
-        return plus.score(cfg, suite=suite, samples=samples, output=output, limit=limit, data=data)
+        return plus.score(cfg, suite=suite, samples=samples, data=data)
     if kind == "multipl-e":
-        lang = suite.removeprefix("multipl-e-")
-        return multiple.score(cfg, lang=lang, samples=samples, output=output, limit=limit, data=data)
-    return ds1000.score(cfg, samples=samples, output=output, limit=limit, data=data)
+        return multiple.score(cfg, lang=suite.removeprefix("multipl-e-"), samples=samples, data=data)
+    return ds1000.score(cfg, samples=samples, data=data)

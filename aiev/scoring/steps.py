@@ -33,13 +33,12 @@ def _benchmark(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
         if not args.state_dir:
             raise ValueError("benchmark generate needs --state-dir (the LLM cache)")
-        return samples.generate(cfg, suite=args.suite, role=args.role, samples=args.samples, mode=args.mode,
-                                state_dir=args.state_dir, report=args.output, data=args.data)  # fmt: skip
+        return samples.run(samples.SampleSettings.from_config(cfg, args.role, args.mode), args)
     from aiev.scoring import scorers
 
     if not args.output:
         raise ValueError("benchmark score needs --output")
-    return scorers.score(cfg, suite=args.suite, samples=args.samples, output=args.output, data=args.data)
+    return scorers.run(cfg, args)
 
 
 def _benchmark_line(r: dict[str, Any]) -> str:
@@ -57,4 +56,4 @@ def _benchmark_line(r: dict[str, Any]) -> str:
 
 
 STEPS = [Step("benchmark", "benchmark samples and scores (HumanEval+, MBPP+, MultiPL-E, DS-1000), in the sandbox",
-              _benchmark_args, _benchmark, _benchmark_line)]  # fmt: skip
+              _benchmark_args, _benchmark, _benchmark_line, report="output")]  # fmt: skip

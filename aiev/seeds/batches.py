@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from aiev.io import atomic_dir, read_records, write_json, write_jsonl
+from aiev.io import atomic_dir, read_records, write_jsonl
 
 #: A batch's file name (rules/common.smk's BATCH_FILE ends with the same pattern: a test checks it).
 BATCH_FILE = "batch_{k}.jsonl"
@@ -35,13 +35,14 @@ def partition(
     return batches
 
 
-def run(section: dict[str, Any], *, input: str | Path, outdir: str | Path, report: str | Path) -> dict[str, Any]:
-    """The ``batches`` step (the workflow's checkpoint), with the parameters of the ``batches`` section."""
-    records = read_records(input)
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``batches`` step (the workflow's checkpoint), with the parameters of the ``batches`` section
+    (``paths``: ``input``, ``outdir``)."""
+    records = read_records(paths.input)
     if not records:
-        raise ValueError(f"{input}: no seeds to batch")
+        raise ValueError(f"{paths.input}: no seeds to batch")
     batches = partition(records, section["batch_size"], section["shuffle"], section["seed"], section.get("max_batches"))
-    outdir = Path(outdir)
+    outdir = Path(paths.outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(outdir) as tmp:  # a crash never leaves half a set of batches
         for k, batch in enumerate(batches):
@@ -53,7 +54,6 @@ def run(section: dict[str, Any], *, input: str | Path, outdir: str | Path, repor
         "sizes": [len(b) for b in batches],
         "dropped_by_max_batches": len(records) - sum(len(b) for b in batches),
     }
-    write_json(report, info)
     return info
 
 

@@ -18,14 +18,14 @@ import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xxhash
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from aiev.io import read_records, write_json, write_jsonl
+from aiev.io import read_records, write_jsonl
+from aiev.runtime import Tally
 
 SCHEME = "affine32"  # datasketch's permutation scheme (bijective, 32-bit values)
 
@@ -214,20 +214,20 @@ def deduplicate(
     return [records[i] for i in kept_idx], dropped
 
 
-def run(section: dict[str, Any], *, input: str | Path, output: str | Path, report: str | Path) -> dict[str, Any]:
-    """The ``dedup`` step, with the parameters of the ``dedup`` section."""
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``dedup`` step, with the parameters of the ``dedup`` section (``paths``: ``input``, ``output``)."""
     params = DedupParams.from_section(section)
-    records = read_records(input)
+    records = read_records(paths.input)
     kept, dropped = deduplicate(records, params)
-    write_jsonl(output, kept)
+    write_jsonl(paths.output, kept)
+    reasons = Tally().count(d["reason"] for d in dropped)
     info = {
         "input": len(records),
         "kept": len(kept),
         "dropped": len(dropped),
-        "dropped_exact": sum(d["reason"] == "exact" for d in dropped),
-        "dropped_near": sum(d["reason"] == "near" for d in dropped),
+        "dropped_exact": reasons["exact"],
+        "dropped_near": reasons["near"],
         "params": params.__dict__,
         "dropped_rows": dropped,
     }
-    write_json(report, info)
     return info

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aiev.io import SkipLog, read_jsonl, write_json, write_jsonl
+from aiev.io import SkipLog, read_jsonl, write_jsonl
 
 DEFAULT_KIND = {"hf": "instruction", "jsonl": "instruction", "parquet": "instruction", "stdlib": "snippet"}
 
@@ -350,9 +350,8 @@ def collect_seeds(section: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[s
     return seeds, report
 
 
-def run(section: dict[str, Any], *, output: str | Path, report: str | Path) -> dict[str, Any]:
-    """The ``seeds`` step: read every source of the ``seeds`` section into one JSONL file."""
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``seeds`` step: read every source of the ``seeds`` section into one JSONL file (``paths.output``)."""
     seeds, info = collect_seeds(section)
-    write_jsonl(output, seeds)
-    write_json(report, info)
+    write_jsonl(paths.output, seeds)
     return info

@@ -16,7 +16,7 @@ def _seeds_args(p: argparse.ArgumentParser) -> None:
 def _seeds(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.seeds import sources
 
-    return sources.run(cfg["seeds"], output=args.output, report=args.report)
+    return sources.run(cfg["seeds"], args)
 
 
 def _seeds_summary(r: dict[str, Any]) -> str:
@@ -39,7 +39,7 @@ def _dedup_args(p: argparse.ArgumentParser) -> None:
 def _dedup(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.seeds import dedup
 
-    return dedup.run(cfg["dedup"], input=args.input, output=args.output, report=args.report)
+    return dedup.run(cfg["dedup"], args)
 
 
 def _batches_args(p: argparse.ArgumentParser) -> None:
@@ -53,16 +53,16 @@ def _batches_args(p: argparse.ArgumentParser) -> None:
 def _batches(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.seeds import batches
 
-    return batches.run(cfg["batches"], input=args.input, outdir=args.outdir, report=args.report)
+    return batches.run(cfg["batches"], args)
 
 
 STEPS = [
     Step("seeds", "read the configured seed sources into one normalised seeds.jsonl", _seeds_args, _seeds,
-         _seeds_summary),
+         _seeds_summary, report="report"),
     Step("dedup", "drop exact and near-duplicate seeds (MinHash LSH, verified by exact Jaccard)", _dedup_args,
          _dedup,
          lambda r: f"{r['input']} in, {r['kept']} kept, {r['dropped_exact']} exact and {r['dropped_near']} near "
-         "duplicates dropped"),
+         "duplicates dropped", report="report"),
     Step("batches", "cut the deduplicated seeds into batches (the workflow's checkpoint)", _batches_args, _batches,
-         lambda r: f"{r['batches']} batches of up to {r['batch_size']} seeds"),
+         lambda r: f"{r['batches']} batches of up to {r['batch_size']} seeds", report="report"),
 ]  # fmt: skip

@@ -18,8 +18,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aiev.io import write_json
-
 STAGES = ("teaching", "self-learning")
 
 
@@ -73,23 +71,14 @@ def decide(
     }
 
 
-def run(
-    section: dict[str, Any],
-    *,
-    teacher: str | Path,
-    student: str | Path,
-    output: str | Path,
-    previous: str | Path | None = None,
-    batch: int | None = None,
-) -> dict[str, Any]:
-    """The ``decide-stage`` step, with the ``stage`` section."""
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``decide-stage`` step, with the ``stage`` section (``paths``: ``teacher``, ``student``, ``previous``,
+    ``batch_index``; the record is the step's report, ``output``)."""
 
     def load(path: str | Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
-    prev = load(previous) if previous else None
+    prev = load(paths.previous) if paths.previous else None
     if prev is not None and prev.get("next") not in STAGES:
-        raise ValueError(f"{previous}: 'next' must be one of {', '.join(STAGES)}")
-    record = decide(section, load(teacher), load(student), prev, batch)
-    write_json(output, record)
-    return record
+        raise ValueError(f"{paths.previous}: 'next' must be one of {', '.join(STAGES)}")
+    return decide(section, load(paths.teacher), load(paths.student), prev, paths.batch_index)

@@ -20,13 +20,10 @@ def _decide_args(p: argparse.ArgumentParser) -> None:
 def _decide(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.stage import decide
 
-    return decide.run(
-        cfg["stage"], teacher=args.teacher, student=args.student, output=args.output, previous=args.previous,
-        batch=args.batch_index,
-    )  # fmt: skip
+    return decide.run(cfg["stage"], args)
 
 
 STEPS = [
     Step("decide-stage", "teaching or self-learning for the next batch, from both pass@1 scores", _decide_args,
-         _decide, lambda r: f"batch {r['batch']}: next = {r['next']} ({r['reason']})"),
+         _decide, lambda r: f"batch {r['batch']}: next = {r['next']} ({r['reason']})", report="output"),
 ]  # fmt: skip

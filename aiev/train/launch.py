@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,20 @@ def count_records(paths: list[str]) -> int:
     return sum(1 for p in paths for _ in read_jsonl(p, SkipLog()))
 
 
-def worker_args(cfg: dict[str, Any], sft: list[str], base_model: str, output: str, state_dir: str) -> list[str]:
-    config = json.dumps({"train": cfg["train"], "format": cfg["format"]}, sort_keys=True, separators=(",", ":"))
+@dataclass(frozen=True)
+class TrainSettings:
+    """What training reads: the ``train`` section and the ``format`` section (the special tokens)."""
+
+    train: dict[str, Any]
+    format: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
+        return cls(cfg["train"], cfg["format"])
+
+
+def worker_args(settings: TrainSettings, sft: list[str], base_model: str, output: str, state_dir: str) -> list[str]:
+    config = json.dumps({"train": settings.train, "format": settings.format}, sort_keys=True, separators=(",", ":"))
     args = ["--config", config]
     for path in sft:
         args += ["--sft", path]
@@ -59,21 +72,13 @@ def link_checkpoint(base: str, out: Path) -> bool:
     return True
 
 
-def run(
-    cfg: dict[str, Any],
-    *,
-    sft: list[str],
-    output: str,
-    state_dir: str,
-    report: str,
-    base_model: str | None = None,
-    previous: str | None = None,
-    launcher: str = LAUNCHER,
-) -> dict[str, Any]:
-    """The ``train`` step, with the ``train`` (and ``format``: the special tokens) sections. ``previous``: the
-    student of the batch before (incremental training) — used unless it was skipped."""
-    section = cfg["train"]
-    base = base_model or section["base_model"]
+def run(settings: TrainSettings, paths: Any) -> dict[str, Any]:
+    """The ``train`` step (``paths``: ``sft``, ``output``, ``state_dir``, ``base_model``, ``previous``,
+    ``launcher``). ``previous``: the student of the batch before (incremental training) — used unless it was
+    skipped."""
+    section = settings.train
+    sft, output, state_dir, previous = paths.sft, paths.output, paths.state_dir, paths.previous
+    base = paths.base_model or section["base_model"]
     if previous and (Path(previous) / "config.json").exists():
         base = previous
     elif previous and (Path(previous) / "skipped.json").exists():  # not trained: go on from what it would have
@@ -87,10 +92,9 @@ def run(
         info["linked"] = link_checkpoint(base, out)
         write_json(out / "skipped.json", {"reason": reason, **info})
         info.update(trained=False, reason=reason)
-        write_json(report, info)
         return info
-    argv = [launcher, str(section["nodes"]), str(section["procs_per_node"]), "--"]
-    argv += worker_args(cfg, sft, base, output, state_dir)
+    argv = [paths.launcher or LAUNCHER, str(section["nodes"]), str(section["procs_per_node"]), "--"]
+    argv += worker_args(settings, sft, base, output, state_dir)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # one thread per process unless the site says otherwise
     env.setdefault("AIEV_PYTHON", sys.executable)  # the workers run with this interpreter (its venv)
@@ -104,5 +108,4 @@ def run(
     info.update(trained=True, **{k: metrics[k] for k in ("steps", "world_size", "train_seconds", "tokens_per_second")})
     info["final_loss"] = metrics["loss"][-1]["loss"] if metrics["loss"] else None
     info["wall_seconds"] = round(time.monotonic() - started, 3)  # the launch, start-up and save included
-    write_json(report, info)
     return info

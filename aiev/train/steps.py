@@ -24,15 +24,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.train import launch
 
-    return launch.run(
-        cfg, sft=args.sft, output=args.output, state_dir=args.state_dir, report=args.report,
-        base_model=args.base_model, previous=args.previous, launcher=args.launcher,
-    )  # fmt: skip
+    return launch.run(launch.TrainSettings.from_config(cfg), args)
 
 
 STEPS = [
     Step("train", "full-parameter SFT of the student with DeepSpeed ZeRO-3 (torchrun, 1..N nodes)", _train_args,
          _train,
          lambda r: (f"{r['steps']} steps on {r['records']} records, world {r['world_size']}, final loss "
-                    f"{r['final_loss']}") if r.get("trained") else r.get("reason", "")),
+                    f"{r['final_loss']}") if r.get("trained") else r.get("reason", ""), report="report"),
 ]  # fmt: skip

@@ -4,6 +4,7 @@ unittest and plain asserts alike, mutants that sleep, fork or flood contained, m
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -245,9 +246,9 @@ def test_a_second_solution_that_fails_the_tests_is_reported_as_spec_doubt(tmp_pa
     with ScriptedServer(programmer) as server:
         cfg = load_config({"check_tests": {"second_solution": True, "workers": 1},
                            "llm": {"teacher": {"base_url": server.url, "model": "scripted"}}})  # fmt: skip
-        rep = checks.run(cfg, input=tmp_path / "in.jsonl", output=tmp_path / "kept.jsonl",
-                         removed=tmp_path / "removed.jsonl", report=tmp_path / "report.json",
-                         state_dir=tmp_path / "state")  # fmt: skip
+        paths = argparse.Namespace(input=tmp_path / "in.jsonl", output=tmp_path / "kept.jsonl",
+                                   removed=tmp_path / "removed.jsonl", state_dir=tmp_path / "state")  # fmt: skip
+        rep = checks.run(checks.CheckSettings.from_config(cfg), paths)
         asked = server.received
     kept = {k["id"]: k["quality"] for k in lines(tmp_path / "kept.jsonl")}
     assert kept["agree"]["second_solution_passes"] is True and kept["doubt"]["second_solution_passes"] is False

@@ -183,13 +183,14 @@ def test_scenarios(reference):
 
 def test_usage_and_merge(reference, tmp_path):
     _, out, _ = reference
-    info = merging.merge(
+    info = merging.run(
         {"prices": {"scripted": {"prompt_per_mtok": 1.0, "completion_per_mtok": 2.0}}},
-        shards=[(str(out / "dialogues.jsonl"), str(out / "rejects.jsonl"), str(out / "report.json"))],
-        dialogues=tmp_path / "d.jsonl",
-        rejects=tmp_path / "r.jsonl",
-        usage=tmp_path / "usage.json",
-        report=tmp_path / "rep.json",
+        argparse.Namespace(
+            shard=[(str(out / "dialogues.jsonl"), str(out / "rejects.jsonl"), str(out / "report.json"))],
+            dialogues=tmp_path / "d.jsonl",
+            rejects=tmp_path / "r.jsonl",
+            usage=tmp_path / "usage.json",
+        ),
     )
     usage = json.loads((tmp_path / "usage.json").read_text())
     entries = load(out / "dialogues.jsonl") + load(out / "rejects.jsonl")
@@ -228,13 +229,11 @@ def test_shards_concatenate_to_the_batch(reference, tmp_path, wheelhouse):
         for s in range(3):
             out, _ = run_shard(tmp_path, f"s{s}", batch, make_config(server.url, wheelhouse), shard=s, shards=3)
             parts.append((str(out / "dialogues.jsonl"), str(out / "rejects.jsonl"), str(out / "report.json")))
-    info = merging.merge(
+    info = merging.run(
         {"prices": {}},
-        shards=parts,
-        dialogues=tmp_path / "d.jsonl",
-        rejects=tmp_path / "r.jsonl",
-        usage=tmp_path / "u.json",
-        report=tmp_path / "x",
+        argparse.Namespace(
+            shard=parts, dialogues=tmp_path / "d.jsonl", rejects=tmp_path / "r.jsonl", usage=tmp_path / "u.json"
+        ),
     )
     assert (tmp_path / "d.jsonl").read_bytes() == (ref / "dialogues.jsonl").read_bytes()
     assert (tmp_path / "r.jsonl").read_bytes() == (ref / "rejects.jsonl").read_bytes()

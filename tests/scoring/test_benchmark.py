@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from aiev.config import load_config
-from aiev.scoring import plus, samples, scorers
+from aiev.scoring import plus, samples
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
+from tests.scoring import sample, score
 
 pytest.importorskip("evalplus")
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks" / "evalplus"
@@ -53,7 +54,7 @@ def test_canonical_solutions_of_the_excerpt_score_one(tmp_path, suite):
     data = EXCERPT / FILES[suite]
     write_jsonl(tmp_path / "s.jsonl", canonical(tasks_of(data)))
     out = tmp_path / "scores.json"
-    report = plus.score(load_config({}), suite=suite, samples=tmp_path / "s.jsonl", output=out, data=str(data))
+    report = score(load_config({}), suite=suite, samples=tmp_path / "s.jsonl", output=out, data=str(data))
     assert report == json.loads(out.read_text())
     assert (report["suite"], report["n"], report["base_pass@1"], report["plus_pass@1"]) == (suite, 3, 1.0, 1.0)
     assert all(v == {"base": "pass", "plus": "pass"} for v in report["per_task"].values())
@@ -72,7 +73,7 @@ def test_a_broken_set_scores_what_evalplus_says_and_bad_rows_are_counted(tmp_pat
     noisy = [*rows, {"task_id": t0["task_id"], "solution": "def x(): pass"}, {"task_id": "HumanEval/999",
              "solution": ""}, {"nothing": 1}]  # fmt: skip
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in noisy) + "{not json\n")
-    report = plus.score(load_config({}), suite="humaneval", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json",
+    report = score(load_config({}), suite="humaneval", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json",
                         data=str(data))  # fmt: skip
     direct = evalplus_directly("humaneval", data, rows, tmp_path / "direct")
     for tid, verdict in report["per_task"].items():
@@ -91,17 +92,17 @@ def test_limit_scores_the_first_tasks_and_a_task_without_a_sample_fails(tmp_path
     tasks = tasks_of(data)
     write_jsonl(tmp_path / "s.jsonl", canonical(tasks[:1]))
     cfg = load_config({"benchmark": {"limit": 2}})
-    report = plus.score(cfg, suite="mbpp", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json", data=str(data))
+    report = score(cfg, suite="mbpp", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json", data=str(data))
     assert list(report["per_task"]) == [t["task_id"] for t in tasks[:2]] and report["limit"] == 2
     assert report["missing"] == [tasks[1]["task_id"]] and report["base_pass@1"] == 0.5
 
 
 def test_a_missing_data_file_is_a_clear_error(tmp_path):
     with pytest.raises(plus.BenchmarkError, match="does not exist"):
-        plus.score(load_config({}), suite="humaneval", samples=tmp_path / "s", output=tmp_path / "o",
+        score(load_config({}), suite="humaneval", samples=tmp_path / "s", output=tmp_path / "o",
                    data=str(tmp_path / "nope.jsonl"))  # fmt: skip
     with pytest.raises(plus.BenchmarkError, match="unknown suite 'apps'"):
-        scorers.score(load_config({}), suite="apps", samples=tmp_path / "s", output=tmp_path / "o")
+        score(load_config({}), suite="apps", samples=tmp_path / "s", output=tmp_path / "o")
 
 
 def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_path):
@@ -121,7 +122,7 @@ def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_pat
 
         with ScriptedServer(model) as server:
             cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}}})
-            out = samples.generate(cfg, suite=suite, role="teacher", samples=tmp_path / f"{suite}.jsonl",
+            out = sample(cfg, suite=suite, role="teacher", samples=tmp_path / f"{suite}.jsonl",
                                    state_dir=tmp_path / "state", data=str(data))  # fmt: skip
             asked = [r["messages"][-1]["content"] for r in server.requests]
         assert out["n"] == 3 and out["empty"] == 0 and len(asked) == 3
@@ -131,7 +132,7 @@ def test_samples_from_a_served_model_with_the_papers_prompts_then_scored(tmp_pat
             assert all("\nYour code should satisfy the following assertion:\n```python\nassert " in a for a in asked)
         rows = [json.loads(x) for x in (tmp_path / f"{suite}.jsonl").read_text().splitlines()]
         assert all("print('demo')" not in r["solution"] and "print('demo')" in r["raw"] for r in rows)
-        report = plus.score(load_config({}), suite=suite, samples=tmp_path / f"{suite}.jsonl",
+        report = score(load_config({}), suite=suite, samples=tmp_path / f"{suite}.jsonl",
                             output=tmp_path / f"{suite}.scores.json", data=str(data))  # fmt: skip
         assert report["base_pass@1"] == report["plus_pass@1"] == 1.0
 
@@ -148,7 +149,7 @@ def test_canonical_solutions_of_the_whole_files(tmp_path, suite):
         pytest.skip(f"{data} is not here (../shared)")
     tasks = tasks_of(data)
     write_jsonl(tmp_path / "s.jsonl", canonical(tasks))
-    report = plus.score(load_config({}), suite=suite, samples=tmp_path / "s.jsonl", output=tmp_path / "o.json",
+    report = score(load_config({}), suite=suite, samples=tmp_path / "s.jsonl", output=tmp_path / "o.json",
                         data=str(data))  # fmt: skip
     failed = sorted(k for k, v in report["per_task"].items() if v != {"base": "pass", "plus": "pass"})
     assert report["n"] == len(tasks) == (164 if suite == "humaneval" else 378)

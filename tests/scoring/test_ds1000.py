@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from aiev.config import load_config
-from aiev.scoring import ds1000, scorers
+from aiev.scoring import ds1000
 from aiev.scoring.samplefile import BenchmarkError
 from tests.conftest import SHARED_BENCHMARKS, write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
+from tests.scoring import sample
+from tests.scoring import score as score_step
 
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks" / "ds1000" / "ds1000-libraries.jsonl"
 
@@ -27,7 +29,7 @@ def tasks() -> list[dict]:
 def score(tmp_path: Path, answers: dict[str, str], **section) -> dict:
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": k, "completion": v} for k, v in answers.items()])
     cfg = load_config({"benchmark": {"data": {"ds1000": str(EXCERPT)}, "workers": 2, **section}})
-    return scorers.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    return score_step(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
 
 
 def test_references_pass_where_the_library_imports_and_the_rest_are_skipped_with_the_reason(tmp_path):
@@ -89,7 +91,7 @@ def test_references_of_the_whole_file(tmp_path):
     rows = ds1000.tasks_of(data)
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": t["task_id"], "completion": t["reference_code"]} for t in rows])
     cfg = load_config({"benchmark": {"data": {"ds1000": str(data)}, "rescore_failures": False}})
-    report = scorers.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    report = score_step(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert report["pass@1"] >= 0.95, {k: v for k, v in report["failures"].items()}
 
 
@@ -109,12 +111,12 @@ def test_samples_from_a_served_model_then_scored(tmp_path):
     with ScriptedServer(chat) as server:
         cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None}},
                            "benchmark": {"data": {"ds1000": str(EXCERPT)}, "limit": 2}})  # fmt: skip
-        out = samples.generate(cfg, suite="ds1000", role="teacher", samples=tmp_path / "s.jsonl",
+        out = sample(cfg, suite="ds1000", role="teacher", samples=tmp_path / "s.jsonl",
                                state_dir=tmp_path / "state")  # fmt: skip
         asked = [r["messages"][-1]["content"] for r in server.requests]
     assert out["n"] == 2 and out["empty"] == 0
     assert all(a.endswith("in a python fence.") and "BEGIN SOLUTION" in a for a in asked)
-    report = scorers.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    report = score_step(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert report["pass@1"] == 1.0, report["failures"]
 
 
@@ -135,11 +137,11 @@ def test_the_data_home_reaches_the_programs_that_load_data_and_network_failures_
                         "metadata": {"problem_id": 7, "library": "Numpy"}}])  # fmt: skip
     write_jsonl(tmp_path / "s.jsonl", [{"task_id": "ds1000/7", "completion": "x = 1"}])
     cfg = load_config({"benchmark": {"data": {"ds1000": str(data)}, "rescore_failures": False}})
-    offline = scorers.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    offline = score_step(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert offline["per_task"] == {"ds1000/7": "fail"} and offline["network_failures"] == ["ds1000/7"]
     home = tmp_path / "home" / ".cache" / "seaborn"
     home.mkdir(parents=True)
     (home / "tips.csv").write_text("a,b\n")
     cfg["benchmark"]["ds1000_data_home"] = str(tmp_path / "home")
-    cached = scorers.score(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    cached = score_step(cfg, suite="ds1000", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert cached["per_task"] == {"ds1000/7": "pass"} and cached["network_failures"] == []

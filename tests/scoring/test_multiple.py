@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from aiev.config import load_config
-from aiev.scoring import multiple, samples, scorers
+from aiev.scoring import multiple, samples
 from tests.conftest import write_jsonl
 from tests.generate.test_dialogue import bwrap_or_skip
+from tests.scoring import sample, score
 
 EXCERPT = Path(__file__).resolve().parents[1] / "data" / "benchmarks" / "multipl-e"
 
@@ -42,7 +43,7 @@ def needs_toolchain(lang: str) -> None:
 def run_suite(tmp_path: Path, lang: str, completions: dict[str, str]) -> dict:
     write_jsonl(tmp_path / f"{lang}.jsonl", [{"name": k, "completion": v} for k, v in completions.items()])
     cfg = load_config({"benchmark": {"data": {"multipl_e": str(EXCERPT)}, "workers": 2}})
-    return scorers.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / f"{lang}.jsonl",
+    return score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / f"{lang}.jsonl",
                         output=tmp_path / f"{lang}.json")  # fmt: skip
 
 
@@ -89,7 +90,7 @@ def test_stop_tokens_cut_the_completion_as_multipl_e_does():
 
 def test_swift_is_reported_skipped_with_its_reason(tmp_path):
     (tmp_path / "s.jsonl").write_text("")
-    report = scorers.score(load_config({}), suite="multipl-e-swift", samples=tmp_path / "s.jsonl",
+    report = score(load_config({}), suite="multipl-e-swift", samples=tmp_path / "s.jsonl",
                         output=tmp_path / "o.json")  # fmt: skip
     assert report["n"] == 0 and report["pass@1"] is None and "OpenStack Swift" in report["skipped"]
 
@@ -139,7 +140,7 @@ def test_samples_from_a_served_model_then_scored(tmp_path, mode):
         cfg = load_config({"llm": {"teacher": {"base_url": server.url, "model": "scripted", "serve": None,
                                                "mode": mode}},
                            "benchmark": {"data": {"multipl_e": str(EXCERPT)}}})  # fmt: skip
-        out = samples.generate(cfg, suite=f"multipl-e-{lang}", role="teacher", samples=tmp_path / "s.jsonl",
+        out = sample(cfg, suite=f"multipl-e-{lang}", role="teacher", samples=tmp_path / "s.jsonl",
                                state_dir=tmp_path / "state")  # fmt: skip
         if mode == "chat":
             asked = [r["messages"][-1]["content"] for r in server.requests]
@@ -149,7 +150,7 @@ def test_samples_from_a_served_model_then_scored(tmp_path, mode):
     rows = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     if mode == "chat":
         assert all("helper" not in r["completion"] and "Done." not in r["completion"] for r in rows)
-    report = scorers.score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
+    report = score(cfg, suite=f"multipl-e-{lang}", samples=tmp_path / "s.jsonl", output=tmp_path / "o.json")
     assert report["pass@1"] == 1.0, report["failures"]
 
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 
 import pytest
 
 from aiev.seeds import batches
+from aiev.seeds.steps import STEPS
+from aiev.steps import run_step
+
+BATCHES = next(s for s in STEPS if s.name == "batches")
 
 
 def recs(n):
@@ -36,9 +41,11 @@ def test_run_replaces_directory_atomically(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in recs(25)))
     sec = {"batch_size": 10, "shuffle": False, "seed": 0, "max_batches": None}
     out = tmp_path / "batches"
-    batches.run(sec, input=src, outdir=out, report=tmp_path / "r.json")
+    run_step(BATCHES, {"batches": sec}, Namespace(input=src, outdir=out, report=tmp_path / "r.json"))
     assert batches.list_batches(out) == [0, 1, 2]
-    batches.run({**sec, "batch_size": 20}, input=src, outdir=out, report=tmp_path / "r.json")
+    run_step(
+        BATCHES, {"batches": {**sec, "batch_size": 20}}, Namespace(input=src, outdir=out, report=tmp_path / "r.json")
+    )
     assert batches.list_batches(out) == [0, 1]  # stale batch_2 gone
     assert json.loads((tmp_path / "r.json").read_text())["sizes"] == [20, 5]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".batches")]

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 
 from aiev.config import load_config
-from aiev.seeds import dedup
 from aiev.seeds.dedup import DedupParams, code_tokens, deduplicate
+from aiev.seeds.steps import STEPS
+from aiev.steps import run_step
 
 ORIGINAL = """def moving_average(values, window):
     result = []
@@ -111,9 +113,9 @@ def test_deterministic_and_parallel_equals_serial():
 def test_run_writes_report(tmp_path):
     src = tmp_path / "seeds.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in [rec(0, ORIGINAL), rec(1, RENAMED), rec(2, ORIGINAL)]))
-    report = dedup.run(
-        load_config()["dedup"] | {"workers": 1}, input=src, output=tmp_path / "out.jsonl", report=tmp_path / "rep.json"
-    )
+    cfg = {"dedup": load_config()["dedup"] | {"workers": 1}}
+    step = next(s for s in STEPS if s.name == "dedup")
+    report = run_step(step, cfg, Namespace(input=src, output=tmp_path / "out.jsonl", report=tmp_path / "rep.json"))
     assert (report["input"], report["kept"], report["dropped_exact"], report["dropped_near"]) == (3, 1, 1, 1)
     on_disk = json.loads((tmp_path / "rep.json").read_text())
     assert {d["id"] for d in on_disk["dropped_rows"]} == {"t:1", "t:2"}

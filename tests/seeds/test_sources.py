@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import json
 import textwrap
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
 from aiev.config import ConfigError, load_config
 from aiev.records import record_errors
-from aiev.seeds import sources as seeds
 from aiev.seeds.sources import SeedError, collect_seeds, stdlib_root
+from aiev.seeds.steps import STEPS
+from aiev.steps import run_step
 
 
 def section(*sources, **kw):
@@ -185,7 +187,8 @@ def test_mixed_sources_run_writes_outputs(tmp_path):
         {"name": "a", "type": "jsonl", "path": str(f), "text_field": "q"},
         {"name": "std", "type": "stdlib", "count": 5},
     )
-    report = seeds.run(sec, output=tmp_path / "seeds.jsonl", report=tmp_path / "report.json")
+    step = next(s for s in STEPS if s.name == "seeds")
+    report = run_step(step, {"seeds": sec}, Namespace(output=tmp_path / "seeds.jsonl", report=tmp_path / "report.json"))
     rows = [json.loads(x) for x in (tmp_path / "seeds.jsonl").read_text().splitlines()]
     assert report["total"] == 6 == len(rows)
     assert {r["source"] for r in rows} == {"a", "std"}

@@ -4,11 +4,14 @@ test tasks, and mismatched evaluations refused."""
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 
 import pytest
 
 from aiev.config import load_config
-from aiev.stage.decide import decide, run
+from aiev.stage.decide import decide
+from aiev.stage.steps import STEPS
+from aiev.steps import run_step
 
 
 def policy(**kw):
@@ -70,15 +73,20 @@ def test_evaluations_of_different_splits_are_refused():
         decide(policy(), score(1, n=10), score(1, n=9))
 
 
+def run(section: dict, **paths) -> dict:
+    """The ``decide-stage`` step as the CLI runs it (the record written by the contract)."""
+    return run_step(STEPS[0], {"stage": section}, Namespace(**paths))
+
+
 def test_the_step_writes_stage_json_and_reads_the_previous_one(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps(score(4)))
     (tmp_path / "s.json").write_text(json.dumps(score(5)))
     (tmp_path / "prev.json").write_text(json.dumps({"next": "teaching"}))
     out = tmp_path / "stage.json"
     rec = run(policy(), teacher=tmp_path / "t.json", student=tmp_path / "s.json", output=out,
-              previous=tmp_path / "prev.json", batch=1)  # fmt: skip
+              previous=tmp_path / "prev.json", batch_index=1)  # fmt: skip
     assert json.loads(out.read_text()) == rec and rec["next"] == "self-learning" and rec["batch"] == 1
     (tmp_path / "prev.json").write_text(json.dumps({"next": "maybe"}))
     with pytest.raises(ValueError, match="'next' must be one of"):
         run(policy(), teacher=tmp_path / "t.json", student=tmp_path / "s.json", output=out,
-            previous=tmp_path / "prev.json")  # fmt: skip
+            previous=tmp_path / "prev.json", batch_index=None)  # fmt: skip
