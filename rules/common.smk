@@ -254,22 +254,24 @@ def train_args(wildcards, input):
     return args
 
 
+def per_batch(name, on=True):
+    """Every batch's file `name` (below results/batch_K), in batch order, as one input of a report
+    rule; none when its part is off. A report step takes each kind by its own argument."""
+    return [f"results/batch_{k}/{name}" for k in batch_ids()] if on else []
+
+
 def summary_inputs(wildcards):
-    """Every report the run summary reads, per batch (only those of the stages that run)."""
-    files = [
-        "generate_report.json",
-        "usage.json",
-        "check_report.json",
-        "decontam_report.json",
-        "split_report.json",
-    ]
-    if config["train"]["enabled"]:
-        files.append("train_report.json")
-    if loop_enabled():
-        files += ["eval/teacher.json", "eval/student.json"]
+    """Every report the run summary reads, per batch (only those of the parts that run)."""
     return {
+        "generate": per_batch("generate_report.json"),
+        "usage": per_batch("usage.json"),
+        "check": per_batch("check_report.json"),
+        "decontam": per_batch("decontam_report.json"),
+        "split": per_batch("split_report.json"),
+        "train": per_batch("train_report.json", config["train"]["enabled"]),
+        "teacher": per_batch("eval/teacher.json", loop_enabled()),
+        "student": per_batch("eval/student.json", loop_enabled()),
         "stages": decided_stages() if loop_enabled() else [],
-        "reports": expand("results/batch_{k}/{f}", k=batch_ids(), f=files),
         "dedup": "results/seeds/dedup_report.json",
         "batches": "results/seeds/batches_report.json",
         "dataset": "results/dataset/dataset_report.json",
@@ -280,12 +282,14 @@ def summary_inputs(wildcards):
 def plots_inputs(wildcards):
     """What the plots read beside the summary: each batch's test-check and decontamination reports and, trained,
     its student."""
-    ks = batch_ids()
-    files = expand("results/batch_{k}/check_report.json", k=ks)
-    files += expand("results/batch_{k}/decontam_report.json", k=ks)
-    if config["train"]["enabled"]:
-        files += [student_dir(k) for k in ks]
-    return files
+    return {
+        "summary": "results/summary.json",
+        "check": per_batch("check_report.json"),
+        "decontam": per_batch("decontam_report.json"),
+        "students": (
+            [student_dir(k) for k in batch_ids()] if config["train"]["enabled"] else []
+        ),
+    }
 
 
 # The config sections that decide the data set's entries (their hash goes into its card), and its own.
@@ -308,16 +312,12 @@ DATASET_SECTIONS = (
 def dataset_inputs(wildcards):
     """What the data set and its card are made of: each batch's splits and reports (stage records when the loop
     runs) and, with Apptainer, the sandbox image (its hash is in the card)."""
-    ks = batch_ids()
-    files = [
-        "train.jsonl",
-        "test.jsonl",
-        "generate_report.json",
-        "check_report.json",
-        "decontam_report.json",
-    ]
     return {
-        "batches": expand("results/batch_{k}/{f}", k=ks, f=files),
+        "train": per_batch("train.jsonl"),
+        "test": per_batch("test.jsonl"),
+        "generate": per_batch("generate_report.json"),
+        "check": per_batch("check_report.json"),
+        "decontam": per_batch("decontam_report.json"),
         "stages": decided_stages() if loop_enabled() else [],
         "image": sandbox_image(wildcards),
     }

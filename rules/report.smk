@@ -20,7 +20,9 @@ rule dataset:
     params:
         config=sections(*DATASET_SECTIONS),
     shell:
-        "aiev dataset --config {params.config:q} --batch-files {input.batches:q} {input.stages:q} "
+        "aiev dataset --config {params.config:q} --train {input.train:q} --test {input.test:q} "
+        "--generate-reports {input.generate:q} --check-reports {input.check:q} "
+        "--decontam-reports {input.decontam:q} --stages {input.stages:q} "
         "--output $(dirname {output.report:q}) --report {output.report:q} 2> {log}"
 
 
@@ -42,7 +44,10 @@ rule summary:
     params:
         config=sections("summary"),
     shell:
-        "aiev summary --config {params.config:q} --batch-files {input.reports:q} {input.stages:q} "
+        "aiev summary --config {params.config:q} --generate-reports {input.generate:q} "
+        "--usage {input.usage:q} --check-reports {input.check:q} --decontam-reports {input.decontam:q} "
+        "--split-reports {input.split:q} --train-reports {input.train:q} "
+        "--teacher-evals {input.teacher:q} --student-evals {input.student:q} --stages {input.stages:q} "
         "--benchmarks {input.benchmarks:q} --dedup-report {input.dedup} "
         "--batches-report {input.batches} --dataset-report {input.dataset} --output {output.summary} "
         "--markdown {output.markdown} 2> {log}"
@@ -50,8 +55,7 @@ rule summary:
 
 rule plots:
     input:
-        summary="results/summary.json",
-        batches=plots_inputs,
+        unpack(plots_inputs),
     output:
         # one labelled report() output per plot and table: aiev.report.plots.FIGURES is their one list
         **{
@@ -70,5 +74,6 @@ rule plots:
     conda:
         "../envs/aiev.yaml"
     shell:
-        "aiev plots --summary {input.summary} --batch-files {input.batches:q} "
+        "aiev plots --summary {input.summary} --check-reports {input.check:q} "
+        "--decontam-reports {input.decontam:q} --students {input.students:q} "
         "--outdir $(dirname {output.numbers:q}) 2> {log}"

@@ -1,69 +1,36 @@
-"""The batch files a report step is handed, grouped by their batch folder and read by name.
+"""The batch files a report step is handed, one named argument per kind, zipped into one record per batch.
 
-The rules hand each report step the exact files its job declares as inputs (``results/batch_K/check_report.json``,
-``results/batch_K/eval/student.json``, a trained student's folder ...), never a folder to look into: what Snakemake
-thinks the job reads is what it reads (tests/test_workflow.py audits it). A file the rule did not hand over is
-treated as absent, even where it lies on disk.
+The rules hand each report step exactly the files its job declares as inputs, one argument per kind of file
+(``--check-reports``, ``--students`` ...), each a list in batch order: the K-th file of every list is batch K's.
+Which file is which kind is the rules' business (rules/common.smk): no module here spells a batch file's name.
+A kind the rule did not hand over (its part switched off) is absent for every batch, ``None``, and reads as an
+empty report (its fields null), whatever lies on disk: what Snakemake thinks the job reads is what it reads
+(tests/test_workflow.py audits it).
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aiev.io import read_json_if_exists
 
-_BATCH_DIR = re.compile(r"batch_(\d+)")
+#: One kind's files, one per batch in batch order (empty: the kind is absent).
+Files = Sequence[str | Path]
 
 
-@dataclass
-class BatchFiles:
-    """One batch's handed-over files: ``name`` (the path below ``results/batch_K``, e.g. ``eval/teacher.json``)
-    to path."""
-
-    index: int
-    folder: Path
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def path(self, name: str) -> Path | None:
-        return self.files.get(name)
-
-    def json(self, name: str) -> dict[str, Any]:
-        """The named JSON file's content; ``{}`` when it was not handed over or does not exist."""
-        path = self.files.get(name)
-        return (read_json_if_exists(path) or {}) if path is not None else {}
-
-    @classmethod
-    def of_dir(cls, folder: str | Path) -> BatchFiles:
-        """Everything now in ``folder`` (for library use and tests; steps are handed their files). Its index is
-        the folder's ``batch_K``, else 0."""
-        root = Path(folder)
-        m = _BATCH_DIR.fullmatch(root.name)
-        return cls(int(m.group(1)) if m else 0, root,
-                   {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*"))})  # fmt: skip
+def per_batch(**kinds: Files | None) -> list[dict[str, Path | None]]:
+    """One record per batch, in batch order (the position in the lists is the batch's index): kind -> its file,
+    ``None`` for a kind not handed over (an empty list). Every kind handed over has one file per batch."""
+    lists = {kind: list(files or []) for kind, files in kinds.items()}
+    n = max((len(files) for files in lists.values()), default=0)
+    uneven = {kind: len(files) for kind, files in lists.items() if files and len(files) != n}
+    if uneven:
+        raise ValueError(f"one file per batch ({n} batches) for each kind handed over, not {uneven}")
+    return [{kind: Path(files[k]) if files else None for kind, files in lists.items()} for k in range(n)]
 
 
-def group(paths: Iterable[str | Path]) -> list[BatchFiles]:
-    """``paths`` grouped by the ``batch_K`` folder each lies in, in batch order.
-
-    A path with no ``batch_K`` folder above it is an error: the rule handed the step something it cannot place."""
-    found: dict[Path, BatchFiles] = {}
-    for raw in paths:
-        path = Path(raw)
-        for parent in path.parents:
-            m = _BATCH_DIR.fullmatch(parent.name)
-            if m:
-                b = found.setdefault(parent, BatchFiles(int(m.group(1)), parent))
-                b.files[path.relative_to(parent).as_posix()] = path
-                break
-        else:
-            raise ValueError(f"{raw}: not inside a batch folder (results/batch_K)")
-    ordered = sorted(found.values(), key=lambda b: b.index)
-    for a, b in itertools.pairwise(ordered):
-        if a.index == b.index:
-            raise ValueError(f"two folders for batch {a.index}: {a.folder} and {b.folder}")
-    return ordered
+def read(path: Path | None) -> dict[str, Any]:
+    """A handed-over JSON report's content; ``{}`` when its kind was not handed over or it does not exist."""
+    return (read_json_if_exists(path) or {}) if path is not None else {}

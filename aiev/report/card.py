@@ -108,8 +108,13 @@ def _pct(n: int, total: int) -> str:
 
 
 def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
-    st, prov, dec = info["stats"], info["provenance"], info["decontamination"]
-    n = info["entries"]
+    """The card's Markdown, section by section."""
+    return [*_intro(info), *_counts(info), *_seeds(info), *_test_checks(info), *_decontamination(info),
+            *_provenance(info), *_schema_and_skips(info, schema, feats)]  # fmt: skip
+
+
+def _intro(info: dict[str, Any]) -> list[str]:
+    """What the data set is and how to load it."""
     lines = ["# AIEV-INSTRUCT code-interpreter dialogues", ""]
     lines += [
         "Multi-turn dialogues between a questioner, a programmer and a code interpreter, generated with",
@@ -130,9 +135,14 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
         "(`json.loads` them). Every number below was computed from the rows and the batch reports when the data",
         "set was written.",
         "",
-        "## Counts",
-        "",
     ]
+    return lines
+
+
+def _counts(info: dict[str, Any]) -> list[str]:
+    """Entries per split, batch, stage and model, rounds and code language."""
+    st, n = info["stats"], info["entries"]
+    lines = ["## Counts", ""]
     lines += table([{"split": s, "entries": info[s], "shards": len(info["files"]["parquet"][s])}
                     for s in ("train", "test")] + [{"split": "total", "entries": n}],
                    ["split", "entries", "shards"])  # fmt: skip
@@ -153,6 +163,13 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
                    ["rounds", "train", "test", "total", "share"])  # fmt: skip
     lines += ["### Code language", ""]
     lines += table(st["by_language"], ["language", "train", "test", "total"])
+    return lines
+
+
+def _seeds(info: dict[str, Any]) -> list[str]:
+    """The seed sources, their licences and entries; the data set's own licence."""
+    st, prov = info["stats"], info["provenance"]
+    lines: list[str] = []
     lines += ["## Seeds and their licences", ""]
     seen = {r["source"]: r for r in st["by_seed_source"]}
     srcs = [{**s, "entries": (seen.get(s["name"]) or {}).get("total", 0)} for s in prov["seed_sources"]]
@@ -162,6 +179,12 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
                    ["source", "type", "from", "revision", "licence", "licence from", "entries"])  # fmt: skip
     lines += [f"The data set's own licence (`dataset.license`): {info['license']}. Generated text is also subject",
               "to the terms of the models that wrote it (Provenance).", ""]  # fmt: skip
+    return lines
+
+
+def _test_checks(info: dict[str, Any]) -> list[str]:
+    """What the test checks removed and found."""
+    lines: list[str] = []
     chk = info.get("test_checks") or {}
     lines += ["## Test checks", ""]
     if chk.get("modes"):
@@ -177,6 +200,13 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
         lines += ["The entries' tests were not checked beyond the dialogue's own verdict (check_tests.mode: off).", ""]
     if chk.get("batches_without_report"):
         lines += [f"Batches without a test-check report: {_cell(chk['batches_without_report'])}.", ""]
+    return lines
+
+
+def _decontamination(info: dict[str, Any]) -> list[str]:
+    """What decontamination removed, per benchmark."""
+    dec = info["decontamination"]
+    lines: list[str] = []
     lines += ["## Decontamination", ""]
     rules = "; ".join(f"{r['metric']} similarity > {r['threshold']}" for r in dec["rules"]) or "no report"
     lines += [f"Entries whose code is too similar to a benchmark snippet were removed ({rules}): "
@@ -184,6 +214,13 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
     lines += table(dec["benchmarks"], ["benchmark", "snippets", "removed", "batches", "sources"])
     if dec["batches_without_report"]:
         lines += [f"Batches without a decontamination report: {_cell(dec['batches_without_report'])}.", ""]
+    return lines
+
+
+def _provenance(info: dict[str, Any]) -> list[str]:
+    """Versions, config hash, sandbox, models, prompts and generation settings."""
+    prov = info["provenance"]
+    lines: list[str] = []
     lines += ["## Provenance", ""]
     lines += ["Each entry's `provenance` holds the prompting mode, the generating model's identity (its served "
               "name, its file's name, a SHA-256 over its files and their count: never a path of the machine that "
@@ -216,6 +253,12 @@ def body(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
     lines += ["### Generation settings", "", "Fingerprints of the settings that shaped the entries (the",
               "generation shard reports hold the settings themselves):", ""]  # fmt: skip
     lines += table(prov["fingerprints"], ["batch", "fingerprint", "entries"])
+    return lines
+
+
+def _schema_and_skips(info: dict[str, Any], schema: dict[str, Any], feats: Any) -> list[str]:
+    """The fields of a row, and the rows not taken."""
+    lines: list[str] = []
     lines += [
         "## Schema",
         "",

@@ -44,7 +44,7 @@ from aiev import __version__
 from aiev.config import load_schema
 from aiev.io import SkipLog, atomic_dir, dumps, fsync_path, read_jsonl, sha256_file, write_json
 from aiev.records import record_errors
-from aiev.report.batches import BatchFiles
+from aiev.report.batches import Files, per_batch, read
 
 SPLITS = ("train", "test")
 #: Config sections that decide which entries the data set holds (the card's config hash covers these).
@@ -280,7 +280,7 @@ def provenance(cfg: dict[str, Any], batches: list[dict[str, Any]], stats: Stats)
 
 
 def test_checks(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    """What aiev check-tests did over the batches, from each batch's check_report.json."""
+    """What aiev check-tests did over the batches, from each batch's test-check report."""
     reps = [b["checks"] for b in batches if b["checks"]]
     removed: dict[str, int] = {}
     would: dict[str, int] = {}
@@ -303,7 +303,7 @@ def test_checks(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def decontamination(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per benchmark over the batches, from each batch's decontam_report.json."""
+    """Per benchmark over the batches, from each batch's decontamination report."""
     per: dict[str, dict[str, Any]] = {}
     for b in batches:
         rep = b["decontam"]
@@ -379,82 +379,27 @@ def _read_entries(path: Path, skips: SkipLog) -> Iterator[tuple[int, dict[str, A
     yield from read_jsonl(path, skips)
 
 
-def run(cfg: dict[str, Any], *, batch_files: list[BatchFiles], output: str | Path,
-        report: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """The ``dataset`` step: the data set of the batches in ``batch_files`` (each batch's ``train.jsonl``,
-    ``test.jsonl``, reports and stage record as handed to the step: :mod:`aiev.report.batches`), written to the
-    directory ``output``; ``report`` (default ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the
-    whole validated config."""
+def run(
+    cfg: dict[str, Any], *, train: Files, test: Files, generate_reports: Files = (), check_reports: Files = (),
+    decontam_reports: Files = (), stages: Files = (), output: str | Path, report: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``dataset`` step: the data set of the batches whose splits are ``train`` and ``test`` (each batch's
+    train and test entries), with their generation, test-check and decontamination reports and stage records (each
+    kind a list in batch order, empty where it is absent: :mod:`aiev.report.batches`), written to the directory
+    ``output``; ``report`` (default ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the whole
+    validated config."""
     from aiev.report import card
 
     dest = Path(output).resolve()
     report_path = Path(report).resolve() if report else dest / "dataset_report.json"
-    shard_rows = cfg["dataset"]["shard_rows"]
+    handed = per_batch(train=train, test=test, generate_reports=generate_reports, check_reports=check_reports,
+                       decontam_reports=decontam_reports, stages=stages)  # fmt: skip
+    batches = batch_records(handed)
     schema, feats = entry_schema(), features()
     skips, stats = SkipLog(), Stats()
-    batches = []
-    for b in batch_files:
-        batches.append({
-            "batch": b.index, "dir": str(b.folder),
-            "generate": b.json("generate_report.json"),
-            "decontam": b.json("decontam_report.json"),
-            "checks": b.json("check_report.json"),
-            "stage_record": b.json("stage.json"),
-        })  # fmt: skip
     with atomic_dir(dest) as tmp:
-        (tmp / "data").mkdir()
-        (tmp / "jsonl").mkdir()
-        per_batch = {b["batch"]: {"batch": b["batch"], "train": 0, "test": 0} for b in batches}
-        files: dict[str, dict[str, list[str]]] = {"parquet": {}, "jsonl": {}}
-        num_bytes = {}
-        for split in SPLITS:
-            writer = _ShardWriter(tmp, split, shard_rows, feats)
-            for b, handed in zip(batches, batch_files, strict=True):
-                path = handed.path(f"{split}.jsonl")
-                if path is None:  # not handed over: absent, whatever lies on disk
-                    skips.add("missing-file", file=str(handed.folder / f"{split}.jsonl"))
-                    continue
-                for line, entry in _read_entries(path, skips):
-                    row, reason = to_row(entry, split, schema)
-                    if row is None:
-                        skips.add(reason or "invalid-entry", file=str(path), line=line, id=entry.get("id"))
-                        continue
-                    writer.add(row)
-                    stats.add(row)
-                    per_batch[b["batch"]][split] += 1
-            made = writer.close()
-            for kind in files:
-                files[kind][split] = made[kind]
-            num_bytes[split] = writer.num_bytes
-        info: dict[str, Any] = {
-            "output": str(output),
-            "entries": sum(stats.c["split"].values()),
-            "train": stats.c["split"]["train"],
-            "test": stats.c["split"]["test"],
-            "batches": list(per_batch.values()),
-            "shard_rows": shard_rows,
-            "files": files,
-            "num_bytes": num_bytes,
-            "download_size": {
-                kind: sum((tmp / f).stat().st_size for fs in files[kind].values() for f in fs) for kind in files
-            },
-            "json_fields": json_fields(schema),
-            "stats": {
-                "by_batch": _by_batch(batches, stats),
-                "by_stage": stats.table("stage", "stage", "split"),
-                "by_model": stats.table("model", "batch", "stage", "model", "split"),
-                "by_rounds": stats.table("rounds", "rounds", "split"),
-                "by_language": stats.table("language", "language", "split"),
-                "by_seed_source": stats.table("source", "source", "split"),
-            },
-            "test_checks": test_checks(batches),
-            "decontamination": decontamination(batches),
-            "provenance": provenance(cfg, batches, stats),
-            "license": cfg["dataset"]["license"] or "unknown",
-            "bad": len(skips),
-            "bad_by_reason": skips.counts(),
-            "bad_rows": skips.rows,
-        }
+        written = write_splits(tmp, batches, cfg["dataset"]["shard_rows"], schema, feats, skips, stats)
+        info = describe(cfg, output, tmp, batches, written, schema, skips, stats)
         with open(tmp / "README.md", "w", encoding="utf-8") as fh:
             fh.write(card.render(info, schema, feats))
         if report_path.parent == dest:
@@ -462,6 +407,92 @@ def run(cfg: dict[str, Any], *, batch_files: list[BatchFiles], output: str | Pat
     if report_path.parent != dest:
         write_json(report_path, info)
     return info
+
+
+def batch_records(handed: list[dict[str, Path | None]]) -> list[dict[str, Any]]:
+    """Each batch's reports, read, beside its split files: what the card says of it."""
+    return [
+        {
+            "batch": k,
+            "splits": {split: files[split] for split in SPLITS},
+            "generate": read(files["generate_reports"]),
+            "decontam": read(files["decontam_reports"]),
+            "checks": read(files["check_reports"]),
+            "stage_record": read(files["stages"]),
+        }
+        for k, files in enumerate(handed)
+    ]
+
+
+def write_splits(
+    tmp: Path, batches: list[dict[str, Any]], shard_rows: int, schema: dict[str, Any], feats: Any, skips: SkipLog,
+    stats: Stats,
+) -> dict[str, Any]:  # fmt: skip
+    """Every batch's rows of each split into the shards under ``tmp`` (bad rows into ``skips``, counts into
+    ``stats``): the shard files by format and split, the splits' sizes, and each batch's rows per split."""
+    (tmp / "data").mkdir()
+    (tmp / "jsonl").mkdir()
+    per_batch_rows = {b["batch"]: {"batch": b["batch"], "train": 0, "test": 0} for b in batches}
+    files: dict[str, dict[str, list[str]]] = {"parquet": {}, "jsonl": {}}
+    num_bytes = {}
+    for split in SPLITS:
+        writer = _ShardWriter(tmp, split, shard_rows, feats)
+        for b in batches:
+            path = b["splits"][split]
+            if path is None:  # not handed over: absent, whatever lies on disk
+                skips.add("missing-file", batch=b["batch"], split=split)
+                continue
+            for line, entry in _read_entries(path, skips):
+                row, reason = to_row(entry, split, schema)
+                if row is None:
+                    skips.add(reason or "invalid-entry", file=str(path), line=line, id=entry.get("id"))
+                    continue
+                writer.add(row)
+                stats.add(row)
+                per_batch_rows[b["batch"]][split] += 1
+        made = writer.close()
+        for kind in files:
+            files[kind][split] = made[kind]
+        num_bytes[split] = writer.num_bytes
+    return {"files": files, "num_bytes": num_bytes, "per_batch": list(per_batch_rows.values())}
+
+
+def describe(
+    cfg: dict[str, Any], output: str | Path, tmp: Path, batches: list[dict[str, Any]], written: dict[str, Any],
+    schema: dict[str, Any], skips: SkipLog, stats: Stats,
+) -> dict[str, Any]:  # fmt: skip
+    """``dataset_report.json``, which the card renders: the counts, files and sizes of what was written under
+    ``tmp``, its statistics, the batch reports' test checks and decontamination, provenance, the skipped rows."""
+    files = written["files"]
+    return {
+        "output": str(output),
+        "entries": sum(stats.c["split"].values()),
+        "train": stats.c["split"]["train"],
+        "test": stats.c["split"]["test"],
+        "batches": written["per_batch"],
+        "shard_rows": cfg["dataset"]["shard_rows"],
+        "files": files,
+        "num_bytes": written["num_bytes"],
+        "download_size": {
+            kind: sum((tmp / f).stat().st_size for fs in files[kind].values() for f in fs) for kind in files
+        },
+        "json_fields": json_fields(schema),
+        "stats": {
+            "by_batch": _by_batch(batches, stats),
+            "by_stage": stats.table("stage", "stage", "split"),
+            "by_model": stats.table("model", "batch", "stage", "model", "split"),
+            "by_rounds": stats.table("rounds", "rounds", "split"),
+            "by_language": stats.table("language", "language", "split"),
+            "by_seed_source": stats.table("source", "source", "split"),
+        },
+        "test_checks": test_checks(batches),
+        "decontamination": decontamination(batches),
+        "provenance": provenance(cfg, batches, stats),
+        "license": cfg["dataset"]["license"] or "unknown",
+        "bad": len(skips),
+        "bad_by_reason": skips.counts(),
+        "bad_rows": skips.rows,
+    }
 
 
 def _by_batch(batches: list[dict[str, Any]], stats: Stats) -> list[dict[str, Any]]:

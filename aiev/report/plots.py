@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
-from aiev.report.batches import BatchFiles
+from aiev.report.batches import Files, per_batch, read
 
 
 @dataclass(frozen=True)
@@ -206,14 +206,15 @@ def stages(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
     return _rst([head, "", *[f"- {x}" for x in lines]])
 
 
-def checks(plt: Any, batches: list[BatchFiles], path: Path) -> str:
-    """The test checks over the batches: the mutation-score histogram and the removals by reason."""
+def checks(plt: Any, reports: list[Path | None], path: Path) -> str:
+    """The test checks over the batches (each one's test-check report): the mutation-score histogram and the
+    removals by reason."""
     scores: list[float] = []
     reasons: dict[str, int] = {}
     modes: set[str] = set()
     entries = 0
-    for b in batches:
-        rep = b.json("check_report.json")
+    for report in reports:
+        rep = read(report)
         if not rep:
             continue
         modes.add(rep.get("mode", "?"))
@@ -240,11 +241,12 @@ def checks(plt: Any, batches: list[BatchFiles], path: Path) -> str:
                  f"over {len(scores)} entries with mutants; {verb}: {why}."])  # fmt: skip
 
 
-def decontam(plt: Any, batches: list[BatchFiles], path: Path) -> str:
+def decontam(plt: Any, reports: list[Path | None], path: Path) -> str:
+    """Removals per benchmark over the batches (each one's decontamination report)."""
     per: dict[str, dict[str, int]] = {}
     threshold = None
-    for b in batches:
-        rep = b.json("decontam_report.json")
+    for report in reports:
+        rep = read(report)
         threshold = rep.get("threshold", threshold)
         for name, bench in (rep.get("benchmarks") or {}).items():
             row = per.setdefault(name, {"removed": 0, "snippets": 0})
@@ -296,15 +298,16 @@ def usage(plt: Any, batches: list[dict[str, Any]], path: Path) -> str:
                  f"${sum(cost):.2f} over {len(rows)} batch(es)."])  # fmt: skip
 
 
-def loss(plt: Any, batches: list[BatchFiles], path: Path) -> str:
+def loss(plt: Any, students: list[Path | None], path: Path) -> str:
+    """The training loss curves, from each batch's trained student (its folder, handed over whole; None: not
+    trained), which holds its training record (aiev.train.worker)."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     curves = []
-    for b in batches:
-        student = b.path("student")  # the trained student's folder, handed over whole
+    for k, student in enumerate(students):
         metrics = read_json_if_exists(student / "metrics.json") if student is not None else None
         points = (metrics or {}).get("loss") or []
         if points:
-            curves.append((b.index, points, metrics))
+            curves.append((k, points, metrics))
             ax.plot(
                 [p["step"] for p in points], [p["loss"] for p in points], marker=".", label=f"batch {curves[-1][0]}"
             )
@@ -411,9 +414,14 @@ def benchmarks_table(summary: dict[str, Any]) -> str:
     return _table("pass@1 (%) beside the paper's", ["model", *cols], rows, notes or "")
 
 
-def run(*, summary: str | Path, batch_files: list[BatchFiles], outdir: str | Path) -> dict[str, Any]:
-    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``; ``batch_files``:
-    each batch's test-check and decontamination reports and trained student (:mod:`aiev.report.batches`)."""
+def run(
+    *, summary: str | Path, check_reports: Files = (), decontam_reports: Files = (), students: Files = (),
+    outdir: str | Path,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``; beside the summary,
+    each batch's test-check and decontamination reports and trained student (its folder), each kind a list in
+    batch order, empty where it is absent (:mod:`aiev.report.batches`)."""
+    handed = per_batch(check_reports=check_reports, decontam_reports=decontam_reports, students=students)
     info = json.loads(Path(summary).read_text(encoding="utf-8"))
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -423,10 +431,10 @@ def run(*, summary: str | Path, batch_files: list[BatchFiles], outdir: str | Pat
         "rounds": lambda path: rounds(plt, batches, path),
         "rejections": lambda path: rejections(plt, batches, path),
         "stages": lambda path: stages(plt, batches, path),
-        "checks": lambda path: checks(plt, batch_files, path),
-        "decontam": lambda path: decontam(plt, batch_files, path),
+        "checks": lambda path: checks(plt, [b["check_reports"] for b in handed], path),
+        "decontam": lambda path: decontam(plt, [b["decontam_reports"] for b in handed], path),
         "usage": lambda path: usage(plt, batches, path),
-        "loss": lambda path: loss(plt, batch_files, path),
+        "loss": lambda path: loss(plt, [b["students"] for b in handed], path),
         "benchmarks": lambda path: benchmarks(
             plt, info.get("benchmarks") or {}, info.get("paper_benchmarks") or {}, path
         ),

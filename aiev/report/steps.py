@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aiev.report.batches import group
 from aiev.steps import Step
 
 
+def _per_batch(p: argparse.ArgumentParser, flag: str, what: str, *, required: bool = False) -> None:
+    """A kind of batch file: one FILE per batch, in batch order (the K-th is batch K's); none given: absent."""
+    p.add_argument(flag, nargs="*", default=[], required=required, metavar="FILE",
+                   help=f"each batch's {what}, in batch order; only these are read")  # fmt: skip
+
+
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-files", dest="batch_files", nargs="+", required=True, metavar="FILE",
-                   help="every batch file the data set is made of (results/batch_K/: train.jsonl, test.jsonl, "
-                        "generate_report.json, check_report.json, decontam_report.json, stage.json); only these "
-                        "are read")  # fmt: skip
+    _per_batch(p, "--train", "train split (the data set's train rows)", required=True)
+    _per_batch(p, "--test", "test split (the data set's test rows)", required=True)
+    _per_batch(p, "--generate-reports", "generation report")
+    _per_batch(p, "--check-reports", "test-check report")
+    _per_batch(p, "--decontam-reports", "decontamination report")
+    _per_batch(p, "--stages", "stage record (when the loop runs)")
     p.add_argument("--output", required=True, help="the data set's directory (Hugging Face datasets layout)")
     p.add_argument("--report", help="dataset_report.json (default: OUTPUT/dataset_report.json)")
 
@@ -21,12 +28,23 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 def _dataset(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import dataset
 
-    return dataset.run(cfg, batch_files=group(args.batch_files), output=args.output, report=args.report)
+    return dataset.run(
+        cfg, train=args.train, test=args.test, generate_reports=args.generate_reports,
+        check_reports=args.check_reports, decontam_reports=args.decontam_reports, stages=args.stages,
+        output=args.output, report=args.report,
+    )  # fmt: skip
 
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-files", dest="batch_files", nargs="+", required=True, metavar="FILE",
-                   help="each batch's reports and stage record (results/batch_K/...); only these are read")  # fmt: skip
+    _per_batch(p, "--generate-reports", "generation report")
+    _per_batch(p, "--usage", "LLM usage")
+    _per_batch(p, "--check-reports", "test-check report")
+    _per_batch(p, "--decontam-reports", "decontamination report")
+    _per_batch(p, "--split-reports", "split report")
+    _per_batch(p, "--train-reports", "training report (when training runs)")
+    _per_batch(p, "--teacher-evals", "teacher's evaluation (when the loop runs)")
+    _per_batch(p, "--student-evals", "student's evaluation (when the loop runs)")
+    _per_batch(p, "--stages", "stage record (when the loop runs)")
     p.add_argument("--dedup-report", dest="dedup_report", required=True)
     p.add_argument("--batches-report", dest="batches_report", required=True)
     p.add_argument("--dataset-report", dest="dataset_report")
@@ -40,24 +58,29 @@ def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import summary
 
     return summary.run(
-        cfg["summary"], batch_files=group(args.batch_files), dedup_report=args.dedup_report,
-        batches_report=args.batches_report, dataset_report=args.dataset_report, output=args.output,
-        markdown=args.markdown, benchmarks=args.benchmarks,
+        cfg["summary"], generate_reports=args.generate_reports, usage=args.usage, check_reports=args.check_reports,
+        decontam_reports=args.decontam_reports, split_reports=args.split_reports, train_reports=args.train_reports,
+        teacher_evals=args.teacher_evals, student_evals=args.student_evals, stages=args.stages,
+        dedup_report=args.dedup_report, batches_report=args.batches_report, dataset_report=args.dataset_report,
+        output=args.output, markdown=args.markdown, benchmarks=args.benchmarks,
     )  # fmt: skip
 
 
 def _plots_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, help="the run summary (summary.json)")
-    p.add_argument("--batch-files", dest="batch_files", nargs="*", default=[], metavar="FILE",
-                   help="each batch's check and decontamination reports and trained student folder "
-                        "(results/batch_K/...); only these are read")  # fmt: skip
+    _per_batch(p, "--check-reports", "test-check report")
+    _per_batch(p, "--decontam-reports", "decontamination report")
+    _per_batch(p, "--students", "trained student (its folder, when training runs)")
     p.add_argument("--outdir", required=True, help="where the plots, their numbers and the tables go")
 
 
 def _plots(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import plots
 
-    return plots.run(summary=args.summary, batch_files=group(args.batch_files), outdir=args.outdir)
+    return plots.run(
+        summary=args.summary, check_reports=args.check_reports, decontam_reports=args.decontam_reports,
+        students=args.students, outdir=args.outdir,
+    )  # fmt: skip
 
 
 def _summary_line(r: dict[str, Any]) -> str:

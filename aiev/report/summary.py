@@ -2,10 +2,10 @@
 paper's; and a projection from the batches run so far to the whole seed set (tokens, cost, wall time), so the
 cost of the full run is known before it is paid.
 
-Reads the reports the other steps wrote in each batch directory (``generate_report.json``, ``usage.json``,
-``decontam_report.json``, ``split_report.json``, ``train_report.json``, ``eval/{teacher,student}.json``,
-``stage.json``); a file that is absent (a part switched off) leaves its fields null. Writes ``summary.json`` and a
-Markdown rendering, ``summary.md``.
+Reads the reports the other steps wrote for each batch, each kind handed over as its own list in batch order
+(generation, usage, test checks, decontamination, split, training, the teacher's and the student's evaluation,
+the stage record: :mod:`aiev.report.batches`); a kind that is absent (a part switched off) leaves its fields
+null. Writes ``summary.json`` and a Markdown rendering, ``summary.md``.
 
 The projection's model (also written into the summary, with its inputs):
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
-from aiev.report.batches import BatchFiles
+from aiev.report.batches import Files, per_batch, read
 from aiev.suites import SUITES, family
 
 #: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
@@ -75,17 +75,17 @@ def benchmark_table(paths: list[str]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def batch_row(b: BatchFiles) -> dict[str, Any]:
-    k = b.index
-    gen = b.json("generate_report.json")
-    usage = b.json("usage.json")
-    dec = b.json("decontam_report.json")
-    chk = b.json("check_report.json")
-    split = b.json("split_report.json")
-    train = b.json("train_report.json")
-    teacher = b.json("eval/teacher.json")
-    student = b.json("eval/student.json")
-    stage = b.json("stage.json")
+def batch_row(k: int, files: dict[str, Path | None]) -> dict[str, Any]:
+    """Batch ``k``'s row, from its reports by kind (the keyword arguments of :func:`run`; None: absent)."""
+    gen = read(files.get("generate_reports"))
+    usage = read(files.get("usage"))
+    dec = read(files.get("decontam_reports"))
+    chk = read(files.get("check_reports"))
+    split = read(files.get("split_reports"))
+    train = read(files.get("train_reports"))
+    teacher = read(files.get("teacher_evals"))
+    student = read(files.get("student_evals"))
+    stage = read(files.get("stages"))
     runs = gen.get("shard_runs") or []
     return {
         "batch": k,
@@ -192,7 +192,15 @@ def project(rows: list[dict[str, Any]], seeds_total: int, batch_size: int, jobs:
 def run(
     section: dict[str, Any],
     *,
-    batch_files: list[BatchFiles],
+    generate_reports: Files = (),
+    usage: Files = (),
+    check_reports: Files = (),
+    decontam_reports: Files = (),
+    split_reports: Files = (),
+    train_reports: Files = (),
+    teacher_evals: Files = (),
+    student_evals: Files = (),
+    stages: Files = (),
     dedup_report: str | Path,
     batches_report: str | Path,
     output: str | Path,
@@ -200,9 +208,14 @@ def run(
     dataset_report: str | Path | None = None,
     benchmarks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary`` step, with the ``summary`` section (the projection's settings); ``batch_files``: each batch's
-    reports and stage record as handed to the step (:mod:`aiev.report.batches`)."""
-    rows = [batch_row(b) for b in batch_files]
+    """The ``summary`` step, with the ``summary`` section (the projection's settings); each batch's reports and
+    stage record by kind, each kind a list in batch order, empty where it is absent (:mod:`aiev.report.batches`)."""
+    handed = per_batch(
+        generate_reports=generate_reports, usage=usage, check_reports=check_reports,
+        decontam_reports=decontam_reports, split_reports=split_reports, train_reports=train_reports,
+        teacher_evals=teacher_evals, student_evals=student_evals, stages=stages,
+    )  # fmt: skip
+    rows = [batch_row(k, files) for k, files in enumerate(handed)]
     dedup = read_json_if_exists(Path(dedup_report)) or {}
     batches = read_json_if_exists(Path(batches_report)) or {}
     proj = section["projection"]

@@ -26,45 +26,15 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiev.scoring.samplefile import BenchmarkError, flaky, prepare_rows, read_tasks, run_all, sandbox_for, verdict
+from aiev.suites import JAVATUPLES as JAVATUPLES  # benchmarks/multiple_upstream.py links it
 from aiev.suites import MULTIPLE, MULTIPLE_PREFIX
 
-JAVATUPLES = "/usr/share/java/javatuples.jar"
-
-
-@dataclass(frozen=True)
-class Lang:
-    file: str
-    command: str  # run by sh in the scratch directory
-    tools: tuple[str, ...]
-    needs_files: tuple[str, ...] = ()
-    hint: str = "scripts/system-deps.sh test installs the MultiPL-E toolchains"
-
-
-LANGS = {
-    "js": Lang("main.js", "node main.js", ("node",)),
-    "cpp": Lang("main.cpp", "g++ -std=c++17 -o main main.cpp && ./main", ("g++",)),
-    "java": Lang(
-        "Problem.java",
-        f"javac -J-Xmx512m -encoding UTF8 -cp {JAVATUPLES} Problem.java"
-        f" && java -Xmx512m -ea -cp .:{JAVATUPLES} Problem",
-        ("javac", "java"),
-        (JAVATUPLES,),
-    ),
-    "php": Lang("main.php", "php main.php", ("php",)),
-    "rs": Lang("main.rs", "rustc -o main main.rs && ./main", ("rustc",)),
-    "swift": Lang(
-        "main.swift",
-        "swiftc -o main main.swift && ./main",
-        ("swiftc",),
-        hint="no Swift toolchain: Debian's `swift` package is OpenStack Swift, not the language (the Apptainer "
-        "image of containers/multipl-e.def has swift.org's)",
-    ),
-}
+#: How each language's program is built and run: the one language table's entries (aiev.suites.MULTIPLE).
+LANGS = MULTIPLE
 SUITES = tuple(f"{MULTIPLE_PREFIX}{code}" for code in MULTIPLE)
 
 

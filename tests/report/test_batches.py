@@ -1,4 +1,4 @@
-"""The report steps read the batch files they are handed, by name, and nothing else in the batch folders."""
+"""The report steps read the batch files they are handed, kind by kind, and nothing else in the batch folders."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ import pytest
 
 from aiev.cli import main as aiev_main
 from aiev.config import load_config
-from aiev.report.batches import group
+from aiev.report.batches import per_batch, read
 
 
-def test_files_are_grouped_by_batch_in_order_and_named_below_it(tmp_path):
-    paths = [tmp_path / "results/batch_10/check_report.json", tmp_path / "results/batch_2/eval/teacher.json",
-             tmp_path / "results/batch_2/student"]  # fmt: skip
-    got = group(paths)
-    assert [b.index for b in got] == [2, 10]
-    assert sorted(got[0].files) == ["eval/teacher.json", "student"]
-    assert got[1].path("check_report.json") == paths[0]
-    assert got[1].path("decontam_report.json") is None
-    assert got[1].json("check_report.json") == {}  # handed over but not written: empty, not an error
+def test_each_kind_is_one_file_per_batch_in_batch_order_and_an_absent_kind_is_none(tmp_path):
+    checks = [tmp_path / "b0/check.json", tmp_path / "b1/check.json"]
+    students = [tmp_path / "b0/student", tmp_path / "b1/student"]
+    got = per_batch(check_reports=checks, students=students, stages=[])
+    assert got == [{"check_reports": checks[0], "students": students[0], "stages": None},
+                   {"check_reports": checks[1], "students": students[1], "stages": None}]  # fmt: skip
+    assert read(got[1]["check_reports"]) == {}  # handed over but not written: empty, not an error
+    assert read(got[1]["stages"]) == {}  # not handed over
+    assert per_batch(check_reports=[], stages=[]) == []
 
 
-def test_a_path_outside_any_batch_folder_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="not inside a batch folder"):
-        group([tmp_path / "results/seeds/dedup_report.json"])
-    with pytest.raises(ValueError, match="two folders for batch 0"):
-        group([tmp_path / "a/batch_0/x.json", tmp_path / "b/batch_0/x.json"])
+def test_a_kind_without_one_file_per_batch_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="one file per batch"):
+        per_batch(check_reports=[tmp_path / "a.json", tmp_path / "b.json"], stages=[tmp_path / "s.json"])
 
 
 def test_the_summary_reads_only_what_it_was_handed(tmp_path):
@@ -40,7 +38,7 @@ def test_the_summary_reads_only_what_it_was_handed(tmp_path):
     (tmp_path / "batches.json").write_text(json.dumps({"batch_size": 4}))
     out = tmp_path / "summary.json"
     argv = ["summary", "--config", json.dumps({"summary": load_config({})["summary"]}),
-            "--batch-files", str(batch / "generate_report.json"), "--benchmarks",
+            "--generate-reports", str(batch / "generate_report.json"), "--benchmarks",
             "--dedup-report", str(tmp_path / "dedup.json"), "--batches-report", str(tmp_path / "batches.json"),
             "--output", str(out), "--markdown", str(tmp_path / "summary.md")]  # fmt: skip
     assert aiev_main(argv) == 0

@@ -18,7 +18,7 @@ from aiev.cli import main as aiev_main
 from aiev.config import load_config
 from aiev.records import record_errors
 from aiev.report import dataset, summary
-from aiev.report.batches import BatchFiles
+from tests.report.handed import DATASET, SUMMARY, argv, handed
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -121,9 +121,9 @@ def cfg(**dataset_section) -> dict:
 
 def build(tmp_path: Path, dirs: list[Path], **section) -> tuple[Path, dict]:
     out = tmp_path / "results" / "dataset"
-    argv = ["dataset", "--config", json.dumps({k: v for k, v in cfg(**section).items() if k in ("seeds", "dataset")})]
-    argv += ["--batch-files", *(str(p) for d in dirs for p in sorted(d.rglob("*")) if p.is_file())]
-    assert aiev_main([*argv, "--output", str(out), "--report", str(out / "dataset_report.json")]) == 0
+    args = ["dataset", "--config", json.dumps({k: v for k, v in cfg(**section).items() if k in ("seeds", "dataset")})]
+    args += argv(DATASET, dirs)
+    assert aiev_main([*args, "--output", str(out), "--report", str(out / "dataset_report.json")]) == 0
     return out, json.loads((out / "dataset_report.json").read_text())
 
 
@@ -170,7 +170,7 @@ def test_loads_with_datasets_and_its_counts_are_the_summarys(tmp_path):
     out, rep = build(tmp_path, dirs)
     write(tmp_path / "dedup.json", {"kept": 20})
     write(tmp_path / "batches.json", {"batch_size": 10})
-    s = summary.run(load_config({})["summary"], batch_files=[BatchFiles.of_dir(d) for d in dirs],
+    s = summary.run(load_config({})["summary"], **handed(SUMMARY, dirs),
                     dedup_report=tmp_path / "dedup.json",
                     batches_report=tmp_path / "batches.json", dataset_report=out / "dataset_report.json",
                     output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
@@ -362,12 +362,13 @@ def test_a_rerun_replaces_the_data_set_whole_and_a_failed_one_leaves_the_old(tmp
 
     monkeypatch.setattr(dataset._ShardWriter, "flush", failing)
     with pytest.raises(OSError, match="disk full"):
-        dataset.run(cfg(shard_rows=1), batch_files=[BatchFiles.of_dir(d) for d in dirs], output=out)
+        dataset.run(cfg(shard_rows=1), **handed(DATASET, dirs), output=out)
     monkeypatch.undo()
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in out.parent.iterdir()] == ["dataset"]
 
     # kill -9 mid-write: no cleanup runs; the old data set is still whole and loads, the debris lies beside it
+    kwargs = {k: [str(p) for p in v] for k, v in handed(DATASET, dirs).items()}
     script = f"""
 import os, signal, json
 from aiev.config import load_config
@@ -377,9 +378,7 @@ def flush(self):
     real(self)
     os.kill(os.getpid(), signal.SIGKILL)
 dataset._ShardWriter.flush = flush
-from aiev.report.batches import BatchFiles
-handed = [BatchFiles.of_dir(d) for d in {[str(d) for d in dirs]!r}]
-dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), batch_files=handed, output={str(out)!r})
+dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), **{kwargs!r}, output={str(out)!r})
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
