@@ -1,15 +1,15 @@
 """One llama.cpp engine's speed beside other work on the same cores: alone, beside busy loops, beside a second
 engine kept busy, for several thread settings (why the engines' threads follow the cores their job was given).
 
-    python benchmarks/engine_contention.py [--rounds 3] [--busy 2] [--threads default,1,2] [--passive]
+    python benchmarks/engine_contention.py [--rounds 3] [--busy 2] [--threads 1:2,1,2] [--passive]
 
 Engine A is aiev's llama.cpp server (``python -m aiev.llm.llama_server``, the demo's GGUF, Gemma-3-270M Q4_K_M),
 asked a ~400-token prompt (a new one each round: no prompt cache) for 96 greedy tokens, streamed; the time to the
 first token is the prompt's, the rest the decode's. Neighbours: ``--busy N`` Python busy loops, or engine B (the
-same model and threads) answering a loop of requests from a thread. Thread settings: ``default`` is
-llama-cpp-python's own (``n_threads`` half the machine's CPUs, ``n_threads_batch`` all of them), a number N is
-``--n_threads N --n_threads_batch N`` for both engines; ``--passive`` adds ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP's
-idle threads sleep instead of spinning). Medians of the rounds are printed.
+same model and threads) answering a loop of requests from a thread. Thread settings, for both engines: ``N`` is
+``--n_threads N --n_threads_batch N``, ``N:M`` decode N and prompt M (the first default, ``CPUS/2:CPUS``, is
+llama-cpp-python's own choice, what the engines ran before aiev set their threads); ``--passive`` adds
+``OMP_WAIT_POLICY=PASSIVE`` (OpenMP's idle threads sleep instead of spinning). Medians of the rounds are printed.
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ def keep_busy(base_url: str, stop: threading.Event) -> None:
 
 
 def engine(threads: str) -> Server:
-    args = ("--n_ctx", "2048") if threads == "default" else ("--n_ctx", "2048", "--n_threads", threads,
-                                                              "--n_threads_batch", threads)  # fmt: skip
+    """``N`` threads for decode and prompt, or ``N:M`` (decode N, prompt M; llama-cpp-python's own default is
+    ``CPUS/2:CPUS``)."""
+    decode, _, batch = threads.partition(":")
+    args = ("--n_ctx", "2048", "--n_threads", decode, "--n_threads_batch", batch or decode)
     return Server(ServeSpec("llama-cpp", MODEL, name="m", extra_args=args, startup_timeout_s=300))
 
 
@@ -85,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--busy", type=int, default=2, help="busy loops in the busy-loop scenario")
-    ap.add_argument("--threads", default="default,1,2")
+    ap.add_argument("--threads", default=f"{max(1, (os.cpu_count() or 2) // 2)}:{os.cpu_count()},1,2")
     ap.add_argument("--passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for both engines")
     args = ap.parse_args()
     if args.passive:

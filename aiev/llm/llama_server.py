@@ -11,7 +11,9 @@ fault), so an AMX machine runs the next best one (AVX-512 with VNNI and BF16).
 
 ``AIEV_LLAMA_CPU_VARIANT=NAME`` forces one variant (a benchmark, or a node that misreports its CPU).
 ``python -m aiev.llm.llama_server --which`` prints the choice as JSON and exits (``aiev doctor`` shows it).
-The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated.
+The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated, and the
+tokens it generated. Its streamed replies carry their usage in their last chunk, and a stream stops being generated
+when its client goes away (a request the client dropped); one request does not cut another's stream off.
 
 llama-cpp-python's server has one slot: its context holds the last request's tokens, so a request from another
 dialogue throws away the beginning the next request of this one would have reused. The launcher keeps that work:
@@ -104,7 +106,7 @@ def load(choice: dict[str, Any]) -> None:
 
 #: The engine's own prompt-cache figures since it started, served as JSON at ``GET /aiev/counters``.
 COUNTERS = {"requests": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "prompt_tokens_evaluated": 0,
-            "states_saved": 0, "states_restored": 0, "state_tokens_restored": 0}  # fmt: skip
+            "states_saved": 0, "states_restored": 0, "state_tokens_restored": 0, "tokens_generated": 0}  # fmt: skip
 COUNTERS_PATH = "/aiev/counters"
 STATES_FLAG = "--prompt_states_mb"
 STATES_MB = 1024
@@ -244,6 +246,7 @@ def count_prompt_cache(states: PromptStates | None = None) -> None:
         self._aiev_prompt_pending = True
         self._aiev_usage = [len(tokens), 0, False]  # prompt tokens, tokens generated, the last one ends the turn
         for token in generate(self, tokens, *args, **kwargs):
+            COUNTERS["tokens_generated"] += 1
             self._aiev_usage[1:] = [
                 self._aiev_usage[1] + 1,
                 bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token)),

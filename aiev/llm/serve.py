@@ -58,8 +58,8 @@ class ServeSpec:
     command: str | None = None  # engine=command: the server command template
     startup_timeout_s: float = 900.0
     chat_template: str | None = None  # for weights without one: llama-cpp's chat format name, vllm's template
-    #: CPU threads of the engine (llama-cpp's --n_threads and --n_threads_batch, torch's for transformers); None:
-    #: the engine's own choice. :class:`Server` sets it to the cores the job was given (:func:`job_cores`).
+    #: The cores the engine may use (:func:`engine_threads` makes its threads of them); None: the engine's own
+    #: choice. :class:`Server` sets it to the cores the job was given (:func:`job_cores`).
     threads: int | None = None
 
     @property
@@ -101,13 +101,25 @@ def job_cores(environ: Mapping[str, str] | None = None) -> int:
 THREAD_ARGS = {"llama-cpp": ("--n_threads", "--n_threads_batch"), "vllm": (), "transformers": (), "command": ()}
 
 
+def engine_threads(cores: int) -> tuple[int, int]:
+    """(decode threads, prompt threads) of an engine given ``cores``: half of them to generate (at least one), all of
+    them for a prompt's batch. Generating a token is one short step after another, each ending at a barrier its
+    threads spin at: with as many threads as cores, any other work on those cores (the job's sandbox, another job's
+    engine) leaves one thread spinning for the one descheduled. On 2 cores, llama.cpp decoding on 2 threads fell
+    from 36 to 6-7 tokens/s beside two busy loops or a busy second engine, on 1 thread it kept 23-28
+    (benchmarks/engine_contention.py)."""
+    return max(1, cores // 2), max(1, cores)
+
+
 def engine_env(spec: ServeSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The engine's environment: the job's, with OpenMP's and the BLAS libraries' threads (torch's, for
-    ``transformers serve``) set to ``spec.threads`` (never more than the job's own ``OMP_NUM_THREADS``)."""
+    """The engine's environment: the job's, with OpenMP's and the BLAS libraries' threads set from
+    ``spec.threads`` (:func:`engine_threads`: torch's generating threads, for ``transformers serve``)."""
     env = dict(os.environ if environ is None else environ)
     if spec.threads is not None and spec.engine != "command":
+        decode, batch = engine_threads(spec.threads)
+        n = batch if spec.engine == "llama-cpp" else decode  # llama-cpp takes its own counts as arguments
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(spec.threads)
+            env[var] = str(n)
     return env
 
 
@@ -140,8 +152,9 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
     else:
         raise ServeError(f"unknown engine {spec.engine!r}; choose one of {', '.join(ENGINES)}")
     given = {a.split("=")[0] for a in spec.extra_args}
-    if spec.threads is not None and not given & set(THREAD_ARGS.get(spec.engine, ())):
-        argv += [arg for flag in THREAD_ARGS.get(spec.engine, ()) for arg in (flag, str(spec.threads))]
+    flags = THREAD_ARGS.get(spec.engine, ())
+    if spec.threads is not None and flags and not given & set(flags):
+        argv += [arg for flag, n in zip(flags, engine_threads(spec.threads), strict=True) for arg in (flag, str(n))]
     if spec.chat_template:
         flag = {"llama-cpp": "--chat_format", "vllm": "--chat-template"}.get(spec.engine)
         if flag is None:
