@@ -121,8 +121,8 @@ class LLMSettings:
     concurrency: int = 16
     #: which waiting request goes next: ``prefix`` (the longest beginning shared with the last one) or ``fifo``
     order: str = "prefix"
-    #: A stall: the longest wait for the next token of a streamed reply (or, before the first one, beyond the time
-    #: the requests ahead of it take); for a server that does not stream, the longest wait for a whole reply.
+    #: A stall: the longest wait for the next token of a streamed reply, once its first came; for a server that does
+    #: not stream, the longest wait for a whole reply.
     timeout_s: float = 120.0
     #: The longest one request may generate once its first token came; None: from max_tokens and the engine's
     #: measured speed (:meth:`LLMClient.deadline_s`).
@@ -481,9 +481,11 @@ class LLMClient:
         return self.settings.timeout_s + self.settings.max_tokens / self.pace()
 
     def first_token_wait_s(self, ahead: int) -> float:
-        """The longest wait for a streamed reply's first token: ``timeout_s`` (the prompt), and the whole deadline
-        of each request ahead of it at the engine (a one-slot engine answers them first)."""
-        return self.settings.timeout_s + ahead * self.deadline_s()
+        """The longest wait for a streamed reply's first token: its own deadline (the prompt is read before the
+        first token, and an engine reads a prompt faster than it generates ``max_tokens``; it sends nothing
+        meanwhile), and the deadline of each request ahead of it at the engine (a one-slot engine answers them
+        first)."""
+        return (ahead + 1) * self.deadline_s()
 
     async def preflight(self) -> None:
         """Fail before spending anything if the endpoint is unreachable, refuses the key, or lacks the model."""
@@ -639,7 +641,7 @@ class LLMClient:
     def _overstayed(streamed: bool, tokens: int, waited: float, past_deadline: bool) -> str:
         if past_deadline:
             return f"a reply still generating {waited:.0f} s after it was sent, past its deadline ({tokens} tokens)"
-        what = "a whole reply" if not streamed else "its first token" if not tokens else f"a token after {tokens}"
+        what = "whole reply" if not streamed else "first token" if not tokens else f"token after the {tokens}th"
         return f"no {what} {waited:.0f} s after it was sent"
 
     async def _request(

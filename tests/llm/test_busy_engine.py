@@ -1,10 +1,11 @@
 """A slow engine is not a dead one, on the real llama.cpp engine (installed by `make demo`; CI runs these).
 
-An evaluation of one task (`aiev serve --role student -- aiev evaluate`, as the workflow's rule runs it) beside a
-second engine that a loop of requests keeps busy on the same cores: the reply takes longer than the client's
-timeout would allow a whole reply, yet comes token by token, so it is asked once and scored. And the engine's side
-of it: a streamed reply carries the same usage as one that is not, and a stream the client drops stops being
-generated, so a request sent again never queues behind the one given up.
+An evaluation of one task (`aiev serve --role student -- aiev evaluate`, as the workflow's rule runs it; the base
+model prompted as the demo prompts it, with few-shot templates) beside a second engine that a loop of requests
+keeps busy on the same cores: the client's timeout is shorter than the reply takes, yet the reply comes token by
+token, so it is asked once and scored. And the engine's side of it: a streamed reply carries the same usage as one
+that is not, and a stream the client drops stops being generated, so a request sent again never queues behind
+the one given up.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ def counters(server: Server) -> dict:
 def test_a_streamed_reply_carries_the_usage_of_one_that_is_not(engine):
     import httpx2
 
-    body = {"model": "busy", "max_tokens": 40, "temperature": 0, "messages": [{"role": "user", "content": PROBLEM}]}
-    plain = post(engine.base_url, "/chat/completions", body)
-    with httpx2.stream("POST", engine.base_url + "/chat/completions", json={**body, "stream": True}, timeout=300) as r:
+    body = {"model": "busy", "max_tokens": 40, "temperature": 0, "prompt": f"# {PROBLEM}\ndef add(a, b):\n"}
+    plain = post(engine.base_url, "/completions", body)
+    with httpx2.stream("POST", engine.base_url + "/completions", json={**body, "stream": True}, timeout=300) as r:
         raw = b"".join(r.iter_bytes())
     from aiev.llm.client import parse_reply
 
     streamed = parse_reply(raw)
-    assert streamed.text == plain["choices"][0]["message"]["content"]  # greedy: the same reply
+    assert streamed.text == plain["choices"][0]["text"] and streamed.text  # greedy: the same reply
     assert (streamed.prompt_tokens, streamed.completion_tokens) == (
         plain["usage"]["prompt_tokens"], plain["usage"]["completion_tokens"],
     )  # fmt: skip
@@ -107,7 +108,7 @@ def test_an_evaluation_beside_a_busy_engine_asks_once_and_scores_the_task(engine
     test.write_text(json.dumps(task) + "\n")
     # timeout_s well below the reply's time beside the busy engine: a whole reply could never come within it, each
     # token does; max_retries 1 so that a client that sent it again would show in the usage
-    cfg = {"llm": {"student": {"serve": {"engine": "llama-cpp", "args": ["--n_ctx", "2048"],
+    cfg = {"llm": {"student": {"mode": "completion", "serve": {"engine": "llama-cpp", "args": ["--n_ctx", "2048"],
                                          "startup_timeout_s": 300}},
                    "timeout_s": 10, "max_retries": 1},
            "evaluate": {"max_tokens": 384, "concurrency": 1, "sandbox_workers": 1}}  # fmt: skip
@@ -132,5 +133,5 @@ def test_an_evaluation_beside_a_busy_engine_asks_once_and_scores_the_task(engine
     row = json.loads((tmp_path / "r.jsonl").read_text())
     assert summary["n"] == 1 and row["id"] == "t:add" and row["reply"].strip()
     assert not str(row["reason"] or "").startswith("llm_")  # scored on the model's reply, pass or fail
-    assert summary["this_run"]["requests"] == 1 and summary["this_run"]["retries"] == 0  # asked once
+    assert summary["this_run"]["requests"] == 1 and summary["this_run"]["retries"] == 0, out.stderr[-3000:]  # once
     assert row["usage"]["prompt_tokens"] > 0 and row["usage"]["completion_tokens"] > 0  # the stream's usage

@@ -207,8 +207,8 @@ def test_the_deadline_follows_max_tokens_and_the_measured_speed():
         client.speeds.extend([80.0, 40.0, 60.0])
         assert client.pace() == 40.0 / SLOWDOWN  # the slowest of the last replies, slowed down
         assert client.deadline_s() == 10.0 + 400 / (40.0 / SLOWDOWN)
-        assert client.first_token_wait_s(0) == 10.0  # nothing ahead: the prompt's time only
-        assert client.first_token_wait_s(2) == 10.0 + 2 * client.deadline_s()  # two replies to wait for first
+        assert client.first_token_wait_s(0) == client.deadline_s()  # nothing ahead: its own prompt only
+        assert client.first_token_wait_s(2) == 3 * client.deadline_s()  # two replies to wait for first
         client.speeds.clear()
         client.speeds.append(2.0)  # an engine slower than the floor assumes: the floor holds
         assert client.pace() == FLOOR_TOKENS_PER_S
