@@ -10,6 +10,11 @@ then drops them unanswered (a kill test kills the client meanwhile).
 ``/completions`` (base models) is served too: ``completion_script(prompt)`` gives the text, which is cut at
 the request's first stop sequence, as real servers do. ``paths`` counts the requests per endpoint and
 ``requests`` keeps every request body, so tests can check what a client sent.
+
+With ``stream_token_s`` set, a request that asks for a stream gets one (server-sent events, one word a chunk, that
+many seconds apart, usage in the last chunk); ``stall_s`` holds the first attempt of each request that long after
+its first two words. ``abandoned`` counts the streams whose client went away before their end, seen as the server
+sees it: its next write fails.
 """
 
 from __future__ import annotations
@@ -45,7 +50,12 @@ class ScriptedServer:
         pause_after: int | None = None,
         port: int = 0,
         completion_script: Callable[[str], str] | None = None,
+        stream_token_s: float | None = None,
+        stall_s: float = 0.0,
     ) -> None:
+        self.stream_token_s = stream_token_s
+        self.stall_s = stall_s
+        self.abandoned = 0
         self.script = script
         self.completion_script = completion_script
         self.paths: Counter[str] = Counter()
@@ -154,6 +164,9 @@ class ScriptedServer:
             self._reply(h, key, fault, data.encode(), empty=json.dumps({"id": "cmpl-" + key[:12], "choices": []}))
             return
         text = self.script(req["messages"])
+        if req.get("stream") and self.stream_token_s is not None:
+            self._stream(h, key, text, req, stall=attempt == 1 and self.stall_s > 0)
+            return
         body = {
             "id": "chatcmpl-" + key[:12],
             "object": "chat.completion",
@@ -185,6 +198,39 @@ class ScriptedServer:
         with self.lock:
             self.served[key] += 1
         h._send(200, data)
+
+    def _stream(self, h: Any, key: str, text: str, req: dict[str, Any], stall: bool) -> None:
+        words = text.split(" ")
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        usage = {"prompt_tokens": sum(len(m["content"].split()) for m in req["messages"]),
+                 "completion_tokens": len(pieces), "total_tokens": 0}  # fmt: skip
+
+        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            chunk = {"id": "chatcmpl-" + key[:12], "object": "chat.completion.chunk", "created": 0,
+                     "model": req.get("model", self.model),
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}  # fmt: skip
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        events = [event({"role": "assistant", "content": ""})]
+        events += [event({"content": p}) for p in pieces]
+        events += [event({}, "stop", usage=usage), b"data: [DONE]\n\n"]
+        try:
+            for i, data in enumerate(events):
+                if i > 1:
+                    time.sleep(self.stall_s if stall and i == 3 else self.stream_token_s or 0.0)
+                h.wfile.write(data)
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            with self.lock:
+                self.abandoned += 1
+            return
+        with self.lock:
+            self.served[key] += 1
 
     @property
     def repeated(self) -> int:

@@ -4,6 +4,10 @@
   (:mod:`aiev.llm.gate`: the one sharing the longest beginning with the last prompt first);
 - its own retry loop: exponential backoff with full jitter on 429, 5xx,
   timeouts, connection errors and malformed or empty replies; ``Retry-After`` is honoured;
+- replies streamed, so that a slow engine is told from a dead one: a request fails only when no new token came for
+  ``llm.timeout_s`` (a stall), or when it outlives a deadline that follows ``max_tokens`` and the engine's speed as
+  measured on earlier replies; the failed request's connection is closed before it is sent again, which stops the
+  engine generating it (llama.cpp's server and ``transformers serve`` both stop a stream whose client is gone);
 - identical requests in flight at once are sent once and share the reply;
 - a persistent response cache (SQLite in WAL mode; one file per shard, never shared between nodes) keyed by
   model + messages + sampling parameters, written as soon as a reply arrives: a re-run never pays twice;
@@ -15,6 +19,7 @@ The API key is read from the environment variable named in the config and never 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -116,7 +121,12 @@ class LLMSettings:
     concurrency: int = 16
     #: which waiting request goes next: ``prefix`` (the longest beginning shared with the last one) or ``fifo``
     order: str = "prefix"
+    #: A stall: the longest wait for the next token of a streamed reply, once its first came; for a server that does
+    #: not stream, the longest wait for a whole reply.
     timeout_s: float = 120.0
+    #: The longest one request may generate once its first token came; None: from max_tokens and the engine's
+    #: measured speed (:meth:`LLMClient.deadline_s`).
+    deadline_s: float | None = None
     max_retries: int = 6
     backoff_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -140,6 +150,7 @@ class LLMSettings:
             concurrency=llm["concurrency"],
             order=llm.get("order", "prefix"),
             timeout_s=llm["timeout_s"],
+            deadline_s=llm.get("deadline_s"),
             max_retries=llm["max_retries"],
             backoff_s=llm["backoff_s"],
             backoff_max_s=llm["backoff_max_s"],
@@ -281,12 +292,107 @@ REFUSED_BACKOFF_S = 1.0
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
+#: The pace (tokens/s) a request's deadline assumes before the engine has been measured, and the least it ever
+#: assumes; once measured, the slowest of the last :data:`SPEED_WINDOW` replies, slowed down :data:`SLOWDOWN` times.
+FLOOR_TOKENS_PER_S = 1.0
+SLOWDOWN = 4.0
+SPEED_WINDOW = 8
+#: A reply's speed is measured from this many streamed pieces on (fewer: its time is mostly the prompt's).
+MIN_MEASURED = 8
+
+
+class Stalled(Exception):
+    """A streamed reply that made no progress within its wait, or outlived its deadline: its connection was
+    closed, which stops the engine generating it."""
+
+
+class _HTTPStatus(Exception):
+    """A reply with an HTTP error status (``response`` for its Retry-After)."""
+
+    def __init__(self, response: Any, body: bytes) -> None:
+        super().__init__(f"HTTP {response.status_code}: {body[:500].decode('utf-8', 'replace')}")
+        self.response = response
+        self.status_code = response.status_code
+
+
+def progress_of(line: bytes) -> int:
+    """1 when a streamed reply's line carries new text or its finish reason (a token came), else 0 (a ping, a
+    comment, the first chunk naming the role, ``[DONE]``)."""
+    if not line.startswith(b"data:"):
+        return 0
+    try:
+        event = json.loads(line[5:])
+    except ValueError:
+        return 0
+    choices = event.get("choices") if isinstance(event, dict) else None
+    for choice in choices or []:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+        if piece or choice.get("finish_reason"):
+            return 1
+    return 0
+
+
+def is_event_stream(body: bytes) -> bool:
+    """Whether a stored body is a streamed reply (server-sent events) rather than one JSON object."""
+    head = body.lstrip()[:6]
+    return head.startswith((b"data:", b":", b"event:", b"id:"))
+
+
+def stream_events(body: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of a streamed reply's ``data:`` lines, up to ``[DONE]`` (comments, pings, skipped)."""
+    events = []
+    for line in body.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        if data:
+            events.append(json.loads(data))
+    return events
+
+
+def fold_stream(body: bytes) -> dict[str, Any]:
+    """A streamed reply as the one JSON object a server that does not stream would have sent: the pieces of its
+    text joined, its finish reason, the usage of its last chunk. Raises ValueError for a stream cut off before its
+    finish reason (a dropped connection, an engine that gave up on it)."""
+    text: list[str] = []
+    finish, usage, chat = None, None, False
+    for event in stream_events(body):
+        if not isinstance(event, dict):
+            raise ValueError("a stream event that is no JSON object")
+        if "error" in event:
+            raise ValueError(f"the stream reported an error: {str(event['error'])[:200]}")
+        usage = event.get("usage") or usage
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                chat = True
+                piece = delta.get("content")
+            else:
+                piece = choice.get("text")
+            if isinstance(piece, str):
+                text.append(piece)
+            finish = choice.get("finish_reason") or finish
+    if finish is None:
+        raise ValueError("the stream ended before its finish reason")
+    choice = {"index": 0, "finish_reason": finish}
+    choice |= {"message": {"role": "assistant", "content": "".join(text)}} if chat else {"text": "".join(text)}
+    # a server that sends no usage with a stream: one piece of text a token (llama.cpp's, vLLM's streams)
+    return {"choices": [choice], "usage": usage or {"completion_tokens": sum(1 for t in text if t)}}
+
 
 def parse_reply(body: bytes, allow_empty: bool = False) -> Reply | str:
-    """A chat-completion or completion body as a Reply, or the reason it is none (``empty_reply``,
-    ``malformed_reply``). ``allow_empty``: an empty text is an answer (a continuation the model ends at once)."""
+    """A chat-completion or completion body (one JSON object, or a streamed reply's events) as a Reply, or the
+    reason it is none (``empty_reply``, ``malformed_reply``). ``allow_empty``: an empty text is an answer (a
+    continuation the model ends at once)."""
     try:
-        data = json.loads(body)
+        data = fold_stream(body) if is_event_stream(body) else json.loads(body)
         choices = data.get("choices") or []
         choice = choices[0] if choices and isinstance(choices[0], dict) else {}
         message = choice.get("message")
@@ -332,11 +438,21 @@ class LLMClient:
         self._inflight: dict[str, asyncio.Future[Reply]] = {}
         self._refused = 0  # connection attempts refused or reset in a row, over all requests
         self._down: EndpointDown | None = None
+        self._at_engine = 0  # requests of this client sent and not yet answered
+        #: the engine's speed on the last replies (tokens/s, generation only)
+        self.speeds: collections.deque[float] = collections.deque(maxlen=SPEED_WINDOW)
         import httpx2
         from openai import DefaultAsyncHttpxClient
 
         # One pooled connection per request in flight: a pool sized to the concurrency is scanned faster.
         limits = httpx2.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
+        # Completions are streamed over a client of their own, whose waits are the request loop's (no read timeout)
+        self._url = settings.base_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {settings.api_key()}",
+            "Accept": "text/event-stream, application/json",
+        }
+        self._http = httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(None, connect=settings.timeout_s))
         self._client = AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key(),
@@ -346,7 +462,30 @@ class LLMClient:
         )
 
     async def close(self) -> None:
-        await self._client.close()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._client.close()
+
+    def pace(self) -> float:
+        """The speed (tokens/s) a request's deadline assumes: the slowest of the last replies, slowed down
+        :data:`SLOWDOWN` times, never below :data:`FLOOR_TOKENS_PER_S`."""
+        measured = min(self.speeds) / SLOWDOWN if self.speeds else 0.0
+        return max(FLOOR_TOKENS_PER_S, measured)
+
+    def deadline_s(self) -> float:
+        """The longest a request may generate once its first token came: ``llm.deadline_s``, or ``timeout_s`` and
+        the time ``max_tokens`` take at :meth:`pace`."""
+        if self.settings.deadline_s is not None:
+            return self.settings.deadline_s
+        return self.settings.timeout_s + self.settings.max_tokens / self.pace()
+
+    def first_token_wait_s(self, ahead: int) -> float:
+        """The longest wait for a streamed reply's first token: its own deadline (the prompt is read before the
+        first token, and an engine reads a prompt faster than it generates ``max_tokens``; it sends nothing
+        meanwhile), and the deadline of each request ahead of it at the engine (a one-slot engine answers them
+        first)."""
+        return (ahead + 1) * self.deadline_s()
 
     async def preflight(self) -> None:
         """Fail before spending anything if the endpoint is unreachable, refuses the key, or lacks the model."""
@@ -443,54 +582,113 @@ class LLMClient:
         self.usage.cost_usd += self.settings.cost(reply.prompt_tokens, reply.completion_tokens)
         return reply
 
+    async def _send(self, path: str, body: dict[str, Any]) -> tuple[bytes, float | None]:
+        """One attempt: the reply's body as it came and the engine's speed on it (tokens/s; None where it could not
+        be measured). A streamed reply waits at most :meth:`first_token_wait_s` for its first token, then at most
+        ``timeout_s`` for each next one and :meth:`deadline_s` in all; a reply that is not streamed, and the
+        response's headers, at most ``timeout_s``. A reply that overstays is dropped (:class:`Stalled`): closing its
+        connection stops the engine generating it, so the next attempt never queues behind the abandoned one."""
+        loop = asyncio.get_running_loop()
+        ahead = self._at_engine
+        self._at_engine += 1
+        sent = loop.time()
+        stall = self.settings.timeout_s
+        limit = sent + stall
+        try:
+            request = self._http.build_request("POST", self._url + path, json=body, headers=self._headers)
+            try:
+                resp = await asyncio.wait_for(self._http.send(request, stream=True), stall)
+            except asyncio.TimeoutError:
+                raise Stalled(f"no response within {stall:.0f} s") from None
+            try:
+                if resp.status_code >= 400:
+                    raw = await asyncio.wait_for(resp.aread(), stall)
+                    raise _HTTPStatus(resp, raw)
+                streamed = resp.headers.get("content-type", "").startswith("text/event-stream")
+                if streamed:
+                    limit = sent + self.first_token_wait_s(ahead)
+                pieces: list[bytes] = []
+                rest, tokens, first, last, deadline = b"", 0, 0.0, 0.0, 0.0
+                chunks = resp.aiter_bytes().__aiter__()
+                while True:
+                    try:
+                        chunk = await asyncio.wait_for(chunks.__anext__(), max(limit - loop.time(), 0.0))
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.TimeoutError:
+                        raise Stalled(
+                            self._overstayed(streamed, tokens, loop.time() - sent, limit == deadline)
+                        ) from None
+                    pieces.append(chunk)
+                    if not streamed:
+                        continue
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    came = sum(map(progress_of, lines))
+                    if came:
+                        last = loop.time()
+                        if not tokens:
+                            first, deadline = last, last + self.deadline_s()
+                        tokens += came
+                        limit = min(last + stall, deadline)
+            finally:
+                await resp.aclose()  # an unfinished stream: the connection is closed, and the engine stops
+        finally:
+            self._at_engine -= 1
+        speed = (tokens - 1) / (last - first) if tokens >= MIN_MEASURED and last > first else None
+        return b"".join(pieces), speed
+
+    @staticmethod
+    def _overstayed(streamed: bool, tokens: int, waited: float, past_deadline: bool) -> str:
+        if past_deadline:
+            return f"a reply still generating {waited:.0f} s after it was sent, past its deadline ({tokens} tokens)"
+        what = "whole reply" if not streamed else "first token" if not tokens else f"token after the {tokens}th"
+        return f"no {what} {waited:.0f} s after it was sent"
+
     async def _request(
         self, path: str, payload: dict[str, Any], sampling: dict[str, Any], key: str, allow_empty: bool = False
     ) -> Reply:
         import httpx2
-        import openai
 
         last = "unknown"
+        body = {"model": self.settings.model, **payload, **sampling, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
         for attempt in range(self.settings.max_retries + 1):
             if self._down is not None:
                 raise self._down
             exc: Exception | None = None
             try:
-                # The SDK's low-level post (same auth and errors as chat.completions.create) returning the raw
-                # response: its body is stored before anything parses or uses it, so a reply that arrived is never
+                # The body is stored as it came, before anything parses or uses it, so a reply that arrived is never
                 # paid twice, whenever the job is killed.
-                resp = await self._client.post(
-                    path, body={"model": self.settings.model, **payload, **sampling}, cast_to=httpx2.Response
-                )
-                body = resp.content
+                raw, speed = await self._send(path, body)
                 self._refused = 0
                 if self.cache is not None:
-                    self.cache.put_raw(key, body)
-                reply = parse_reply(body, allow_empty)
+                    self.cache.put_raw(key, raw)
+                reply = parse_reply(raw, allow_empty)
                 if isinstance(reply, Reply):
+                    if speed is not None:
+                        self.speeds.append(speed)
                     return reply
                 last = reply
                 if self.cache is not None:
                     self.cache.drop(key)
-            except openai.APIStatusError as e:
+            except _HTTPStatus as e:
                 self._refused = 0  # it answered
                 if e.status_code not in _RETRY_STATUS:
-                    raise LLMError(f"http_{e.status_code}", str(e.message)[:500]) from e
+                    raise LLMError(f"http_{e.status_code}", str(e)[:500]) from e
                 exc, last = e, f"http_{e.status_code}"
-            except openai.APITimeoutError as e:  # slow, not gone (a subclass of APIConnectionError)
-                exc, last = e, type(e).__name__
-            except openai.APIConnectionError as e:
+            except (Stalled, httpx2.TimeoutException) as e:  # slow, not gone
+                exc, last = e, "timeout"
+                log.info("LLM request dropped and sent again: %s", e)
+            except httpx2.TransportError as e:  # refused, reset, or cut off before the reply ended
                 exc, last = e, type(e).__name__
                 self._refused += 1
                 if self._refused >= self.settings.down_after:
-                    cause = e.__cause__ or e
                     self._down = EndpointDown(
                         f"the LLM endpoint {self.settings.base_url} refused or dropped {self._refused} connections "
-                        f"in a row ({type(cause).__name__}: {cause}): it is down, so the job stops instead of "
+                        f"in a row ({type(e).__name__}: {e}): it is down, so the job stops instead of "
                         "retrying every request for minutes"
                     )
                     raise self._down from e
-            except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, TypeError) as e:
-                exc, last = e, "malformed_reply"
             if attempt < self.settings.max_retries:
                 delay = self._backoff(attempt, exc)
                 if self._refused:  # nothing listens there now: look again soon, so that "down" comes in seconds

@@ -11,7 +11,9 @@ fault), so an AMX machine runs the next best one (AVX-512 with VNNI and BF16).
 
 ``AIEV_LLAMA_CPU_VARIANT=NAME`` forces one variant (a benchmark, or a node that misreports its CPU).
 ``python -m aiev.llm.llama_server --which`` prints the choice as JSON and exits (``aiev doctor`` shows it).
-The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated.
+The server also answers ``GET /aiev/counters``: the prompt tokens its cache served and those it evaluated, and the
+tokens it generated. Its streamed replies carry their usage in their last chunk, and a stream stops being generated
+when its client goes away (a request the client dropped); one request does not cut another's stream off.
 
 llama-cpp-python's server has one slot: its context holds the last request's tokens, so a request from another
 dialogue throws away the beginning the next request of this one would have reused. The launcher keeps that work:
@@ -104,7 +106,7 @@ def load(choice: dict[str, Any]) -> None:
 
 #: The engine's own prompt-cache figures since it started, served as JSON at ``GET /aiev/counters``.
 COUNTERS = {"requests": 0, "prompt_tokens": 0, "prompt_tokens_cached": 0, "prompt_tokens_evaluated": 0,
-            "states_saved": 0, "states_restored": 0, "state_tokens_restored": 0}  # fmt: skip
+            "states_saved": 0, "states_restored": 0, "state_tokens_restored": 0, "tokens_generated": 0}  # fmt: skip
 COUNTERS_PATH = "/aiev/counters"
 STATES_FLAG = "--prompt_states_mb"
 STATES_MB = 1024
@@ -235,12 +237,21 @@ def count_prompt_cache(states: PromptStates | None = None) -> None:
     generate, evaluate = Llama.generate, Llama.eval
 
     def counted_generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        import llama_cpp
+
         COUNTERS["requests"] += 1
         COUNTERS["prompt_tokens"] += len(tokens)
         if states is not None and kwargs.get("reset", True):
             states.before(self, tokens)
         self._aiev_prompt_pending = True
-        yield from generate(self, tokens, *args, **kwargs)
+        self._aiev_usage = [len(tokens), 0, False]  # prompt tokens, tokens generated, the last one ends the turn
+        for token in generate(self, tokens, *args, **kwargs):
+            COUNTERS["tokens_generated"] += 1
+            self._aiev_usage[1:] = [
+                self._aiev_usage[1] + 1,
+                bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token)),
+            ]
+            yield token
 
     def counted_eval(self: Any, tokens: Any) -> Any:
         if getattr(self, "_aiev_prompt_pending", False):
@@ -250,6 +261,7 @@ def count_prompt_cache(states: PromptStates | None = None) -> None:
         return evaluate(self, tokens)
 
     Llama.generate, Llama.eval = counted_generate, counted_eval  # type: ignore[method-assign]
+    stream_usage(Llama)
 
     import llama_cpp.server.app as app_module
 
@@ -261,6 +273,40 @@ def count_prompt_cache(states: PromptStates | None = None) -> None:
         return app
 
     app_module.create_app = create_app_with_counters
+
+
+def stream_usage(llama_class: Any) -> None:
+    """A streamed completion's last chunk (the one with its finish reason) carries the request's usage, as a reply
+    that is not streamed does (llama-cpp-python's streams have none): the prompt's tokens and those generated, the
+    token that ended the turn not counted, as llama-cpp-python counts them."""
+
+    def with_usage(method: Any) -> Any:
+        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            out = method(self, *args, **kwargs)
+            if not kwargs.get("stream"):
+                return out
+
+            def chunks() -> Any:
+                for chunk in out:
+                    choices = chunk.get("choices") or [{}]
+                    if choices[0].get("finish_reason") is not None and hasattr(self, "_aiev_usage"):
+                        prompt, generated, ended = self._aiev_usage
+                        completion = generated - int(ended)
+                        chunk = {**chunk, "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                                    "total_tokens": prompt + completion}}  # fmt: skip
+                    yield chunk
+
+            return chunks()
+
+        return wrapped
+
+    llama_class.create_completion = with_usage(llama_class.create_completion)
+    llama_class.create_chat_completion = with_usage(llama_class.create_chat_completion)
+
+
+#: llama-cpp-python's server stops a stream when another request arrives, by default: the stopped reply ends
+#: without its finish reason, as a cut-off one. aiev's clients wait their turn instead (llm.concurrency queues them).
+NO_INTERRUPT = ["--interrupt_requests", "False"]
 
 
 def main(argv: list[str]) -> None:
@@ -277,6 +323,8 @@ def main(argv: list[str]) -> None:
               "crash on a CPU other than the one it was built on; scripts/install-engine.sh builds the portable one",
               file=sys.stderr)  # fmt: skip
     argv, states_mb = take_states_flag(argv)
+    if not any(a.split("=")[0] == NO_INTERRUPT[0] for a in argv):
+        argv = [*argv, *NO_INTERRUPT]
     sys.argv = [f"{sys.argv[0]} (llama_cpp.server)", *argv]
     count_prompt_cache(PromptStates(states_mb << 20) if states_mb else None)
     from llama_cpp.server.__main__ import main as serve

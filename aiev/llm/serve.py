@@ -29,6 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +58,9 @@ class ServeSpec:
     command: str | None = None  # engine=command: the server command template
     startup_timeout_s: float = 900.0
     chat_template: str | None = None  # for weights without one: llama-cpp's chat format name, vllm's template
+    #: The cores the engine may use (:func:`engine_threads` makes its threads of them); None: the engine's own
+    #: choice. :class:`Server` sets it to the cores the job was given (:func:`job_cores`).
+    threads: int | None = None
 
     @property
     def served_name(self) -> str:
@@ -78,6 +82,45 @@ def spec_from_config(serve: dict[str, Any], chat_template: str | None = None, mo
         command=serve.get("command"),
         startup_timeout_s=float(serve.get("startup_timeout_s") or 900.0),
     )
+
+
+def job_cores(environ: Mapping[str, str] | None = None) -> int:
+    """The cores this job was given: the CPUs it may run on (its affinity: a cgroup's cpuset, SLURM's binding,
+    taskset), no more than ``SLURM_CPUS_PER_TASK`` or ``OMP_NUM_THREADS`` where set (Snakemake sets the latter to
+    the rule's threads). An engine with more threads than its cores spins against whatever else runs there."""
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        value = environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            cores = min(cores, int(value))
+    return max(1, cores)
+
+
+#: Engine arguments that set its threads: given in ``args``, they are kept and aiev adds none.
+THREAD_ARGS = {"llama-cpp": ("--n_threads", "--n_threads_batch"), "vllm": (), "transformers": (), "command": ()}
+
+
+def engine_threads(cores: int) -> tuple[int, int]:
+    """(decode threads, prompt threads) of an engine given ``cores``: half of them to generate (at least one), all of
+    them for a prompt's batch. Generating a token is one short step after another, each ending at a barrier its
+    threads spin at: with as many threads as cores, any other work on those cores (the job's sandbox, another job's
+    engine) leaves one thread spinning for the one descheduled. On 2 cores, llama.cpp decoding on 2 threads fell
+    from 36 to 6-7 tokens/s beside two busy loops or a busy second engine, on 1 thread it kept 23-28
+    (benchmarks/engine_contention.py)."""
+    return max(1, cores // 2), max(1, cores)
+
+
+def engine_env(spec: ServeSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The engine's environment: the job's, with OpenMP's and the BLAS libraries' threads set from
+    ``spec.threads`` (:func:`engine_threads`: torch's generating threads, for ``transformers serve``)."""
+    env = dict(os.environ if environ is None else environ)
+    if spec.threads is not None and spec.engine != "command":
+        decode, batch = engine_threads(spec.threads)
+        n = batch if spec.engine == "llama-cpp" else decode  # llama-cpp takes its own counts as arguments
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(n)
+    return env
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,6 +151,10 @@ def server_argv(spec: ServeSpec, port: int) -> list[str]:
         argv = shlex.split(text)
     else:
         raise ServeError(f"unknown engine {spec.engine!r}; choose one of {', '.join(ENGINES)}")
+    given = {a.split("=")[0] for a in spec.extra_args}
+    flags = THREAD_ARGS.get(spec.engine, ())
+    if spec.threads is not None and flags and not given & set(flags):
+        argv += [arg for flag, n in zip(flags, engine_threads(spec.threads), strict=True) for arg in (flag, str(n))]
     if spec.chat_template:
         flag = {"llama-cpp": "--chat_format", "vllm": "--chat-template"}.get(spec.engine)
         if flag is None:
@@ -193,6 +240,8 @@ class Server:
             spec = replace(spec, engine="llama-cpp")
         if spec.engine == "transformers" and spec.name is None:
             spec = replace(spec, model=self.model_path)  # it serves the model under the path it loaded
+        if spec.threads is None and spec.engine in ("llama-cpp", "transformers"):
+            spec = replace(spec, threads=job_cores())  # CPU engines: as many threads as the job has cores
         self.spec = spec
         self.argv = server_argv(replace(spec, model=self.model_path, name=spec.served_name), self.port)
         self.log_path = Path(log_path) if log_path else None
@@ -210,7 +259,7 @@ class Server:
         log.info("starting %s: %s", self.spec.engine, shlex.join(self.argv))
         self.proc = subprocess.Popen(
             dies_with_parent(self.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=engine_env(self.spec),
         )  # fmt: skip
         assert self.proc.stdout is not None
         self._tail = _Tail(self.proc.stdout, self._sink)

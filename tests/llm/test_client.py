@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
+import time
 
 import pytest
 
@@ -164,3 +165,75 @@ def test_an_engine_without_cache_counters_gives_none():
     with ScriptedServer(echo_script) as server:
         assert asyncio.run(ask(server.url)) is None
     assert asyncio.run(ask("http://127.0.0.1:9/v1")) is None
+
+
+# ------------------------------------------------------------------------------ a slow engine is not a dead one
+
+
+def test_a_stream_slower_than_the_timeout_in_all_is_followed_not_sent_again(tmp_path):
+    """Each token comes well within timeout_s, the whole reply does not: the request is sent once and answered."""
+    text = "one two three four five six seven eight nine ten"
+    with ScriptedServer(lambda m: text, stream_token_s=0.25) as server:
+        client = LLMClient(settings(server.url), ResponseCache(tmp_path / "c.sqlite"))
+        assert ask_many(client, 1) == [text]
+    assert server.received == 1 and server.abandoned == 0 and client.usage.retries == 0
+    assert server.requests[0]["stream"] is True
+    assert client.usage.completion_tokens == 10  # the usage of the stream's last chunk
+    assert len(client.speeds) == 1  # the engine's speed, measured on the reply
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    hit = cache.get(next(iter(cache._db.execute("SELECT key FROM raw")))[0])
+    assert hit is not None and hit.text == text and hit.cached  # the stream as stored is read back as the reply
+
+
+def test_a_stalled_stream_is_dropped_on_the_engine_before_it_is_sent_again():
+    """No token for timeout_s: the client closes the stream (the server sees its client gone) and asks again."""
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    with ScriptedServer(lambda m: text, stream_token_s=0.05, stall_s=2.5) as server:
+        client = LLMClient(settings(server.url))
+        assert ask_many(client, 1) == [text]
+        deadline = time.monotonic() + 10
+        while server.abandoned == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the abandoned stream sees its client gone at its next write
+    assert server.received == 2 and server.abandoned == 1 and server.successes == 1
+    assert client.usage.retries == 1 and client.usage.requests == 1
+
+
+def test_the_deadline_follows_max_tokens_and_the_measured_speed():
+    client = LLMClient(settings("http://127.0.0.1:9/v1", timeout_s=10.0, max_tokens=400))
+    try:
+        from aiev.llm.client import FLOOR_TOKENS_PER_S, SLOWDOWN
+
+        assert client.deadline_s() == 10.0 + 400 / FLOOR_TOKENS_PER_S  # not measured yet: the floor
+        client.speeds.extend([80.0, 40.0, 60.0])
+        assert client.pace() == 40.0 / SLOWDOWN  # the slowest of the last replies, slowed down
+        assert client.deadline_s() == 10.0 + 400 / (40.0 / SLOWDOWN)
+        assert client.first_token_wait_s(0) == client.deadline_s()  # nothing ahead: its own prompt only
+        assert client.first_token_wait_s(2) == 3 * client.deadline_s()  # two replies to wait for first
+        client.speeds.clear()
+        client.speeds.append(2.0)  # an engine slower than the floor assumes: the floor holds
+        assert client.pace() == FLOOR_TOKENS_PER_S
+    finally:
+        asyncio.run(client.close())
+    fixed = LLMClient(settings("http://127.0.0.1:9/v1", deadline_s=300.0))
+    try:
+        assert fixed.deadline_s() == 300.0  # llm.deadline_s overrides
+    finally:
+        asyncio.run(fixed.close())
+
+
+def test_a_streamed_reply_is_folded_into_one():
+    from aiev.llm.client import parse_reply
+
+    def ev(d: dict) -> bytes:
+        return b"data: " + json.dumps(d).encode() + b"\n\n"
+
+    chat = b": ping\n\n" + ev({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+    chat += ev({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
+    chat += ev({"choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": None}]})
+    done = ev({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 7, "completion_tokens": 2}}) + b"data: [DONE]\n\n"  # fmt: skip
+    assert parse_reply(chat + done) == Reply("Hi there", 7, 2)
+    assert parse_reply(chat) == "malformed_reply"  # cut off before its finish reason: asked again
+    text = ev({"choices": [{"index": 0, "text": "x = 1", "finish_reason": None}]})
+    text += ev({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}) + b"data: [DONE]\n\n"
+    assert parse_reply(text) == Reply("x = 1", 0, 1)  # no usage sent: one piece a token

@@ -208,3 +208,29 @@ def test_a_gguf_file_is_served_by_llama_cpp_where_transformers_was_asked(tmp_pat
     assert Server(ServeSpec("transformers", str(student))).spec.engine == "llama-cpp"
     hf = Server(ServeSpec("transformers", str(student.parent / "hf")))
     assert hf.spec.engine == "transformers"
+
+
+def test_an_engines_threads_follow_the_cores_its_job_was_given(monkeypatch):
+    import os
+
+    from aiev.llm.serve import engine_env, job_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert job_cores({}) == 4  # the CPUs it may run on
+    assert job_cores({"SLURM_CPUS_PER_TASK": "2"}) == 2 and job_cores({"OMP_NUM_THREADS": "3"}) == 3  # Snakemake's
+    assert job_cores({"OMP_NUM_THREADS": "16"}) == 4 and job_cores({"OMP_NUM_THREADS": "x"}) == 4
+    spec = ServeSpec("llama-cpp", "m.gguf", threads=4)  # half the cores to generate, all for a prompt
+    assert server_argv(spec, 9)[-4:] == ["--n_threads", "2", "--n_threads_batch", "4"]
+    assert server_argv(ServeSpec("llama-cpp", "m.gguf", threads=1), 9)[-4:] == ["--n_threads", "1",
+                                                                              "--n_threads_batch", "1"]  # fmt: skip
+    given = ServeSpec("llama-cpp", "m.gguf", threads=2, extra_args=("--n_threads", "1"))
+    assert server_argv(given, 9)[-2:] == ["--n_threads", "1"] and "--n_threads_batch" not in server_argv(given, 9)
+    assert engine_env(ServeSpec("transformers", "ckpt", threads=4), {"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        "OMP_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "2",
+    }  # fmt: skip  torch's threads, for transformers serve
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert Server(ServeSpec("llama-cpp", "m.gguf")).spec.threads == 1  # the job's cores, unless the spec says
+    assert Server(ServeSpec("command", "m", command="x {port}")).spec.threads is None  # any server: its own
