@@ -20,4 +20,4 @@ rule sandbox_image:
     conda:
         "../envs/apptainer.yaml"
     shell:
-        "apptainer build --force {output} {input} > {log} 2>&1"
+        "aiev sandbox image {input} {output} > {log} 2>&1"

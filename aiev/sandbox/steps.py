@@ -1,9 +1,13 @@
-"""``aiev sandbox run FILE.py``: run one Python file in the sandbox and print the result as one JSON object.
+"""``aiev sandbox run FILE.py``: run one Python file in the sandbox and print the result as one JSON object;
+``aiev sandbox image DEF SIF``: build an Apptainer image (the workflow's sandbox_image rule).
 
 Stdout carries exactly one JSON object (exit_code, stdout, stderr, timed_out, truncated, duration_s,
 backend) and the exit status is 0 whenever the sandbox worked, whatever the program did. Only a failure of
 the sandbox itself (no backend, bad config, unreadable file) exits non-zero, with the reason on stderr.
 Defaults come from the config's ``sandbox`` section; flags override them.
+
+``image`` builds and inspects the image through spython (:func:`aiev.sandbox.apptainer.build_image`), checks
+that it carries its definition file's labels, and prints the inspection's summary as one JSON object.
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     override(run, "--max-output-bytes", key="sandbox.max_output_bytes", type=int, metavar="N")
     override(run, "--backend", key="sandbox.backend", choices=["auto", "bwrap", "apptainer"])
     override(run, "--image", key="sandbox.image", help="apptainer image")
+    image = sub.add_parser("image", help="build an Apptainer image from its definition file, then inspect it")
+    image.add_argument("definition", metavar="DEF", help="the definition file (containers/*.def)")
+    image.add_argument("image", metavar="SIF", help="the image to write (replaced if it exists)")
+    image.add_argument("--apptainer", default="apptainer", help="the apptainer binary (default: from PATH)")
 
 
 def run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    if args.sandbox_command == "image":
+        return build(args)
     from aiev.sandbox import from_config
 
     path = Path(args.file)
@@ -39,4 +49,21 @@ def run(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-STEPS = [Step("sandbox", "run a program in the code-interpreter sandbox (aiev sandbox run FILE.py)", add_args, run)]
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    from aiev.sandbox.apptainer import build_image
+
+    attributes = build_image(args.definition, args.image, apptainer=args.apptainer)
+    summary = {"image": args.image, "definition": args.definition, "labels": attributes.get("labels") or {}}
+    summary["test"] = attributes.get("test") or ""
+    print(json.dumps(summary))
+    return summary
+
+
+STEPS = [
+    Step(
+        "sandbox",
+        "run a program in the code-interpreter sandbox (aiev sandbox run FILE.py), build its images",
+        add_args,
+        run,
+    )
+]

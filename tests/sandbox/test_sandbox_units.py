@@ -15,7 +15,6 @@ import pytest
 
 from aiev.cli import main as aiev_main
 from aiev.sandbox import ExecResult, Limits, PipInstallError, SandboxError, get_sandbox, parse_pip_install
-from aiev.sandbox.apptainer import ApptainerSandbox
 from aiev.sandbox.base import descendants, execute, exit_code_of, kill_tree, pip_argv, sandbox_env
 from aiev.sandbox.bwrap import BwrapSandbox, seccomp_filter
 
@@ -321,86 +320,7 @@ def test_seccomp_filter_shape():
     assert seccomp_filter("sparc") is None
 
 
-# ------------------------------------------------------------------------------------- apptainer argv
-
-
-@pytest.fixture
-def fake_apptainer(tmp_path) -> Path:
-    """A stand-in `apptainer` that runs the command on the host in the bound scratch dir (plumbing only)."""
-    exe = tmp_path / "bin" / "apptainer"
-    exe.parent.mkdir()
-    exe.write_text(
-        f"#!{sys.executable}\n"
-        "import os, sys\n"
-        "args = sys.argv[2:]\n"
-        "binds = [args[i + 1] for i, a in enumerate(args) if a == '--bind']\n"
-        "os.chdir([b for b in binds if b.endswith(':/sandbox')][0].rsplit(':', 1)[0])\n"
-        "cmd = args[args.index('/usr/bin/env'):]\n"
-        "cmd = [c.replace('/opt/prefix', [b for b in binds if ':/opt/prefix' in b][0].split(':')[0]) "
-        "if any(':/opt/prefix' in b for b in binds) else c for c in cmd]\n"
-        "os.execv(cmd[0], cmd)\n"
-    )
-    exe.chmod(0o755)
-    return exe
-
-
-def test_apptainer_argv_exact(fake_apptainer, tmp_path):
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    sb = ApptainerSandbox(image=tmp_path / "s.sif", apptainer=str(fake_apptainer), find_links=wheels, probe=False)
-    img = str((tmp_path / "s.sif").resolve())
-    pids = ["--pids-limit", "64"] if os.geteuid() == 0 else []
-    limits = ["prlimit", "--nproc=64:64", f"--as={2048 << 20}:{2048 << 20}", "--cpu=31:32", "--core=0:0", "--"]
-    env_run = [f"{k}={v}" for k, v in sandbox_env(["/usr/local/bin", "/usr/bin", "/bin"], prefix=False).items()]
-    env_pre = [f"{k}={v}" for k, v in sandbox_env(["/usr/local/bin", "/usr/bin", "/bin"], prefix=True).items()]
-    head = [str(fake_apptainer), "exec", "--containall", "--cleanenv", "--no-home"]
-    assert sb.argv(Path("/s"), ["python3", "main.py"], Limits()) == [
-        *head,
-        *["--net", "--network", "none", "--writable-tmpfs", "--bind", "/s:/sandbox"],
-        *pids,
-        *["--pwd", "/sandbox", img, "/usr/bin/env", "-i", *env_run],
-        *limits,
-        *["python3", "main.py"],
-    ]
-    assert sb.argv(Path("/s"), ["python3", "m.py"], Limits(), prefix=Path("/p")) == [
-        *head,
-        *["--net", "--network", "none", "--writable-tmpfs", "--bind", "/s:/sandbox", "--bind", "/p:/opt/prefix:ro"],
-        *pids,
-        *["--pwd", "/sandbox", img, "/usr/bin/env", "-i", *env_pre],
-        *limits,
-        *["python3", "m.py"],
-    ]
-    install = sb.argv(Path("/s"), ["pip"], Limits(), prefix=Path("/p"), writable_prefix=True, network=True)
-    assert install == [
-        *head,
-        *["--writable-tmpfs", "--bind", "/s:/sandbox", "--bind", "/p:/opt/prefix:rw"],
-        *["--bind", f"{wheels.resolve()}:/opt/wheels:ro"],
-        *pids,
-        *["--pwd", "/sandbox", img, "/usr/bin/env", "-i", *env_run],
-        *limits,
-        "pip",
-    ]
-
-
-def test_apptainer_refuses_unbindable_paths(fake_apptainer, tmp_path):
-    sb = ApptainerSandbox(image=tmp_path / "s.sif", apptainer=str(fake_apptainer), probe=False)
-    for bad in (Path("/a,b"), Path("/a:b")):
-        with pytest.raises(SandboxError, match="cannot bind"):
-            sb.argv(Path("/s"), ["true"], Limits(), prefix=bad)
-
-
-def test_apptainer_run_plumbing(fake_apptainer, tmp_path):
-    sb = ApptainerSandbox(image=tmp_path / "s.sif", apptainer=str(fake_apptainer), probe=False)
-    files = {"main.py": "import os\nprint(sorted(os.listdir('.')), os.environ['HOME'])\n", "d/x.txt": "1"}
-    res = sb.run(files, ["python3", "main.py"], Limits(timeout_s=20))
-    assert (res.exit_code, res.stdout, res.backend) == (0, "['d', 'main.py'] /sandbox\n", "apptainer"), res.stderr
-    res = sb.run({"main.py": "import time\ntime.sleep(30)"}, ["python3", "main.py"], Limits(timeout_s=0.5))
-    assert res.timed_out and res.exit_code is None
-
-
-def test_apptainer_missing_image_is_a_clear_error(fake_apptainer, tmp_path):
-    with pytest.raises(SandboxError, match="apptainer build"):
-        ApptainerSandbox(image=tmp_path / "missing.sif", apptainer=str(fake_apptainer))
+# (the apptainer backend: tests/sandbox/test_apptainer.py, against the stand-in tests/bin/apptainer)
 
 
 # ------------------------------------------------------------------------------------- get_sandbox
@@ -418,8 +338,9 @@ def test_get_sandbox_errors(monkeypatch, tmp_path):
         get_sandbox("apptainer")
 
 
-def test_get_sandbox_auto_prefers_apptainer(monkeypatch, fake_apptainer, tmp_path):
-    monkeypatch.setenv("PATH", f"{fake_apptainer.parent}:{os.environ['PATH']}")
+def test_get_sandbox_auto_prefers_apptainer(monkeypatch, tmp_path):
+    standin = Path(__file__).resolve().parents[1] / "bin"
+    monkeypatch.setenv("PATH", f"{standin}:{os.environ['PATH']}")
     with pytest.raises(SandboxError, match="apptainer image"):
         get_sandbox("auto", image=tmp_path / "none.sif")
 
