@@ -72,9 +72,11 @@ def test_every_step_with_a_report_flag_has_the_contract_write_it():
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
 
+    # the data set's report lies inside the data set's folder, which is written whole and renamed into place
+    inside_its_output = {"dataset"}
     missing = []
     for name, step in STEPS.items():
         flags = {a.dest for a in sub.choices[name]._actions}
-        if "report" in flags and step.report is None:
+        if "report" in flags and step.report is None and name not in inside_its_output:
             missing.append(name)
     assert not missing, missing

@@ -33,7 +33,7 @@ from aiev.codeblocks import fenced_blocks, normalize_code
 from aiev.config import exact_decimal
 from aiev.curate import benchdata
 from aiev.curate.benchdata import Snippet
-from aiev.io import SkipLog, copy_lines, read_jsonl, write_json, write_jsonl
+from aiev.io import SkipLog, copy_lines, read_jsonl, write_jsonl
 
 log = logging.getLogger("aiev.decontam")
 
@@ -307,42 +307,19 @@ def _similarity_value(m: Match, blocks: list[str], snippets: list[str], metric: 
     return Fraction(1) if n == 0 else Fraction(n - m.distance, n)
 
 
-def run(
-    section: dict[str, Any],
-    *,
-    input: str | Path,
-    output: str | Path,
-    removed: str | Path,
-    report: str | Path,
-    snippets: Sequence[Snippet] | None = None,
-) -> dict[str, Any]:
-    """The ``decontaminate`` step, with the ``decontam`` section (benchmarks loaded from it unless given)."""
+def run(section: dict[str, Any], paths: Any, snippets: Sequence[Snippet] | None = None) -> dict[str, Any]:
+    """The ``decontaminate`` step, with the ``decontam`` section (``paths``: ``input``, ``output``, ``removed``;
+    the benchmarks loaded from the section unless ``snippets`` are given)."""
     if snippets is None:
         snippets = benchdata.load_benchmarks(section["benchmarks"].items())
     if not snippets:
         raise ValueError("no benchmark snippets to compare with (give --benchmark or decontam.benchmarks)")
-    return decontaminate(
-        input, output, removed, snippets, section["threshold"], section["metric"], section["workers"], report
-    )
+    return decontaminate(paths.input, paths.output, paths.removed, snippets, section["threshold"], section["metric"],
+                         section["workers"])  # fmt: skip
 
 
-def decontaminate(
-    input_path: str | Path,
-    output: str | Path,
-    removed_path: str | Path,
-    snippets: Sequence[Snippet],
-    threshold: float = 0.9,
-    metric: str = "levenshtein",
-    workers: int = 1,
-    report_path: str | Path | None = None,
-) -> dict[str, Any]:
-    """Decontaminate one JSONL file of entries; returns (and writes, if asked) the report.
-
-    Each removed entry is reported with its closest benchmark item: the highest similarity over every pair of
-    its blocks and every snippet above the threshold (ties: the earlier block, then the earlier snippet)."""
-    t0 = time.perf_counter()
-    t = exact_decimal(threshold)
-    skips = SkipLog()
+def _read_rows(input_path: str | Path, skips: SkipLog) -> tuple[list[_Row], list[str]]:
+    """The good rows, each with its code blocks as indices into the unique block texts (the second value)."""
     rows: list[_Row] = []
     block_ids: dict[str, int] = {}
     for lineno, obj in read_jsonl(input_path, skips):
@@ -353,23 +330,29 @@ def decontaminate(
             continue
         ids = [block_ids.setdefault(text, len(block_ids)) for text in entry_blocks(obj)]
         rows.append(_Row(lineno, obj["id"], ids))
-    blocks = list(block_ids)
+    return rows, list(block_ids)
+
+
+def _unique_snippets(snippets: Sequence[Snippet]) -> tuple[list[str], list[list[int]]]:
+    """The unique normalised snippet texts, and for each the indices of the snippets that have it."""
     snip_ids: dict[str, int] = {}
-    owners: list[list[int]] = []  # unique snippet text -> indices into ``snippets``
+    owners: list[list[int]] = []
     for n, snip in enumerate(snippets):
         text = normalize_code(snip.text)
         if text not in snip_ids:
             snip_ids[text] = len(owners)
             owners.append([])
         owners[snip_ids[text]].append(n)
-    snip_texts = list(snip_ids)
+    return list(snip_ids), owners
 
-    stats = SearchStats()
-    matches = find_matches(blocks, snip_texts, t, metric, workers, stats)
+
+def _removals(rows: list[_Row], matches: list[Match], blocks: list[str], snip_texts: list[str],
+              owners: list[list[int]], snippets: Sequence[Snippet], metric: str):  # fmt: skip
+    """(the removed rows, each with its closest benchmark item; for each benchmark, the ids of the rows that
+    matched it)."""
     by_block: dict[int, list[Match]] = {}
     for m in matches:
         by_block.setdefault(m.block, []).append(m)
-
     removed: list[dict[str, Any]] = []
     matched: dict[str, set[str]] = {}
     for row in rows:
@@ -384,25 +367,16 @@ def decontaminate(
         if best is not None:
             sim, m = best
             snip = snippets[owners[m.snippet][0]]
-            removed.append(
-                {
-                    "id": row.id,
-                    "benchmark": snip.benchmark,
-                    "task_id": snip.task_id,
-                    "similarity": float(sim),
-                    "metric": metric,
-                    "distance": m.distance,
-                    "line": row.line,
-                    "source": snip.source,
-                    "block": blocks[m.block],
-                }
-            )
-    removed_lines = {r["line"] for r in removed}
-    kept = copy_lines(input_path, output, {r.line for r in rows} - removed_lines)
-    write_jsonl(removed_path, removed)
+            removed.append({"id": row.id, "benchmark": snip.benchmark, "task_id": snip.task_id,
+                            "similarity": float(sim), "metric": metric, "distance": m.distance, "line": row.line,
+                            "source": snip.source, "block": blocks[m.block]})  # fmt: skip
+    return removed, matched
 
+
+def _per_benchmark(snippets: Sequence[Snippet], removed: list[dict[str, Any]],
+                   matched: dict[str, set[str]]) -> dict[str, dict[str, Any]]:  # fmt: skip
     names = sorted({s.benchmark for s in snippets}, key=benchdata.NAMES.index)
-    per_bench = {
+    return {
         name: {
             "snippets": sum(1 for s in snippets if s.benchmark == name),
             "sources": sorted({s.source for s in snippets if s.benchmark == name}),
@@ -411,8 +385,34 @@ def decontaminate(
         }
         for name in names
     }
+
+
+def decontaminate(
+    input_path: str | Path,
+    output: str | Path,
+    removed_path: str | Path,
+    snippets: Sequence[Snippet],
+    threshold: float = 0.9,
+    metric: str = "levenshtein",
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Decontaminate one JSONL file of entries; returns the report.
+
+    Each removed entry is reported with its closest benchmark item: the highest similarity over every pair of
+    its blocks and every snippet above the threshold (ties: the earlier block, then the earlier snippet)."""
+    t0 = time.perf_counter()
+    t = exact_decimal(threshold)
+    skips = SkipLog()
+    rows, blocks = _read_rows(input_path, skips)
+    snip_texts, owners = _unique_snippets(snippets)
+    stats = SearchStats()
+    matches = find_matches(blocks, snip_texts, t, metric, workers, stats)
+    removed, matched = _removals(rows, matches, blocks, snip_texts, owners, snippets, metric)
+    removed_lines = {r["line"] for r in removed}
+    kept = copy_lines(input_path, output, {r.line for r in rows} - removed_lines)
+    write_jsonl(removed_path, removed)
     top = sorted(removed, key=lambda r: (-r["similarity"], r["line"]))[:TOP]
-    report = {
+    return {
         "input": str(input_path),
         "output": str(output),
         "removed_file": str(removed_path),
@@ -420,7 +420,7 @@ def decontaminate(
         "threshold": float(t),
         "threshold_exact": str(t),
         "rows": {"good": len(rows), "kept": kept, "removed": len(removed), "bad": len(skips)},
-        "benchmarks": per_bench,
+        "benchmarks": _per_benchmark(snippets, removed, matched),
         "blocks": {
             "total": sum(len(r.blocks) for r in rows),
             "unique": len(blocks),
@@ -437,6 +437,3 @@ def decontaminate(
         "bad_by_reason": skips.counts(),
         "bad_rows": skips.rows,
     }
-    if report_path is not None:
-        write_json(report_path, report)
-    return report

@@ -48,8 +48,7 @@ def _decontam_args(p: argparse.ArgumentParser) -> None:
 def _decontam(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.curate import decontam
 
-    return decontam.run(cfg["decontam"], input=args.input, output=args.output, removed=args.removed,
-                        report=args.report)  # fmt: skip
+    return decontam.run(cfg["decontam"], args)
 
 
 def _decontam_summary(r: dict[str, Any]) -> str:
@@ -124,7 +123,7 @@ STEPS = [
     Step("check-tests", "check that a passing entry's tests can fail and its code matches the problem (mutants, "
          "examples)", _check_args, _check, _check_summary, report="report"),
     Step("decontaminate", "remove entries whose code is too similar to benchmark code (exact Levenshtein)",
-         _decontam_args, _decontam, _decontam_summary),
+         _decontam_args, _decontam, _decontam_summary, report="report"),
     Step("split", "split a batch 9:1 into train and test (test: entries with runnable tests)", _split_args, _split,
          lambda r: f"{r['total']} entries -> {r['train']} train, {r['test']} test ({r['eligible']} eligible)"
          + (f"; {r['bad']} bad rows left out (listed in the report)" if r["bad"] else ""), report="report"),
