@@ -20,6 +20,11 @@ from aiev.io import read_json_if_exists
 Files = Sequence[str | Path]
 
 
+def kind_of(paths: Any, kind: str) -> Files:
+    """One kind of batch file the step was handed (``paths.KIND``), in batch order; () where it was not."""
+    return getattr(paths, kind, None) or ()
+
+
 def per_batch(**kinds: Files | None) -> list[dict[str, Path | None]]:
     """One record per batch, in batch order (the position in the lists is the batch's index): kind -> its file,
     ``None`` for a kind not handed over (an empty list). Every kind handed over has one file per batch."""

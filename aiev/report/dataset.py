@@ -44,7 +44,7 @@ from aiev import __version__
 from aiev.config import load_schema
 from aiev.io import SkipLog, atomic_dir, dumps, fsync_path, read_jsonl, sha256_file, write_json
 from aiev.records import record_errors
-from aiev.report.batches import Files, per_batch, read
+from aiev.report.batches import kind_of, per_batch, read
 
 SPLITS = ("train", "test")
 #: Config sections that decide which entries the data set holds (the card's config hash covers these).
@@ -379,16 +379,18 @@ def _read_entries(path: Path, skips: SkipLog) -> Iterator[tuple[int, dict[str, A
     yield from read_jsonl(path, skips)
 
 
-def run(
-    cfg: dict[str, Any], *, train: Files, test: Files, generate_reports: Files = (), check_reports: Files = (),
-    decontam_reports: Files = (), stages: Files = (), output: str | Path, report: str | Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """The ``dataset`` step: the data set of the batches whose splits are ``train`` and ``test`` (each batch's
-    train and test entries), with their generation, test-check and decontamination reports and stage records (each
-    kind a list in batch order, empty where it is absent: :mod:`aiev.report.batches`), written to the directory
-    ``output``; ``report`` (default ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the whole
-    validated config."""
+def run(cfg: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``dataset`` step: the data set of the batches whose splits are ``paths.train`` and ``paths.test`` (each
+    batch's train and test entries), with their generation, test-check and decontamination reports and stage
+    records (``generate_reports``, ``check_reports``, ``decontam_reports``, ``stages``: each kind a list in batch
+    order, absent or empty where the part is off: :mod:`aiev.report.batches`), written to the directory
+    ``paths.output``; ``paths.report`` (default ``OUTPUT/dataset_report.json``) may lie inside it. ``cfg`` is the
+    whole validated config."""
     from aiev.report import card
+
+    kinds = ("train", "test", "generate_reports", "check_reports", "decontam_reports", "stages")
+    train, test, generate_reports, check_reports, decontam_reports, stages = (kind_of(paths, k) for k in kinds)
+    output, report = paths.output, getattr(paths, "report", None)
 
     dest = Path(output).resolve()
     report_path = Path(report).resolve() if report else dest / "dataset_report.json"

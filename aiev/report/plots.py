@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiev.io import atomic_open, read_json_if_exists, write_json
-from aiev.report.batches import Files, per_batch, read
+from aiev.report.batches import kind_of, per_batch, read
 
 
 @dataclass(frozen=True)
@@ -414,16 +414,15 @@ def benchmarks_table(summary: dict[str, Any]) -> str:
     return _table("pass@1 (%) beside the paper's", ["model", *cols], rows, notes or "")
 
 
-def run(
-    *, summary: str | Path, check_reports: Files = (), decontam_reports: Files = (), students: Files = (),
-    outdir: str | Path,
-) -> dict[str, Any]:  # fmt: skip
-    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``outdir``; beside the summary,
-    each batch's test-check and decontamination reports and trained student (its folder), each kind a list in
-    batch order, empty where it is absent (:mod:`aiev.report.batches`)."""
-    handed = per_batch(check_reports=check_reports, decontam_reports=decontam_reports, students=students)
-    info = json.loads(Path(summary).read_text(encoding="utf-8"))
-    out = Path(outdir)
+def run(paths: Any) -> dict[str, Any]:
+    """The ``plots`` step: every plot, its numbers (``NAME.rst``) and the tables, in ``paths.outdir``; beside the
+    summary (``paths.summary``), each batch's test-check and decontamination reports and trained student (its
+    folder): ``check_reports``, ``decontam_reports``, ``students``, each kind a list in batch order, absent or
+    empty where it is absent (:mod:`aiev.report.batches`). It reads no config."""
+    kinds = ("check_reports", "decontam_reports", "students")
+    handed = per_batch(**{k: kind_of(paths, k) for k in kinds})
+    info = json.loads(Path(paths.summary).read_text(encoding="utf-8"))
+    out = Path(paths.outdir)
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     batches = info["batches"]

@@ -28,11 +28,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 def _dataset(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import dataset
 
-    return dataset.run(
-        cfg, train=args.train, test=args.test, generate_reports=args.generate_reports,
-        check_reports=args.check_reports, decontam_reports=args.decontam_reports, stages=args.stages,
-        output=args.output, report=args.report,
-    )  # fmt: skip
+    return dataset.run(cfg, args)
 
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
@@ -57,13 +53,7 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
 def _summary(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import summary
 
-    return summary.run(
-        cfg["summary"], generate_reports=args.generate_reports, usage=args.usage, check_reports=args.check_reports,
-        decontam_reports=args.decontam_reports, split_reports=args.split_reports, train_reports=args.train_reports,
-        teacher_evals=args.teacher_evals, student_evals=args.student_evals, stages=args.stages,
-        dedup_report=args.dedup_report, batches_report=args.batches_report, dataset_report=args.dataset_report,
-        output=args.output, markdown=args.markdown, benchmarks=args.benchmarks,
-    )  # fmt: skip
+    return summary.run(cfg["summary"], args)
 
 
 def _plots_args(p: argparse.ArgumentParser) -> None:
@@ -77,10 +67,7 @@ def _plots_args(p: argparse.ArgumentParser) -> None:
 def _plots(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     from aiev.report import plots
 
-    return plots.run(
-        summary=args.summary, check_reports=args.check_reports, decontam_reports=args.decontam_reports,
-        students=args.students, outdir=args.outdir,
-    )  # fmt: skip
+    return plots.run(args)
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -99,7 +86,7 @@ STEPS = [
          _dataset_args, _dataset,
          lambda r: f"{r['entries']} entries ({r['train']} train, {r['test']} test), {r['bad']} row(s) skipped"),
     Step("summary", "the run summary (per batch, totals beside the paper's) and its projection", _summary_args,
-         _summary, _summary_line),
+         _summary, _summary_line, report="output"),
     Step("plots", "the report's plots (SVG), the numbers their captions state, and the tables", _plots_args, _plots,
          lambda r: f"{len(r['plots'])} plots and {len(r['tables'])} tables in {r['outdir']}"),
 ]  # fmt: skip

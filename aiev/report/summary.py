@@ -25,8 +25,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aiev.io import atomic_open, read_json_if_exists, write_json
-from aiev.report.batches import Files, per_batch, read
+from aiev.io import atomic_open, read_json_if_exists
+from aiev.report.batches import kind_of, per_batch, read
 from aiev.suites import SUITES, family
 
 #: The paper's totals (AutoCoder, AIEV-INSTRUCT): seeds before dedup, entries, rounds, rounds of multi-round
@@ -189,32 +189,18 @@ def project(rows: list[dict[str, Any]], seeds_total: int, batch_size: int, jobs:
     }
 
 
-def run(
-    section: dict[str, Any],
-    *,
-    generate_reports: Files = (),
-    usage: Files = (),
-    check_reports: Files = (),
-    decontam_reports: Files = (),
-    split_reports: Files = (),
-    train_reports: Files = (),
-    teacher_evals: Files = (),
-    student_evals: Files = (),
-    stages: Files = (),
-    dedup_report: str | Path,
-    batches_report: str | Path,
-    output: str | Path,
-    markdown: str | Path,
-    dataset_report: str | Path | None = None,
-    benchmarks: list[str] | None = None,
-) -> dict[str, Any]:
-    """The ``summary`` step, with the ``summary`` section (the projection's settings); each batch's reports and
-    stage record by kind, each kind a list in batch order, empty where it is absent (:mod:`aiev.report.batches`)."""
-    handed = per_batch(
-        generate_reports=generate_reports, usage=usage, check_reports=check_reports,
-        decontam_reports=decontam_reports, split_reports=split_reports, train_reports=train_reports,
-        teacher_evals=teacher_evals, student_evals=student_evals, stages=stages,
-    )  # fmt: skip
+SUMMARY_KINDS = ("generate_reports", "usage", "check_reports", "decontam_reports", "split_reports", "train_reports",
+                 "teacher_evals", "student_evals", "stages")  # fmt: skip
+
+
+def run(section: dict[str, Any], paths: Any) -> dict[str, Any]:
+    """The ``summary`` step, with the ``summary`` section (the projection's settings): each batch's reports and
+    stage record by kind (:data:`SUMMARY_KINDS`, each a list in batch order, absent or empty where the part is off:
+    :mod:`aiev.report.batches`), ``paths.dedup_report``, ``batches_report``, ``dataset_report``, ``benchmarks``;
+    the summary is the step's report (``paths.output``), its Markdown ``paths.markdown``."""
+    handed = per_batch(**{k: kind_of(paths, k) for k in SUMMARY_KINDS})
+    dedup_report, batches_report = paths.dedup_report, paths.batches_report
+    dataset_report, benchmarks = getattr(paths, "dataset_report", None), getattr(paths, "benchmarks", None)
     rows = [batch_row(k, files) for k, files in enumerate(handed)]
     dedup = read_json_if_exists(Path(dedup_report)) or {}
     batches = read_json_if_exists(Path(batches_report)) or {}
@@ -241,8 +227,7 @@ def run(
             rows, seeds_total, batches.get("batch_size") or 1, proj["generation_jobs"], proj["concurrency"]
         ),
     }
-    write_json(output, info)
-    with atomic_open(markdown) as fh:
+    with atomic_open(paths.markdown) as fh:
         fh.write(render_markdown(info))
     return info
 

@@ -38,3 +38,30 @@ def argv(kinds: dict[str, str], dirs: list[Path]) -> list[str]:
     for kind, files in handed(kinds, dirs).items():
         out += ["--" + kind.replace("_", "-"), *map(str, files)]
     return out
+
+
+def run_summary(section: dict, **paths) -> dict:
+    """The ``summary`` step as the CLI runs it (the contract writes ``output``)."""
+    from argparse import Namespace
+
+    from aiev.report.steps import STEPS
+    from aiev.steps import run_step
+
+    step = next(s for s in STEPS if s.name == "summary")
+    return run_step(step, {"summary": section}, Namespace(**paths))
+
+
+def run_dataset(cfg: dict, **paths) -> dict:
+    from argparse import Namespace
+
+    from aiev.report import dataset
+
+    return dataset.run(cfg, Namespace(**paths))
+
+
+def run_plots(**paths) -> dict:
+    from argparse import Namespace
+
+    from aiev.report import plots
+
+    return plots.run(Namespace(**paths))

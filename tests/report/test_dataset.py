@@ -17,8 +17,8 @@ import yaml
 from aiev.cli import main as aiev_main
 from aiev.config import load_config
 from aiev.records import record_errors
-from aiev.report import dataset, summary
-from tests.report.handed import DATASET, SUMMARY, argv, handed
+from aiev.report import dataset
+from tests.report.handed import DATASET, SUMMARY, argv, handed, run_dataset, run_summary
 
 datasets = pytest.importorskip("datasets")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -170,7 +170,7 @@ def test_loads_with_datasets_and_its_counts_are_the_summarys(tmp_path):
     out, rep = build(tmp_path, dirs)
     write(tmp_path / "dedup.json", {"kept": 20})
     write(tmp_path / "batches.json", {"batch_size": 10})
-    s = summary.run(load_config({})["summary"], **handed(SUMMARY, dirs),
+    s = run_summary(load_config({})["summary"], **handed(SUMMARY, dirs),
                     dedup_report=tmp_path / "dedup.json",
                     batches_report=tmp_path / "batches.json", dataset_report=out / "dataset_report.json",
                     output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
@@ -362,7 +362,7 @@ def test_a_rerun_replaces_the_data_set_whole_and_a_failed_one_leaves_the_old(tmp
 
     monkeypatch.setattr(dataset._ShardWriter, "flush", failing)
     with pytest.raises(OSError, match="disk full"):
-        dataset.run(cfg(shard_rows=1), **handed(DATASET, dirs), output=out)
+        run_dataset(cfg(shard_rows=1), **handed(DATASET, dirs), output=out)
     monkeypatch.undo()
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in out.parent.iterdir()] == ["dataset"]
@@ -372,13 +372,14 @@ def test_a_rerun_replaces_the_data_set_whole_and_a_failed_one_leaves_the_old(tmp
     script = f"""
 import os, signal, json
 from aiev.config import load_config
+from argparse import Namespace
 from aiev.report import dataset
 real = dataset._ShardWriter.flush
 def flush(self):
     real(self)
     os.kill(os.getpid(), signal.SIGKILL)
 dataset._ShardWriter.flush = flush
-dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), **{kwargs!r}, output={str(out)!r})
+dataset.run(load_config({{"dataset": {{"shard_rows": 1}}}}), Namespace(**{kwargs!r}, output={str(out)!r}))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr

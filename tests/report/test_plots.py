@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from aiev.config import load_config
-from aiev.report import plots, summary
-from tests.report.handed import PLOTS, SUMMARY, handed
+from aiev.report import plots
+from tests.report.handed import PLOTS, SUMMARY, handed, run_plots, run_summary
 from tests.report.test_summary import make_batch, write
 
 
@@ -36,7 +36,7 @@ def fake_run(root: Path) -> tuple[Path, list[Path]]:
     bench = root / "benchmarks" / "student_1" / "humaneval.json"
     write(bench, {"suite": "humaneval", "n": 164, "base_pass@1": 0.25, "plus_pass@1": 0.2})
     section = load_config({})["summary"]
-    summary.run(section, **handed(SUMMARY, dirs), dedup_report=root / "dedup.json",
+    run_summary(section, **handed(SUMMARY, dirs), dedup_report=root / "dedup.json",
                 batches_report=root / "batches.json", output=root / "summary.json", markdown=root / "s.md",
                 benchmarks=[str(bench)])  # fmt: skip
     return root / "summary.json", dirs
@@ -45,7 +45,7 @@ def fake_run(root: Path) -> tuple[Path, list[Path]]:
 def test_every_plot_and_table_with_the_numbers_of_the_data(tmp_path):
     summ, dirs = fake_run(tmp_path)
     out = tmp_path / "report"
-    rep = plots.run(summary=summ, **handed(PLOTS, dirs), outdir=out)
+    rep = run_plots(summary=summ, **handed(PLOTS, dirs), outdir=out)
     for name in plots.PLOTS:
         svg = (out / f"{name}.svg").read_text()
         assert svg.startswith("<?xml") and "<svg" in svg and not (out / f"{name}.rst").read_text().startswith("No ")
@@ -86,7 +86,7 @@ def test_every_plot_and_table_with_the_numbers_of_the_data(tmp_path):
 
     # byte-identical when nothing changed (no date, fixed ids): a re-run changes no file
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    plots.run(summary=summ, **handed(PLOTS, dirs), outdir=out)
+    run_plots(summary=summ, **handed(PLOTS, dirs), outdir=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -95,7 +95,7 @@ def test_a_run_without_the_loop_still_writes_every_output(tmp_path):
                                                    "rejected": 3, "rejected_by_reason": {"max_rounds": 3}}],
                                       "totals": {"seeds": 5, "passed": 2}})  # fmt: skip
     out = tmp_path / "report"
-    plots.run(summary=tmp_path / "summary.json", **handed(PLOTS, [tmp_path / "batch_0"]), outdir=out)
+    run_plots(summary=tmp_path / "summary.json", **handed(PLOTS, [tmp_path / "batch_0"]), outdir=out)
     assert {p.name for p in out.iterdir()} == {f"{n}.{e}" for n in plots.PLOTS for e in ("svg", "rst")} | {
         "batches.html",
         "benchmarks.html",

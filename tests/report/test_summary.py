@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiev.config import load_config
 from aiev.report import summary
-from tests.report.handed import SUMMARY, handed
+from tests.report.handed import SUMMARY, handed, run_summary
 
 
 def write(path: Path, obj) -> None:
@@ -47,7 +47,7 @@ def test_summary_totals_and_projection(tmp_path):
     write(tmp_path / "dedup.json", {"kept": 1000})
     write(tmp_path / "batches.json", {"batch_size": 10})
     section = load_config({"summary": {"projection": {"generation_jobs": 2, "concurrency": 4}}})["summary"]
-    info = summary.run(section, **handed(SUMMARY, dirs), dedup_report=tmp_path / "dedup.json",
+    info = run_summary(section, **handed(SUMMARY, dirs), dedup_report=tmp_path / "dedup.json",
                        batches_report=tmp_path / "batches.json", output=tmp_path / "s.json",
                        markdown=tmp_path / "s.md")  # fmt: skip
     b0, b1 = info["batches"]
@@ -74,7 +74,7 @@ def test_summary_totals_and_projection(tmp_path):
 def test_summary_with_no_batch_generated_says_so(tmp_path):
     write(tmp_path / "dedup.json", {"kept": 5})
     write(tmp_path / "batches.json", {"batch_size": 5})
-    info = summary.run(load_config({})["summary"], **handed(SUMMARY, [tmp_path / "batch_0"]),
+    info = run_summary(load_config({})["summary"], **handed(SUMMARY, [tmp_path / "batch_0"]),
                        dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
                        output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
     assert "nothing to project" in info["projection"]["note"] and info["batches"][0]["passed"] is None
@@ -84,7 +84,7 @@ def summary_markdown(tmp_path, benchmarks: list[str]) -> str:
     """results/summary.md of a run with no batch but these benchmark reports."""
     write(tmp_path / "dedup.json", {"kept": 5})
     write(tmp_path / "batches.json", {"batch_size": 5})
-    summary.run(load_config({})["summary"], **handed(SUMMARY, [tmp_path / "batch_0"]),
+    run_summary(load_config({})["summary"], **handed(SUMMARY, [tmp_path / "batch_0"]),
                 benchmarks=benchmarks, dedup_report=tmp_path / "dedup.json", batches_report=tmp_path / "batches.json",
                 output=tmp_path / "s.json", markdown=tmp_path / "s.md")  # fmt: skip
     return (tmp_path / "s.md").read_text()
