@@ -256,7 +256,8 @@ def train_args(wildcards, input):
 
 def per_batch(name, on=True):
     """Every batch's file `name` (below results/batch_K), in batch order, as one input of a report
-    rule; none when its part is off. A report step takes each kind by its own argument."""
+    rule; none when its part is off. A report step takes each kind by its own argument.
+    """
     return [f"results/batch_{k}/{name}" for k in batch_ids()] if on else []
 
 
