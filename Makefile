@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo doctor test lint format dag clean
+.PHONY: setup demo doctor test lint format dag measurements clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ format: setup
 # The README picture (docs/dag.svg) and its sources (docs/dag.dot, docs/dag.mmd); the tests check they are current.
 dag: setup
 	$(BIN)/python scripts/dag.py
+
+# docs/measurements.md from the records in benchmarks/results/ (each benchmarks/ script writes one); the tests check it.
+measurements: setup
+	$(BIN)/python benchmarks/render.py
 
 clean:
 	rm -rf results .snakemake

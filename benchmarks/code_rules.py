@@ -5,7 +5,7 @@
 ``--replies``: JSONL files of entries (``messages``: every programmer message is read, e.g. a run's
 ``results/batch_K/dialogues.jsonl`` and ``rejects.jsonl``) or of ``{"origin", "reply"}`` rows (default: the
 recorded replies of tests/data/replies/programmer_replies.jsonl). ``--before``: the git revision whose
-``aiev/codeblocks.py`` gives the old reading (default: the commit before issue 22's rules). Prints, per origin,
+``aiev/codeblocks.py`` gives the old reading (default: the revision before the current code rules). Prints, per origin,
 how many replies each rule reads as a program, ``no_tests``, ``no_solution`` and ``no_code``.
 """
 
@@ -22,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from record import record  # noqa: E402
 
 from aiev.codeblocks import extract_program  # noqa: E402
 
@@ -63,12 +65,15 @@ def main() -> None:
     rows = [r for path in args.replies for r in replies_of(path)]
     kinds = ("program", "no_tests", "no_solution", "no_code")
     print(f"{'origin':58} {'rule':7} {'n':>4} " + " ".join(f"{k:>11}" for k in kinds))
+    figures: dict[str, dict[str, int]] = {}
     for origin in sorted({o for o, _ in rows}):
         replies = [r for o, r in rows if o == origin]
         for name, rule in ((f"{args.before[:7]}", before), ("now", extract_program)):
             got = collections.Counter(getattr(rule(r), "reason", "program") for r in replies)
             cells = " ".join(f"{got[k]:>4} {100 * got[k] / len(replies):5.1f}%" for k in kinds)
             print(f"{origin[:58]:58} {name:7} {len(replies):>4} {cells}")
+            figures[f"{origin} ({name})"] = {"replies": len(replies)} | {k: got[k] for k in kinds}
+    record("code_rules", figures)
 
 
 if __name__ == "__main__":

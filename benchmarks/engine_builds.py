@@ -1,5 +1,5 @@
-"""llama.cpp builds side by side on this CPU: tokens/s per core, prompt and decode (goal: the portable build within
-1.2x of the fastest build that works here).
+"""llama.cpp builds side by side on the CPU it runs on: tokens/s per core, prompt and decode (goal: the portable
+build within 1.2x of the fastest build that works there).
 
     python benchmarks/engine_builds.py [--native] [--build NAME=DIR ...] [--rounds 3] [--variants haswell,x64]
 
@@ -27,6 +27,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from record import record
 
 PROMPT = (
     "You are given a Python function and its tests. Explain what the function does, then write three more "
@@ -148,6 +150,22 @@ def main() -> None:
             f"goal: portable within 1.2x of the fastest build here; measured {slow:.2f}x: "
             f"{'met' if slow <= 1.2 else 'NOT met'}"
         )
+    figures = {
+        r["build"]: (
+            {
+                "variant": r["variant"],
+                "prompt_tok_s": round(r["prompt_tok_s"], 1),
+                "decode_tok_s": round(r["decode_tok_s"], 1),
+            }
+            if "error" not in r
+            else {"error": r["error"][:200]}
+        )
+        for r in rows
+    }
+    slowest = None if "error" in portable else round(slow, 2)
+    figures["portable x fastest"] = slowest
+    record("engine_builds", figures, engine=True, goal="the portable build within 1.2x of the fastest build",
+           met=None if slowest is None else slowest <= 1.2)  # fmt: skip
 
 
 if __name__ == "__main__":

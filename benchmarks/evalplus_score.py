@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from record import record
 from shared_data import BENCHMARK_DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +35,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=str(BENCHMARK_DATA / "evalplus"))
     args = ap.parse_args()
+    figures: dict[str, dict] = {}
     for suite in args.suites:
         data = Path(args.data_dir) / FILES[suite]
         with gzip.open(data, "rt") as fh:
@@ -66,6 +68,16 @@ def main() -> int:
             differ = sorted(k for k in a if a[k] != dv[k])
             print(f"{suite}: {len(tasks)} tasks, aiev (sandboxed) {ours:.1f} s, evalplus directly {direct:.1f} s, "
                   f"ratio {ours / direct:.2f}; verdicts differ on {differ or 'none'}", flush=True)  # fmt: skip
+            figures[suite] = {
+                "tasks": len(tasks),
+                "aiev_sandboxed_s": round(ours, 1),
+                "evalplus_direct_s": round(direct, 1),
+                "ratio": round(ours / direct, 2),
+                "verdicts_differ": len(differ),
+            }
+    record("evalplus_score", figures | {"workers": args.workers},
+           goal="no slower than evalplus.evaluate directly, the same verdicts",
+           met=all(f["ratio"] <= 1.0 and not f["verdicts_differ"] for f in figures.values()))  # fmt: skip
     return 0
 
 

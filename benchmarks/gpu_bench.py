@@ -35,8 +35,7 @@ if str(REPO) not in sys.path:
 
 #: H200 SXM bf16 dense peak (NVIDIA's datasheet: 1,979 TFLOP/s with sparsity, half of it dense).
 H200_BF16_DENSE_TFLOPS = 989.4
-#: What an 8192^3 bf16 matrix product reaches through PyTorch on the lent H200 (/work/.library/device/KINDS.md:
-#: 769-798 TFLOP/s on random data, 2026-10-28 and 2026-11-04).
+#: What an 8192^3 bf16 matrix product reaches through PyTorch on an H200 SXM (769-798 TFLOP/s on random data).
 H200_MEASURED_MATMUL_TFLOPS = 790.0
 TOKEN_KEYS = ("bash_start", "bash_end", "code_start", "code_end")
 TAIL_LINES = 15
@@ -401,7 +400,7 @@ def flops_per_token_from(flops: dict[str, Any], params: int) -> dict[str, Any]:
 
 def mfu(tps: float | None, flops: dict[str, Any], device: str) -> dict[str, Any]:
     """MFU (``flops['6N']`` x tokens/s over the GPU's bf16 dense peak), against the spec peak and against the
-    matmul rate measured on the lent H200; also with attention's FLOPs. No peak on a CPU."""
+    matmul rate measured on an H200; also with attention's FLOPs. No peak on a CPU."""
     model = flops["6N"] * tps if tps else None
     if device != "cuda" or not model:
         return {"mfu": None, "mfu_vs_measured_matmul": None, "mfu_with_attention": None,

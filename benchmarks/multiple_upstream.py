@@ -1,9 +1,9 @@
-"""MultiPL-E's own evaluators on our test completions: the verdicts our scorer must reproduce (issue 21).
+"""MultiPL-E's own evaluators on our test completions: the verdicts our scorer must reproduce.
 
     python benchmarks/multiple_upstream.py --upstream DIR [--write]
 
 DIR is a checkout of nuprl/MultiPL-E (or a folder holding the same paths): its per-language evaluators are run
-here, unchanged, outside any container, with this machine's toolchains. Each case of
+here, unchanged, outside any container, with the local toolchains. Each case of
 tests/data/benchmarks/multipl-e/upstream_verdicts.json (a completion of the committed 3-task excerpt: right, wrong,
 or not building) is built into one program exactly as our scorer builds it (``aiev.scoring.multiple.program``),
 handed to the upstream evaluator of its language, and its status printed beside our scorer's verdict. ``--write``
@@ -41,6 +41,8 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from record import record  # noqa: E402
 
 from aiev.config import load_config  # noqa: E402
 from aiev.scoring import multiple, scorers  # noqa: E402
@@ -170,7 +172,10 @@ def main() -> None:
             "toolchains": versions,
         }
         CASES.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{disagree} disagreement(s) of {sum(c['lang'] in EVALUATORS for c in doc['cases'])} cases; goal: 0")
+    cases = sum(c["lang"] in EVALUATORS for c in doc["cases"])
+    print(f"{disagree} disagreement(s) of {cases} cases; goal: 0")
+    record("multiple_upstream", {"cases": cases, "disagreements": disagree, "languages": ", ".join(EVALUATORS)},
+           goal="our scorer agrees with MultiPL-E's evaluators on every case", met=disagree == 0)  # fmt: skip
     sys.exit(1 if disagree else 0)
 
 

@@ -4,11 +4,11 @@
 
 1. Per-execution latency, median of N sequential runs each: bare ``python3 -c pass`` (the very interpreter
    the sandbox offers), the sandbox running ``true`` (pure sandbox cost) and the sandbox running
-   ``python3 -c pass`` (what one agent program pays at least). Goal (issue 24): sandboxed <= 1.2x bare,
+   ``python3 -c pass`` (what one agent program pays at least). Goal: sandboxed <= 1.2x bare,
    with the memory cgroup (the run says whether it had one).
 2. Throughput: as many concurrent runs as cores (threads calling ``sb.run``) for a fixed time, on a small
    CPU-bound program; runs/s and how busy the cores were, from the machine's /proc/stat (which includes
-   anything else running: the background load is measured first and printed). Goal (issue 24): sandboxed
+   anything else running: the background load is measured first and printed). Goal: sandboxed
    >= 0.95x bare at >= 95% of cores busy.
 """
 
@@ -22,6 +22,8 @@ import subprocess
 import threading
 import time
 from typing import Any
+
+from record import record
 
 from aiev.interpreter import run_checked, run_program
 from aiev.sandbox import Limits, get_sandbox
@@ -174,6 +176,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
+    latency = out["overhead_ratio"] <= 1.2
+    record("sandbox", out, goal="sandboxed python3 -c pass <= 1.2x bare; throughput >= 0.95x bare at >= 95% busy",
+           met=latency and met)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from record import record
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -86,6 +88,8 @@ def main() -> None:
     print("|" + "---|" * len(keys))
     for r in rows:
         print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+    record("train", {f"{r['model']}, {r['dtype']}": {k: v for k, v in r.items() if k not in ("model", "dtype")}
+                     for r in rows})  # fmt: skip
 
 
 if __name__ == "__main__":

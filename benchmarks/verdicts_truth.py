@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import record  # noqa: E402
 from shared_data import BENCHMARK_DATA  # noqa: E402
 
 from aiev.config import load_config  # noqa: E402
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             "wrong_kept_by_check_tests": wrong_kept,
             "goals": {"wrong_third_of_exit_rule": third, "right_3_cases_kept": right3},
         }, indent=1) + "\n")  # fmt: skip
+    record("verdicts_truth", {"all": all_, "same_check_tests_verdict_in_every_style": f"{agree} of {solutions}"},
+           goal="check-tests keeps <= 1/3 of the wrong entries the exit-code rule keeps; >= 90% of the right ones "
+           "with >= 3 cases; the same verdict in every style",
+           met=bool(third and right3 and right3 >= 0.9 and agree == solutions))  # fmt: skip
     return 0
 
 

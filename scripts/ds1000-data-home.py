@@ -6,7 +6,7 @@
 and exercise, and scikit-learn's California housing. The sandbox has no network, so the scorer ships DIR into the
 home of those programs; this script downloads the files into DIR with the paths the libraries look for (seaborn
 0.13: ~/.cache/seaborn/NAME.csv; scikit-learn: ~/scikit_learn_data). It needs the DS-1000 libraries
-(envs/ds1000.txt) and the internet; it was not run on the (offline) development machine.
+(envs/ds1000.txt) and the internet (no test runs it: the tests are offline).
 """
 
 from __future__ import annotations

@@ -1,12 +1,31 @@
 """The benchmark scripts whose figures README and docs quote still run: each at a small size, checked for the line
-it prints its verdict on (a refactor of a step's `run()` once broke benchmarks/decontam.py without a test noticing)."""
+it prints its verdict on, and for the record it writes (benchmarks/record.py), here into a temporary folder."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def records(tmp_path, monkeypatch) -> Path:
+    """The scripts' records go here, not into benchmarks/results/."""
+    folder = tmp_path / "records"
+    monkeypatch.setenv("AIEV_BENCHMARK_RESULTS", str(folder))
+    return folder
+
+
+def recorded(folder: Path, name: str) -> dict:
+    doc = json.loads((folder / f"{name}.json").read_text())
+    assert {"name", "script", "command", "date", "machine", "commit", "goal", "met", "figures"} <= set(doc)
+    assert doc["machine"]["cores"] and doc["machine"]["kernel"] and doc["source"] == "measured"
+    return doc
 
 
 def script(name: str, *args: str) -> str:
@@ -16,18 +35,22 @@ def script(name: str, *args: str) -> str:
     return done.stdout
 
 
-def test_decontam_benchmark_runs_and_agrees_with_the_naive_loop():
+def test_decontam_benchmark_runs_and_agrees_with_the_naive_loop(records):
     out = script("decontam.py", "--entries", "400", "--naive-entries", "6", "--workers", "1")
     assert "same set: True" in out and "fast step: 400 entries" in out
+    doc = recorded(records, "decontam")
+    assert doc["met"] is True and doc["figures"]["entries"] == 400
+    assert doc["command"] == "python benchmarks/decontam.py --entries 400 --naive-entries 6 --workers 1"
 
 
-def test_dedup_benchmark_runs_and_drops_no_original():
+def test_dedup_benchmark_runs_and_drops_no_original(records):
     out = script("dedup.py", "--n", "2000", "--workers", "1")
     assert "0 lost every seed, 0 planted copies missed" in out
+    figures = recorded(records, "dedup")["figures"]
+    assert figures["seeds"] == 2000 and figures["groups_lost"] == 0 and figures["copies_missed"] == 0
 
 
-def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
-    import json
+def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path, records):
     import os
     from datetime import datetime
 
@@ -53,6 +76,9 @@ def test_demo_run_reads_the_runs_own_files_beside_the_goals(tmp_path):
     log.write_text(log.read_text() + "Complete log(s): x\nElapsed time: 0:14:26.5\n")  # snakemake's own count
     out = script("demo_run.py", "--workdir", str(tmp_path))
     assert "14.4 min, 13 of 172 dialogues passed" in out and "yes" in out
+    doc = recorded(records, "demo_run")
+    assert doc["figures"]["workflow (snakemake, after set-up)"] == "14.4 min, 13 of 172 dialogues passed"
+    assert doc["met"] is False  # the prompt cache's share is below its goal
 
 
 CI_LOG = """snakemake --lint
@@ -69,7 +95,7 @@ CI_LOG = """snakemake --lint
 """
 
 
-def test_ci_minutes_reads_each_session_of_the_test_log_beside_the_goal(tmp_path):
+def test_ci_minutes_reads_each_session_of_the_test_log_beside_the_goal(tmp_path, records):
     log = tmp_path / "test.log"
     log.write_text(CI_LOG)
     out = script("ci_minutes.py", str(log))
@@ -80,13 +106,13 @@ def test_ci_minutes_reads_each_session_of_the_test_log_beside_the_goal(tmp_path)
     assert "15.8 min" in lines[3] and lines[3].endswith("NO")  # the sessions run at once: the longest counts
     log.write_text(CI_LOG.replace("950.50s", "700.00s"))
     assert script("ci_minutes.py", str(log)).splitlines()[-1].endswith("13.9 min  goal <= 15 min: yes")
+    doc = recorded(records, "ci_minutes")
+    assert doc["met"] is True and doc["figures"]["pytest, sessions at once (min)"] == 13.9
 
 
 def test_verdicts_truth_measures_both_rules_against_the_plus_tests(tmp_path):
     """benchmarks/verdicts_truth.py on one task of each suite in two styles: right solutions kept by both rules, the
     notebook idiom's failing tests kept by the exit-code rule and not by check-tests, the figures written."""
-    import json
-
     out = script("verdicts_truth.py", "--tasks", "1", "--styles", "plain,unittest_exit_false", "--per-kind", "1",
                  "--json", str(tmp_path / "truth.json"))  # fmt: skip
     assert "| all |" in out and "goal: wrong kept by check-tests" in out
