@@ -24,6 +24,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import Levenshtein
 from record import record
@@ -174,8 +175,8 @@ def main() -> None:
         src.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
         start = time.perf_counter()
         section = {"threshold": args.threshold, "metric": args.metric, "workers": args.workers}
-        report = run(section, input=src, output=Path(tmp, "kept.jsonl"), removed=Path(tmp, "removed.jsonl"),
-                     report=Path(tmp, "report.json"), snippets=snippets)  # fmt: skip
+        paths = SimpleNamespace(input=src, output=Path(tmp, "kept.jsonl"), removed=Path(tmp, "removed.jsonl"))
+        report = run(section, paths, snippets=snippets)
         wall = time.perf_counter() - start
     pairs = report["blocks"]["total"] * len(texts)
     scale = PAPER_ENTRIES / len(entries)

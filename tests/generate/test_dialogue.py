@@ -465,7 +465,7 @@ def test_code_rules(reply, expected):
 
 def test_a_pass_means_the_tests_ran(tmp_path, wheelhouse):
     """The layout instruct models write (``import unittest`` on line 1) passes at once; a TestCase nothing runs is
-    run by the interpreter, so its failing test fails the round (before: a silent exit 0, kept as passed); tests
+    run by the interpreter, so its failing test fails the round (not a silent exit 0 kept as passed); tests
     that only print are never a pass (``tests_not_run``)."""
     batch = write_batch(tmp_path / "b.jsonl", ["importsfirst", "unrun", "printonly"])
     with ScriptedServer(dialogue_script) as server:

@@ -128,7 +128,7 @@ def test_kill_while_the_program_runs(need_bwrap, mode):
 
 @pytest.mark.parametrize("mode", ["cgroup"])
 def test_kill_while_the_sandbox_is_starting(need_bwrap, mode):
-    """The moment the issue found: bwrap's first process exists, the sandbox init is paused before its release.
+    """The racy moment: bwrap's first process exists, the sandbox init is paused before its release.
 
     SIGSTOP holds the init there; kill -9 of the job's process group then kills the outer bwrap (it dies with its
     parent) and, without tracking, would leave the init stopped forever, as root, in fresh namespaces."""
@@ -292,7 +292,7 @@ def test_runs_start_from_spares_that_entered_their_cgroup_in_advance(need_bwrap)
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_run_cgroups_limit_and_oom_count_in_each_cgroup_version(tmp_path, version):
     """The files each cgroup version uses for the memory limit (swap included) and the OOM-kill count, on a
-    stand-in folder: this machine's memory controller is bound to cgroup v1, so a real v2 hierarchy with it cannot
+    stand-in folder: where the memory controller is bound to cgroup v1, so a real v2 hierarchy with it cannot
     be mounted here (the kernel path of v2 runs on v2 machines: CgroupRoot.detect picks it there)."""
     from aiev.sandbox.tracking import RunCgroup
 
