@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiev.train import profile as profiling
 from aiev.train.data import Example, Template
 
 
@@ -282,8 +283,8 @@ def gpu_memory() -> dict[str, float | None]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    die_with_parent()
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
+    """The command line: (its arguments, a copy of the train section, the four special tokens)."""
     ap = argparse.ArgumentParser(prog="aiev.train.worker")
     ap.add_argument("--config", required=True, help="JSON: {'train': ..., 'format': ...}")
     ap.add_argument("--sft", action="append", required=True, help="SFT records JSONL (repeatable)")
@@ -292,16 +293,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", required=True, help="DeepSpeed checkpoints (resume), outside the outputs")
     args = ap.parse_args(argv)
     cfg = json.loads(args.config)
-    section, tokens = (
-        dict(cfg["train"]),
-        [cfg["format"]["tokens"][k] for k in ("bash_start", "bash_end", "code_start", "code_end")],
-    )
+    tokens = [cfg["format"]["tokens"][k] for k in ("bash_start", "bash_end", "code_start", "code_end")]
+    return args, dict(cfg["train"]), tokens
 
+
+@dataclass(frozen=True)
+class Job:
+    """What the steps of one rank's run share: the command line, the train section (bf16 chosen), the special
+    tokens, the device, the rank's place in the process group and when it started."""
+
+    args: argparse.Namespace
+    section: dict[str, Any]
+    tokens: list[str]
+    cuda: bool
+    bf16_why: str
+    rank: int
+    world: int
+    t_start: float
+
+
+def join(args: argparse.Namespace, section: dict[str, Any], tokens: list[str]) -> Job:
+    """The device and the process group (:func:`start`), said in the log; torch seeded with ``train.seed``."""
     t_start = time.time()
     cuda, bf16_why = start(section)
     import torch
     import torch.distributed as dist
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     rank, world = dist.get_rank(), dist.get_world_size()
     log(f"joined: rank {rank} of {world} on {socket.gethostname()}, rendezvous "
@@ -310,129 +326,245 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         log(f"{'bf16' if section['bf16'] else 'fp32'}: {bf16_why}")
     torch.manual_seed(section["seed"])
-    data = load_data(section, tokens, args.base_model, args.sft)
-    tokenizer, examples = data.tokenizer, data.examples
+    return Job(args, section, tokens, cuda, bf16_why, rank, world, t_start)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The optimizer steps: micro-batches of ``micro_batch`` examples per rank, ``accumulation`` of them a step."""
+
+    micro_batch: int
+    accumulation: int
+    per_step: int  # examples per optimizer step, over all ranks
+    steps_per_epoch: int
+    total: int  # steps of the whole run (0: nothing to train)
+
+
+def schedule(section: dict[str, Any], examples: int, world: int) -> Schedule:
     mb, ga = section["micro_batch_size"], section["gradient_accumulation_steps"]
     per_step = mb * ga * world
-    steps_per_epoch = math.ceil(len(examples) / per_step) if examples else 0
+    steps_per_epoch = math.ceil(examples / per_step) if examples else 0
     total = steps_per_epoch * section["epochs"]
     if section.get("max_steps"):
         total = min(total, section["max_steps"])
-    if total == 0:
-        log("no trainable example: nothing to train")
-        return 3
+    return Schedule(mb, ga, per_step, steps_per_epoch, total)
 
-    engine, scheduler, dtype, params = build_engine(section, data, world, total)
 
-    state = Path(args.state_dir)
-    step = resumed_from = 0
+def resume(engine: Any, state: Path, job: Job, total: int) -> tuple[int, list[dict[str, Any]]]:
+    """(the step to start from, the loss history up to it: rank 0's, kept in the checkpoint's folder): from the
+    last checkpoint under ``state`` (it must be of the same world size), else (0, [])."""
+    step = 0
     if (state / "latest").exists():
         loaded, client = engine.load_checkpoint(str(state))
         if loaded is None:
             raise RuntimeError(f"{state}/latest names a checkpoint that could not be loaded")
-        step = resumed_from = int(client["step"])
-        if client.get("world") != world:
-            raise RuntimeError(f"checkpoint of world size {client.get('world')}, now {world}: resume with the same")
+        step = int(client["step"])
+        if client.get("world") != job.world:
+            raise RuntimeError(f"checkpoint of world size {client.get('world')}, now {job.world}: resume with the same")
         log(f"resumed from the checkpoint of step {step}/{total} in {state}")
-
     history: list[dict[str, Any]] = []
-    if rank == 0 and step:
+    if job.rank == 0 and step:
         kept = state / f"step{step}" / "history.json"
         history = [h for h in json.loads(kept.read_text()) if h["step"] <= step] if kept.exists() else []
-    # the last profile_steps steps run under torch.profiler, after one more as its warm-up (not counted)
-    n_profiled = min(section["profile_steps"], total - step - 1)
-    profile_from = total - n_profiled - 1 if n_profiled > 0 else None
-    from aiev.train import profile as profiling
+    return step, history
 
-    prof, phases, profiled_s = None, None, 0.0
+
+def step_batches(examples: list[Example], sched: Schedule, step: int, seed: int, job: Job) -> list[list[Example]]:
+    """This rank's micro-batches of optimizer step ``step`` (from 0): the epoch's seeded order, strided by rank."""
+    mb, ga = sched.micro_batch, sched.accumulation
+    epoch, within = divmod(step, sched.steps_per_epoch)
+    perm = order(len(examples), epoch, seed)
+    batches = []
+    for micro in range(ga):
+        base = (within * ga + micro) * mb * job.world + job.rank * mb
+        batches.append([examples[perm[(base + i) % len(perm)]] for i in range(mb)])
+    return batches
+
+
+class Profiling:
+    """The last ``train.profile_steps`` steps run under torch.profiler, after one more as its warm-up (not
+    counted): the profiler starts before the warm-up step, the phases are timed from the step after it."""
+
+    def __init__(self, section: dict[str, Any], step: int, total: int, cuda: bool) -> None:
+        self.cuda = cuda
+        self.steps = min(section["profile_steps"], total - step - 1)
+        self.start_at = total - self.steps - 1 if self.steps > 0 else None
+        self.prof: Any = None
+        self.phases: Phases | None = None
+        self.seconds = 0.0  # the wall time of the profiled steps
+
+    @property
+    def on(self) -> bool:
+        """Whether this step runs under the profiler (the warm-up step included)."""
+        return self.prof is not None
+
+    def before(self, step: int) -> None:
+        if step == self.start_at:
+            self.prof = profiling.profiler(self.cuda, self.steps)
+            self.prof.start()
+        elif self.prof is not None and self.phases is None:  # the warm-up step is done
+            self.phases = Phases(self.cuda)
+
+    def after(self, seconds: float) -> None:
+        self.seconds += seconds if self.phases is not None else 0.0
+
+    def step(self) -> None:
+        if self.prof is not None:
+            self.prof.step()
+
+    def finish(self) -> dict[str, Any] | None:
+        """The profiler stopped; metrics.json's ``profile`` (None when no step was profiled)."""
+        if self.prof is not None:
+            self.prof.stop()
+        if self.phases is None:
+            return None
+        return profiling.summarize(
+            self.prof, steps=self.steps, wall_s=self.seconds, phases=self.phases.seconds, cuda=self.cuda
+        )
+
+
+@dataclass
+class Trained:
+    resumed_from: int  # the step training started from (0: from the base model)
+    history: list[dict[str, Any]]  # rank 0's; empty on the others
+    tokens_seen: int  # by this rank
+    seconds: float
+    profile: dict[str, Any] | None
+    memory: dict[str, float | None]  # this rank's peak GPU memory (:func:`gpu_memory`)
+
+
+def train(
+    job: Job, engine: Any, scheduler: Any, data: Data, sched: Schedule, state: Path, step: int, history: list
+) -> Trained:
+    """The optimizer steps from ``step`` to the last, the loss history on rank 0 (logged), a checkpoint every
+    ``train.save_every_steps`` steps but the last."""
+    section, total, resumed_from = job.section, sched.total, step
+    prof = Profiling(section, step, total, job.cuda)
     engine.train()
     t_train = time.time()
     tokens_seen = 0
     while step < total:
-        if step == profile_from:
-            prof = profiling.profiler(cuda, n_profiled)
-            prof.start()
-        elif prof is not None and phases is None:  # the warm-up step is done
-            phases = Phases(cuda)
-        epoch, within = divmod(step, steps_per_epoch)
-        perm = order(len(examples), epoch, section["seed"])
-        batches = []
-        for micro in range(ga):
-            base = (within * ga + micro) * mb * world + rank * mb
-            batches.append([examples[perm[(base + i) % len(perm)]] for i in range(mb)])
+        prof.before(step)
+        batches = step_batches(data.examples, sched, step, section["seed"], job)
         t0 = time.time()
-        loss_sum, trained, seen = train_step(engine, batches, tokenizer.pad_token_id, phases)
+        loss_sum, trained, seen = train_step(engine, batches, data.tokenizer.pad_token_id, prof.phases)
         tokens_seen += seen
-        loss, trained_all, seen_all = all_reduced([float(loss_sum) / ga, float(trained), float(seen)], cuda)
+        loss, trained_all, seen_all = all_reduced(
+            [float(loss_sum) / sched.accumulation, float(trained), float(seen)], job.cuda
+        )
         seconds = time.time() - t0
-        profiled_s += seconds if phases is not None else 0.0
+        prof.after(seconds)
         step += 1
-        if rank == 0:
-            history.append({"step": step, "loss": round(loss / world, 6), "lr": scheduler.get_last_lr()[0],
+        if job.rank == 0:
+            history.append({"step": step, "loss": round(loss / job.world, 6), "lr": scheduler.get_last_lr()[0],
                             "trained_tokens": int(trained_all), "seconds": round(seconds, 4),
-                            "tokens": int(seen_all), **({"profiled": True} if prof is not None else {})})  # fmt: skip
-            log(f"step {step}/{total} loss {loss / world:.4f}")
-        if prof is not None:
-            prof.step()
+                            "tokens": int(seen_all), **({"profiled": True} if prof.on else {})})  # fmt: skip
+            log(f"step {step}/{total} loss {loss / job.world:.4f}")
+        prof.step()
         if section["save_every_steps"] and step % section["save_every_steps"] == 0 and step < total:
-            _checkpoint(engine, state, step, world, history, rank)
-    profile = None
-    if prof is not None:
-        prof.stop()
-    if phases is not None:
-        profile = profiling.summarize(prof, steps=n_profiled, wall_s=profiled_s, phases=phases.seconds, cuda=cuda)
+            _checkpoint(engine, state, step, job.world, history, job.rank)
+    profile = prof.finish()
     train_s = time.time() - t_train
-    memory = gpu_memory()
+    return Trained(resumed_from, history, tokens_seen, train_s, profile, gpu_memory())
+
+
+def save(job: Job, engine: Any, data: Data, sched: Schedule, trained: Trained, dtype: Any, params: int) -> None:
+    """The weights gathered from every rank (each must call ``save_16bit_model``); rank 0 writes the Hugging Face
+    checkpoint and metrics.json into a temporary directory, then renames it to ``--output``."""
+    import torch.distributed as dist
 
     t_save = time.time()
-    tmp = Path(args.output).with_name(f".{Path(args.output).name}.partial")
-    if rank == 0:
+    out = Path(job.args.output)
+    tmp = out.with_name(f".{out.name}.partial")
+    if job.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     engine.save_16bit_model(str(tmp), "consolidated.bin")  # every rank: the weights are gathered
-    rss, gpu_alloc, gpu_reserved = all_reduced(
+    memory = trained.memory
+    peaks = all_reduced(
         [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, memory["allocated"] or 0.0,
-         memory["reserved"] or 0.0], cuda, op="max",
+         memory["reserved"] or 0.0], job.cuda, op="max",
     )  # fmt: skip
-    (seen_total,) = all_reduced([float(tokens_seen)], cuda)
-    if rank == 0:
-        weights = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
-        (tmp / "consolidated.bin").unlink()
-        conf = AutoConfig.from_pretrained(data.path, **({"gguf_file": data.gguf} if data.gguf else {}))
-        conf.vocab_size = len(tokenizer)
-        final = AutoModelForCausalLM.from_config(conf, dtype=dtype)
-        missing, unexpected = final.load_state_dict(weights, strict=False)
-        final.tie_weights()
-        if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise RuntimeError(f"consolidated weights do not fit the model: missing {missing}, unexpected {unexpected}")
-        final.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.chat_template = data.template.chat_template()
-        tokenizer.save_pretrained(tmp)
-        metrics = {
-            "base_model": args.base_model, "world_size": world, "device": "cuda" if cuda else "cpu",
-            "dtype": str(dtype).removeprefix("torch."), "dtype_why": bf16_why, "examples": len(examples),
-            "records": data.records, "skipped_no_trained_tokens": data.skipped, "truncated": data.truncated,
-            "steps": total, "tokens_per_step": per_step,
-            "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in tokens},
-            "loss": history, "train_seconds": round(train_s, 3),
-            "tokens_per_second": round(seen_total / max(train_s, 1e-9), 2),
-            "tokens_per_second_per_process": round(seen_total / max(train_s, 1e-9) / world, 2),
-            "peak_rss_mb": round(rss, 1), "resumed_from_step": resumed_from, "parameters": params,
-            "zero_stage": section["zero_stage"], "micro_batch_size": mb, "gradient_accumulation_steps": ga,
-            "max_seq_len": section["max_seq_len"],
-            "gradient_checkpointing": section["gradient_checkpointing"],
-            "peak_gpu_memory_mb": round(gpu_alloc, 1) if cuda else None,
-            "peak_gpu_reserved_mb": round(gpu_reserved, 1) if cuda else None,
-            "gpu": torch.cuda.get_device_name() if cuda else None, "profile": profile,
-        }  # fmt: skip
+    (seen_total,) = all_reduced([float(trained.tokens_seen)], job.cuda)
+    if job.rank == 0:
+        write_model(tmp, data, dtype)
+        metrics = run_metrics(job, data, sched, trained, dtype, params, peaks, seen_total)
         metrics["save_seconds"] = round(time.time() - t_save, 3)
-        metrics["wall_seconds"] = round(time.time() - t_start, 3)
+        metrics["wall_seconds"] = round(time.time() - job.t_start, 3)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        out = Path(args.output)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-        log(f"wrote {out} ({total} steps, final loss {history[-1]['loss'] if history else float('nan'):.4f})")
+        history = trained.history
+        log(f"wrote {out} ({sched.total} steps, final loss {history[-1]['loss'] if history else float('nan'):.4f})")
+
+
+def write_model(tmp: Path, data: Data, dtype: Any) -> None:
+    """The gathered ``consolidated.bin`` in ``tmp`` as a Hugging Face model (safetensors, config), and the
+    tokenizer with its chat template beside it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    weights = torch.load(tmp / "consolidated.bin", map_location="cpu", weights_only=True)
+    (tmp / "consolidated.bin").unlink()
+    conf = AutoConfig.from_pretrained(data.path, **({"gguf_file": data.gguf} if data.gguf else {}))
+    conf.vocab_size = len(data.tokenizer)
+    final = AutoModelForCausalLM.from_config(conf, dtype=dtype)
+    missing, unexpected = final.load_state_dict(weights, strict=False)
+    final.tie_weights()
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise RuntimeError(f"consolidated weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    final.save_pretrained(tmp, safe_serialization=True)
+    data.tokenizer.chat_template = data.template.chat_template()
+    data.tokenizer.save_pretrained(tmp)
+
+
+def run_metrics(
+    job: Job, data: Data, sched: Schedule, trained: Trained, dtype: Any, params: int, peaks: list[float],
+    seen_total: float,
+) -> dict[str, Any]:  # fmt: skip
+    """metrics.json but its save and wall seconds; ``peaks``: the ranks' largest RSS, GPU allocated and reserved
+    (MB), ``seen_total``: the tokens all ranks saw."""
+    import torch
+
+    section, cuda, world, tokenizer = job.section, job.cuda, job.world, data.tokenizer
+    rss, gpu_alloc, gpu_reserved = peaks
+    train_s = trained.seconds
+    return {
+        "base_model": job.args.base_model, "world_size": world, "device": "cuda" if cuda else "cpu",
+        "dtype": str(dtype).removeprefix("torch."), "dtype_why": job.bf16_why, "examples": len(data.examples),
+        "records": data.records, "skipped_no_trained_tokens": data.skipped, "truncated": data.truncated,
+        "steps": sched.total, "tokens_per_step": sched.per_step,
+        "special_tokens": {t: tokenizer.convert_tokens_to_ids(t) for t in job.tokens},
+        "loss": trained.history, "train_seconds": round(train_s, 3),
+        "tokens_per_second": round(seen_total / max(train_s, 1e-9), 2),
+        "tokens_per_second_per_process": round(seen_total / max(train_s, 1e-9) / world, 2),
+        "peak_rss_mb": round(rss, 1), "resumed_from_step": trained.resumed_from, "parameters": params,
+        "zero_stage": section["zero_stage"], "micro_batch_size": sched.micro_batch,
+        "gradient_accumulation_steps": sched.accumulation, "max_seq_len": section["max_seq_len"],
+        "gradient_checkpointing": section["gradient_checkpointing"],
+        "peak_gpu_memory_mb": round(gpu_alloc, 1) if cuda else None,
+        "peak_gpu_reserved_mb": round(gpu_reserved, 1) if cuda else None,
+        "gpu": torch.cuda.get_device_name() if cuda else None, "profile": trained.profile,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One rank's run: join the process group, encode the data, build the engine, resume, train, save."""
+    die_with_parent()
+    job = join(*parse_args(argv))
+    data = load_data(job.section, job.tokens, job.args.base_model, job.args.sft)
+    sched = schedule(job.section, len(data.examples), job.world)
+    if sched.total == 0:
+        log("no trainable example: nothing to train")
+        return 3
+    engine, scheduler, dtype, params = build_engine(job.section, data, job.world, sched.total)
+    state = Path(job.args.state_dir)
+    step, history = resume(engine, state, job, sched.total)
+    trained = train(job, engine, scheduler, data, sched, state, step, history)
+    save(job, engine, data, sched, trained, dtype, params)
+    import torch.distributed as dist
+
     dist.barrier()
     dist.destroy_process_group()
     return 0
