@@ -96,7 +96,8 @@ def test_the_cpu_twin_runs_every_phase_and_writes_the_gpu_runs_fields(tmp_path, 
 
     log = tmp_path / "out" / "gpu.log"
     assert log.stat().st_size < 200_000 and "== serve_evaluate" in log.read_text()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu.json", "gpu.log"]
+    # results/: the measurement record the script writes beside gpu.json
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu.json", "gpu.log", "results"]
     assert "train_zero3:" in done.stdout  # the digest at the end, for the device run's output
 
 
